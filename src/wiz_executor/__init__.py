@@ -1,0 +1,92 @@
+"""wiz-executor: the Wiz processor executor.
+
+Serves the Wiz Processor API and runs processors on data chunks under worker limits.
+The names below are the public API; everything in a module whose name starts with an
+underscore is private.
+"""
+
+__version__ = "0.1.0"
+
+from .api import (
+    Configuration,
+    Data,
+    DataChunkState,
+    DataFormat,
+    DataSpec,
+    DataType,
+    DownstreamDataLocation,
+    ExecutorConfig,
+    ExpectedData,
+    FilesystemReference,
+    State,
+    WorkModel,
+)
+from .api import (
+    Processor as ProcessorInfo,
+)
+from .api import (
+    Run as RunInfo,
+)
+from .errors import (
+    ChunkFailed,
+    ChunkNotFound,
+    ChunkTimeout,
+    Conflict,
+    ExecutorFull,
+    InvalidConfiguration,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ProcessorNotFound,
+    RunNotFound,
+    ShuttingDown,
+    Unauthorized,
+    WizError,
+)
+from .executor import AddResult, Executor
+from .processors import Context, Input, Output, Processor, ProcessorConfig
+from .registry import Registry
+from .server import create_app
+from .settings import Settings
+
+__all__ = [
+    "AddResult",
+    "ChunkFailed",
+    "ChunkNotFound",
+    "ChunkTimeout",
+    "Configuration",
+    "Conflict",
+    "Context",
+    "Data",
+    "DataChunkState",
+    "DataFormat",
+    "DataSpec",
+    "DataType",
+    "DownstreamDataLocation",
+    "Executor",
+    "ExecutorConfig",
+    "ExecutorFull",
+    "ExpectedData",
+    "FilesystemReference",
+    "Input",
+    "InvalidConfiguration",
+    "InvalidInput",
+    "NotFound",
+    "Output",
+    "PayloadTooLarge",
+    "Processor",
+    "ProcessorConfig",
+    "ProcessorInfo",
+    "ProcessorNotFound",
+    "Registry",
+    "RunInfo",
+    "RunNotFound",
+    "Settings",
+    "ShuttingDown",
+    "State",
+    "Unauthorized",
+    "WizError",
+    "WorkModel",
+    "__version__",
+    "create_app",
+]

@@ -1,0 +1,5 @@
+"""`python -m wiz_executor` is `wiz`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,296 @@
+"""Wire models of the Wiz Processor API, and nothing else.
+
+Field names, paths and enum spellings are fixed by existing Go clients, so every model
+uses the PascalCase JSON names of the spec. Enums are written as names and read as names
+or integer codes (the Go client may send either). A missing field takes Go's zero value.
+Fields marked *extension* are new: optional on input, and omitted from output while
+unset, so an old client sees exactly the shapes it knows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
+
+__all__ = [
+    "ChunkCounts",
+    "Configuration",
+    "Data",
+    "DataChunkState",
+    "DataFormat",
+    "DataSpec",
+    "DataType",
+    "DownstreamDataLocation",
+    "ErrorBody",
+    "ExecutorConfig",
+    "ExpectedData",
+    "FilesystemReference",
+    "Processor",
+    "Progress",
+    "Run",
+    "State",
+    "WorkModel",
+]
+
+
+class _CodedEnum(StrEnum):
+    """An enum whose JSON form is its name; `code` is the integer the Go side uses."""
+
+    @property
+    def code(self) -> int:
+        return list(type(self)).index(self) + 1
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Any:
+        """Accept a name or an integer code; leave anything else for pydantic to reject."""
+        return _FROM_CODE.get((cls, value), value) if type(value) is int else value
+
+
+class State(_CodedEnum):
+    """State of a run."""
+
+    UNINITIALIZED = "UNINITIALIZED"
+    CONFIGURED = "CONFIGURED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    ERRORED = "ERRORED"
+
+
+class DataChunkState(_CodedEnum):
+    """State of a chunk: WAITING → RUNNING → SUCCEEDED | FAILED."""
+
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class DataFormat(_CodedEnum):
+    RAW = "RAW"
+    FILESYSTEM_REF = "FILESYSTEM_REF"
+
+
+class DataType(_CodedEnum):
+    INPUT = "INPUT"
+    OUTPUT = "OUTPUT"
+
+
+_FROM_CODE: dict[tuple[type[_CodedEnum], int], _CodedEnum] = {
+    (enum, member.code): member
+    for enum in (State, DataChunkState, DataFormat, DataType)
+    for member in enum
+}
+
+
+class WorkModel(StrEnum):
+    """*Extension*: how a run's chunks get workers (see the README's "Work models")."""
+
+    LIFETIME = "LIFETIME"
+    POOL = "POOL"
+
+
+_State = State
+_WorkModel = WorkModel
+E = TypeVar("E", bound=_CodedEnum)
+
+
+def _wire_enum(enum: type[E], default: E) -> Any:
+    """A name or a code; Go's zero value (`0`, `"DataFormat(0)"`) means the default."""
+    zero = f"{enum.__name__}(0)"
+
+    def read(value: Any) -> Any:
+        return default if value == 0 or value == zero else enum.from_wire(value)
+
+    return Annotated[
+        enum,
+        BeforeValidator(read),
+        Field(default=default, description=f"a name, or its integer code 1..{len(enum)}"),
+    ]
+
+
+def _executor_owned(enum: type[E], default: E) -> Any:
+    """A field the executor sets itself (a chunk's State and Type): whatever a client
+    sends there ("DataChunkState(0)", 0, a real name) is read without failing."""
+
+    def lenient(value: Any) -> E:
+        value = enum.from_wire(value)
+        return value if isinstance(value, enum) else default
+
+    return Annotated[enum, BeforeValidator(lenient), Field(default=default)]
+
+
+class _Wire(BaseModel):
+    """Base of the wire models: Go-style zero values, unknown fields ignored, and
+    unset extension fields left out of the output."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    _extensions: frozenset[str] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_extensions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        for name in self._extensions:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
+
+
+class Processor(_Wire):
+    ProcID: str = Field(examples=["noop"])
+    Name: str = Field(examples=["No Operation Processor"])
+    Version: str = Field(examples=["0.1.0"])
+
+
+class ExpectedData(_Wire):
+    NumChunks: NonNegativeInt = Field(
+        0, le=2**32 - 1, description="chunks the run will receive; 0 = not known in advance"
+    )
+
+
+_ExpectedData = ExpectedData
+
+
+class DownstreamDataLocation(_Wire):
+    Hostname: str = Field(description="host:port of the executor serving the next run")
+    ProcID: str
+    RunID: str
+
+
+class ExecutorConfig(_Wire):
+    _extensions = frozenset({"WorkModel", "ChunkTimeout"})
+
+    MaxWorkers: NonNegativeInt = Field(
+        0, description="chunks of this run processed at once; 0 = the executor's default"
+    )
+    SendDownstream: bool = False
+    DownstreamLocations: list[DownstreamDataLocation] | None = None
+    WorkModel: _WorkModel | None = Field(
+        None, description="*Extension*: LIFETIME or POOL; unset = the executor's default"
+    )
+    ChunkTimeout: NonNegativeFloat | None = Field(
+        None,
+        description="*Extension*: seconds a chunk may take before it fails; "
+        "unset or 0 = the executor's default",
+    )
+
+
+_ExecutorConfig = ExecutorConfig
+
+
+class Configuration(_Wire):
+    ExpectedData: _ExpectedData = Field(default_factory=lambda: _ExpectedData())
+    ExecutorConfig: _ExecutorConfig = Field(default_factory=lambda: _ExecutorConfig())
+    Processor: Any = Field(
+        None, description="the processor's own configuration; null = its defaults"
+    )
+
+
+_Configuration = Configuration
+
+
+class ChunkCounts(_Wire):
+    WAITING: int = 0
+    RUNNING: int = 0
+    SUCCEEDED: int = 0
+    FAILED: int = 0
+
+
+_ChunkCounts = ChunkCounts
+
+
+class Run(_Wire):
+    _extensions = frozenset({"ChunkCounts", "InputClosed"})
+
+    RunID: str
+    Configuration: _Configuration
+    CurrentState: Annotated[_State, BeforeValidator(_State.from_wire)]
+    ChunkCounts: _ChunkCounts | None = Field(
+        None, description="*Extension*: the run's input chunks by state"
+    )
+    InputClosed: bool | None = Field(
+        None, description="*Extension*: true once end of input was declared"
+    )
+
+
+class FilesystemReference(_Wire):
+    Driver: str = Field("", examples=["local"])
+    Location: str = Field("", examples=["/path/in/the/data/dir"])
+
+
+_FilesystemReference = FilesystemReference
+
+
+class Progress(_Wire):
+    Done: int = 0
+    Total: int | None = None
+
+
+_Progress = Progress
+
+
+class Data(_Wire):
+    """A chunk. On AddData, `State` and `Type` are the executor's to set and are ignored."""
+
+    _extensions = frozenset({"Error", "DeliveryError", "Progress"})
+
+    ChunkID: str = ""
+    Format: _wire_enum(DataFormat, DataFormat.RAW)  # type: ignore[valid-type]
+    Type: _executor_owned(DataType, DataType.INPUT)  # type: ignore[valid-type]
+    State: _executor_owned(DataChunkState, DataChunkState.WAITING)  # type: ignore[valid-type]
+    RawData: Any = None
+    FilesystemReference: _FilesystemReference = Field(
+        default_factory=lambda: _FilesystemReference()
+    )
+    AssociatedChunkID: str = Field(
+        "",
+        description="on input, the ID of the output chunk to produce (made up when empty); "
+        "on output, the ID of the input it came from",
+    )
+    Error: str | None = Field(None, description="*Extension*: why a FAILED chunk failed")
+    DeliveryError: str | None = Field(
+        None, description="*Extension*: why sending this output downstream finally failed"
+    )
+    Progress: _Progress | None = Field(
+        None, description="*Extension*: work done on a RUNNING chunk, as the processor reports it"
+    )
+
+
+class DataSpec(_Wire):
+    In: list[Data] = Field(default_factory=list)
+    Out: list[Data] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"value": "<what went wrong, for a person>"}`."""
+
+    value: str
+
+
+class AddDataResult(_Wire):
+    """*Extension*: what AddData did (the original answered `null`)."""
+
+    Accepted: int = Field(description="new chunks queued by this request")
+    Duplicates: int = Field(description="chunks already held with the same content (no-ops)")
+
+
+class EndOfInputResult(_Wire):
+    RunID: str
+    CurrentState: _State
+    Accepted: int
+
+
+data_adapter: TypeAdapter[Data] = TypeAdapter(Data)
+data_batch_adapter: TypeAdapter[list[Data]] = TypeAdapter(list[Data])
+StateName = Literal["UNINITIALIZED", "CONFIGURED", "RUNNING", "SUCCEEDED", "ERRORED"]

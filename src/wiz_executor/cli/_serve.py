@@ -1,0 +1,92 @@
+"""`wiz executor`: serve the Processor API until SIGINT or SIGTERM.
+
+On a signal uvicorn stops accepting connections and lets open requests end; then the
+app's lifespan shuts the executor down in order (running chunks get the grace period,
+the rest fail with a message saying why).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from ..api import WorkModel
+from ..server import create_app
+from ..settings import Settings
+
+DEFAULTS = Settings()
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class WorkModelName(StrEnum):
+    lifetime = "lifetime"
+    pool = "pool"
+
+
+DEFAULT_WORK_MODEL = WorkModelName(DEFAULTS.work_model.value.lower())
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    max_workers: Annotated[
+        int, typer.Option(min=1, help="Chunks processed at once across all runs.")
+    ] = DEFAULTS.max_workers,
+    run_workers: Annotated[
+        int, typer.Option(min=1, help="A run's worker limit when its MaxWorkers is 0.")
+    ] = DEFAULTS.default_run_workers,
+    max_pending: Annotated[
+        int, typer.Option(min=1, help="Waiting chunks held before AddData answers 429.")
+    ] = DEFAULTS.max_pending,
+    work_model: Annotated[
+        WorkModelName, typer.Option(help="Work model of runs that do not choose one.")
+    ] = DEFAULT_WORK_MODEL,
+    chunk_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds a chunk may take; 0 = no limit.")
+    ] = 0,
+    shutdown_grace: Annotated[
+        float, typer.Option(min=0, help="Seconds running chunks get to finish on shutdown.")
+    ] = DEFAULTS.shutdown_grace,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where processors write; their file access stays inside.")
+    ] = Path("wiz-data"),
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted (413 past it).")
+    ] = DEFAULTS.max_body_bytes,
+    log_level: Annotated[LogLevel, typer.Option(help="Logging level.")] = LogLevel.info,
+) -> None:
+    """Run the executor: serve the Wiz Processor API."""
+    settings = Settings(
+        max_workers=max_workers,
+        default_run_workers=run_workers,
+        max_pending=max_pending,
+        work_model=WorkModel(work_model.value.upper()),
+        chunk_timeout=chunk_timeout or None,
+        shutdown_grace=shutdown_grace,
+        data_dir=data_dir,
+        max_body_bytes=max_body_bytes,
+    )
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.value,
+        access_log=log_level is LogLevel.debug,
+        timeout_graceful_shutdown=int(shutdown_grace) + 1,
+    )

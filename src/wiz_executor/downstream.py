@@ -1,0 +1,152 @@
+"""Sending finished outputs to the next run, with bounded retries and backoff.
+
+Each SUCCEEDED output of a run with `SendDownstream` goes, as an INPUT chunk whose
+ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
+`DownstreamLocations[].Hostname`. Connection errors, 5xx and 429 are retried with
+exponential backoff (honouring Retry-After); other 4xx answers are final. A delivery
+that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
+the run ERRORED: an output is never dropped silently.
+
+The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
+already held with the same content, so a retry after a lost answer cannot duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from .api import DownstreamDataLocation
+from .runs import Chunk, Run, RunMap
+
+log = logging.getLogger(__name__)
+
+RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def location_url(loc: DownstreamDataLocation) -> str:
+    host = loc.Hostname.rstrip("/")
+    base = host if "://" in host else f"http://{host}"
+    return f"{base}/processors/{quote(loc.ProcID, safe='')}/runs/{quote(loc.RunID, safe='')}/data"
+
+
+class Downstream:
+    """A queue of outputs to deliver and a few sender tasks draining it."""
+
+    def __init__(
+        self,
+        runs: RunMap,
+        client: httpx.AsyncClient,
+        attempts: int = 5,
+        backoff: float = 0.1,
+        senders: int = 16,
+    ) -> None:
+        self.runs = runs
+        self.client = client
+        self.attempts = attempts
+        self.backoff = backoff
+        self._senders_max = senders
+        self._queue: asyncio.Queue[tuple[Run, Chunk]] = asyncio.Queue()
+        self._senders: set[asyncio.Task[None]] = set()
+        self._encode = msgspec.json.Encoder().encode
+
+    def deliver(self, run: Run, chunk: Chunk) -> None:
+        """Queue an output for delivery (the run map already counts it as pending)."""
+        self._queue.put_nowait((run, chunk))
+        if len(self._senders) < self._senders_max and self._queue.qsize() > 0:
+            task = asyncio.create_task(self._send_loop())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send_loop(self) -> None:
+        while True:
+            try:
+                run, chunk = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            error: str | None = "executor shut down before the output was delivered"
+            try:
+                error = await self._deliver(run, chunk)
+            finally:
+                self.runs.delivery_finished(run, chunk, error)
+                if error:
+                    log.warning(
+                        "output %s of run %s not delivered: %s", chunk.output_id, run.run_id, error
+                    )
+
+    async def _deliver(self, run: Run, chunk: Chunk) -> str | None:
+        body = self._encode(
+            {
+                "ChunkID": chunk.output_id,
+                "Format": chunk.out_format.value,
+                "Type": "INPUT",
+                "State": "WAITING",
+                "RawData": chunk.out_raw,
+                "FilesystemReference": {"Driver": chunk.out_driver, "Location": chunk.out_location},
+                "AssociatedChunkID": "",
+            }
+        )
+        errors = []
+        for loc in run.configuration.ExecutorConfig.DownstreamLocations or ():
+            error = await self._send(location_url(loc), body)
+            if error:
+                errors.append(f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}")
+        return "; ".join(errors) or None
+
+    async def _send(self, url: str, body: bytes) -> str | None:
+        delay = self.backoff
+        last = ""
+        for attempt in range(1, self.attempts + 1):
+            wait = delay
+            try:
+                resp = await self.client.post(
+                    url, content=body, headers={"content-type": "application/json"}
+                )
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if resp.status_code < 300:
+                    return None
+                last = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                if resp.status_code not in RETRIED_STATUS:
+                    return last
+                wait = max(delay, _retry_after(resp))
+            if attempt < self.attempts:
+                await asyncio.sleep(wait)
+                delay *= 2
+        return f"gave up after {self.attempts} attempts; last: {last}"
+
+    async def close(self, grace: float) -> None:
+        """Give queued deliveries `grace` seconds, then record the rest as undelivered."""
+        if self._senders:
+            _, late = await asyncio.wait(set(self._senders), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        while not self._queue.empty():
+            run, chunk = self._queue.get_nowait()
+            self.runs.delivery_finished(
+                run, chunk, "executor shut down before the output was delivered"
+            )
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(body, dict) and isinstance(body.get("value"), str):
+        return str(body["value"])
+    return resp.text[:200]
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return min(float(resp.headers.get("retry-after", "0")), 30.0)
+    except ValueError:
+        return 0.0

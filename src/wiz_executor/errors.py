@@ -1,0 +1,101 @@
+"""The executor's exceptions: one root, each error saying what a person needs to act.
+
+    WizError
+    ├── InvalidInput                 a request body or argument that cannot be accepted
+    │   └── InvalidConfiguration     a processor configuration its model rejects
+    ├── NotFound
+    │   ├── ProcessorNotFound
+    │   ├── RunNotFound
+    │   └── ChunkNotFound
+    ├── Conflict                     the request contradicts what the executor already holds
+    ├── PayloadTooLarge
+    ├── ExecutorFull                 the bounded queue of waiting chunks is full; retry later
+    ├── ShuttingDown                 the executor is stopping and takes no new work
+    ├── Unauthorized                 a required token is missing or wrong
+    └── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
+        └── ChunkTimeout             recorded on the chunk)
+
+HTTP status codes are assigned in exactly one place, `wiz_executor.server._errors`,
+so the library can be used without the server and the mapping can be read at a glance.
+"""
+
+from __future__ import annotations
+
+
+class WizError(Exception):
+    """Root of every error the executor raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(WizError):
+    """The request cannot be accepted as sent; nothing was changed."""
+
+
+class InvalidConfiguration(InvalidInput):
+    """A processor rejected the configuration it was given; no run was created."""
+
+
+class NotFound(WizError):
+    """The thing named in the request does not exist."""
+
+
+class ProcessorNotFound(NotFound):
+    def __init__(self, proc_id: str) -> None:
+        super().__init__(f"no processor {proc_id!r} on this executor")
+        self.proc_id = proc_id
+
+
+class RunNotFound(NotFound):
+    def __init__(self, proc_id: str, run_id: str) -> None:
+        super().__init__(
+            f"no run {run_id!r} of processor {proc_id!r}; configure it first with "
+            f"POST /processors/{proc_id}/runs/{run_id}/config"
+        )
+        self.proc_id = proc_id
+        self.run_id = run_id
+
+
+class ChunkNotFound(NotFound):
+    def __init__(self, run_id: str, chunk_id: str, kind: str) -> None:
+        super().__init__(f"run {run_id!r} has no {kind} chunk {chunk_id!r}")
+        self.chunk_id = chunk_id
+
+
+class Conflict(WizError):
+    """The request contradicts state the executor already holds; nothing was changed."""
+
+
+class PayloadTooLarge(WizError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class ExecutorFull(WizError):
+    """Accepting the chunks would overflow the bounded queue of waiting chunks."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(WizError):
+    def __init__(self) -> None:
+        super().__init__("the executor is shutting down and accepts no new work")
+
+
+class Unauthorized(WizError):
+    """A token is required and was missing or wrong."""
+
+
+class ChunkFailed(WizError):
+    """A processor could not produce an output for a chunk."""
+
+
+class ChunkTimeout(ChunkFailed):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"processor did not finish the chunk within {seconds:g} s (timeout)")
+        self.seconds = seconds

@@ -1,0 +1,200 @@
+"""The executor: the run map, the processors and the work models, behind one API.
+
+The HTTP server is a thin translation onto this class, and tests and benchmarks can
+drive it directly. It is an async context manager: entering starts what it owns (the
+worker threads, the downstream sender), leaving shuts down in a fixed order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import httpx
+
+from .api import Configuration, Data
+from .api import Processor as ProcessorInfo
+from .downstream import Downstream
+from .errors import Conflict, ExecutorFull, InvalidInput, ShuttingDown
+from .registry import Registry
+from .runs import WAITING, Chunk, Run, RunMap
+from .scheduling import Scheduler
+from .settings import Settings
+from .wire import chunk_from_data
+
+log = logging.getLogger(__name__)
+
+
+class AddResult:
+    __slots__ = ("accepted", "duplicates")
+
+    def __init__(self, accepted: int, duplicates: int) -> None:
+        self.accepted = accepted
+        self.duplicates = duplicates
+
+    def __repr__(self) -> str:
+        return f"<AddResult accepted={self.accepted} duplicates={self.duplicates}>"
+
+
+class Executor:
+    """Hosts processors and runs them on the chunks it is given."""
+
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+        self.settings = settings or Settings()
+        self.registry = registry if registry is not None else Registry.default()
+        self.runs = RunMap()
+        self.threads = ThreadPoolExecutor(
+            max_workers=self.settings.max_workers, thread_name_prefix="wiz-processor"
+        )
+        self.scheduler = Scheduler(self.runs, self.settings, self.threads)
+        self._http: httpx.AsyncClient | None = None
+        self.downstream: Downstream | None = None
+        self.closing = False
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Executor:
+        if self._started:
+            raise RuntimeError("an Executor can be started only once")
+        self._started = True
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self.downstream = Downstream(
+            self.runs,
+            self._http,
+            self.settings.downstream_attempts,
+            self.settings.downstream_backoff,
+        )
+        self.scheduler.runner.on_output = self.downstream.deliver
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let running chunks finish within the grace period, fail the
+        rest with a clear message, deliver what can be, then close."""
+        if self.closing:
+            return
+        self.closing = True
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self.scheduler.shutdown(grace)
+        if self.downstream is not None:
+            await self.downstream.close(grace)
+        if self._http is not None:
+            await self._http.aclose()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    # -- processors --------------------------------------------------------------------
+
+    def processors(self) -> list[ProcessorInfo]:
+        return [cls.info() for cls in self.registry]
+
+    def processor(self, proc_id: str) -> ProcessorInfo:
+        return self.registry.get(proc_id).info()
+
+    # -- runs --------------------------------------------------------------------------
+
+    def list_runs(self, proc_id: str) -> list[Run]:
+        self.registry.get(proc_id)
+        return self.runs.runs_of(proc_id)
+
+    def get_run(self, proc_id: str, run_id: str) -> Run:
+        self.registry.get(proc_id)
+        return self.runs.get(proc_id, run_id)
+
+    def configure(
+        self, proc_id: str, run_id: str, configuration: Configuration
+    ) -> tuple[Run, bool]:
+        """Create a run; the same configuration again is a no-op, a different one a 409.
+
+        Returns the run and whether it was created by this call.
+        """
+        cls = self.registry.get(proc_id)
+        if not run_id:
+            raise InvalidInput("a run needs a non-empty run ID")
+        existing = self.runs.find(proc_id, run_id)
+        if existing is not None:
+            if existing.configuration != configuration:
+                raise Conflict(
+                    f"run {run_id!r} of processor {proc_id!r} is already configured "
+                    "differently; delete it first to configure it again"
+                )
+            return existing, False
+        if self.closing:
+            raise ShuttingDown()
+        processor_config = cls.parse_config(configuration.Processor)
+        ec = configuration.ExecutorConfig
+        if ec.SendDownstream and not ec.DownstreamLocations:
+            raise InvalidInput("SendDownstream is true but DownstreamLocations is empty")
+        run = Run(
+            proc_id,
+            run_id,
+            configuration,
+            processor_config,
+            max_workers=ec.MaxWorkers or self.settings.default_run_workers,
+            work_model=ec.WorkModel or self.settings.work_model,
+            timeout=ec.ChunkTimeout or None,
+        )
+        self.runs.insert(run)
+        self.scheduler.open(run, cls)
+        return run, True
+
+    def add_chunks(self, proc_id: str, run_id: str, chunks: list[Chunk]) -> AddResult:
+        """Accept input chunks as a whole or not at all: a conflict, a closed run or a
+        full queue rejects the whole batch and changes nothing."""
+        run = self.get_run(proc_id, run_id)
+        new, duplicates = self.runs.check_accepts(run, chunks)
+        if new:
+            if self.closing:
+                raise ShuttingDown()
+            waiting = self.runs.counts[WAITING]
+            if waiting + len(new) > self.settings.max_pending:
+                raise ExecutorFull(
+                    f"the executor holds {waiting} waiting chunks and takes at most "
+                    f"{self.settings.max_pending}; retry later",
+                    self.settings.retry_after,
+                )
+            self.runs.accept(run, new)
+            self.scheduler.submit(run, new)
+        return AddResult(len(new), duplicates)
+
+    def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
+        """`add_chunks` for wire models (the library's convenient form)."""
+        items = data if isinstance(data, list) else [data]
+        return self.add_chunks(proc_id, run_id, [chunk_from_data(d) for d in items])
+
+    def end_of_input(self, proc_id: str, run_id: str) -> Run:
+        """Declare that no more chunks will come; the run completes when those held finish."""
+        run = self.get_run(proc_id, run_id)
+        self.runs.close_input(run)
+        return run
+
+    async def delete_run(self, proc_id: str, run_id: str) -> Run:
+        """Forget a run, cancelling its waiting and running chunks, so memory is given back."""
+        run = self.get_run(proc_id, run_id)
+        self.runs.remove(run)
+        await self.scheduler.delete(run)
+        run.chunks.clear()
+        run.outputs.clear()
+        return run
+
+    async def wait(
+        self,
+        proc_id: str,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Run:
+        """Wait until a run is SUCCEEDED or ERRORED (or deleted)."""
+        run = self.get_run(proc_id, run_id)
+        async with asyncio.timeout(timeout):
+            await run.done.wait()
+        return run

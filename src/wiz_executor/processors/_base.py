@@ -1,0 +1,198 @@
+"""The processor library: what a processor declares and what it is given per chunk.
+
+A processor is a class. The executor makes instances of it (one per chunk under the
+LIFETIME work model, a few long-lived ones under POOL), so per-chunk state belongs in
+the `Context`, never on `self`; `self` holds what `setup` prepared once (a connection
+pool, a loaded model).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..api import DataFormat
+from ..api import Processor as ProcessorInfo
+from ..errors import InvalidConfiguration
+
+
+class ProcessorConfig(BaseModel):
+    """Base of processor configuration models: the field defaults are the processor's
+    default configuration, and an unknown field is an error rather than a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class Input:
+    """The chunk a processor is asked to work on."""
+
+    __slots__ = ("chunk_id", "driver", "format", "location", "raw_data")
+
+    def __init__(
+        self, chunk_id: str, format: DataFormat, raw_data: Any, driver: str, location: str
+    ) -> None:
+        self.chunk_id = chunk_id
+        self.format = format
+        self.raw_data = raw_data
+        self.driver = driver
+        self.location = location
+
+    def __repr__(self) -> str:
+        return f"<Input {self.chunk_id!r} {self.format.value}>"
+
+
+class Output:
+    """What a processor produced: a JSON value (RAW) or a file or folder (FILESYSTEM_REF).
+
+    A processor may also return any JSON-able value, which is taken as `Output.raw(value)`.
+    """
+
+    __slots__ = ("driver", "format", "location", "raw_data")
+
+    def __init__(
+        self,
+        format: DataFormat = DataFormat.RAW,
+        raw_data: Any = None,
+        driver: str = "",
+        location: str = "",
+    ) -> None:
+        self.format = format
+        self.raw_data = raw_data
+        self.driver = driver
+        self.location = location
+
+    @classmethod
+    def raw(cls, value: Any) -> Output:
+        return cls(DataFormat.RAW, value)
+
+    @classmethod
+    def file(cls, path: str | Path, state: Any = None) -> Output:
+        """A local file or folder; `state` (shown as RawData) records what it was made from."""
+        return cls(DataFormat.FILESYSTEM_REF, state, "local", str(path))
+
+
+ProgressSink = Callable[[int, int | None], None]
+
+
+class Context(Generic[ConfigT]):
+    """Everything a processor may know about the chunk it works on, and how to report."""
+
+    __slots__ = ("_report", "chunk_id", "config", "data_dir", "proc_id", "run_id")
+
+    def __init__(
+        self,
+        proc_id: str,
+        run_id: str,
+        chunk_id: str,
+        config: ConfigT,
+        data_dir: Path,
+        report: ProgressSink,
+    ) -> None:
+        self.proc_id = proc_id
+        self.run_id = run_id
+        self.chunk_id = chunk_id
+        self.config = config
+        """The run's configuration with this chunk's overrides applied."""
+        self.data_dir = data_dir
+        self._report = report
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This chunk's own folder inside the data directory, created on first use."""
+        path = self.data_dir / _safe_name(self.proc_id) / _safe_name(self.run_id)
+        path = path / _safe_name(self.chunk_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def report_progress(self, done: int, total: int | None = None) -> None:
+        """Tell the run view and event stream how far this chunk has come (any thread)."""
+        self._report(done, total)
+
+
+def _safe_name(part: str) -> str:
+    # IDs come from users: keep them one path component each, whatever they hold.
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in part).lstrip(".")
+    return cleaned or "_"
+
+
+class Processor(ABC, Generic[ConfigT]):
+    """Base class of processors: metadata, a configuration model, do-nothing hooks and
+    one abstract `run`, which may be a plain function (run on a worker thread, so it may
+    block) or a coroutine function (run on the event loop, so it must not block)."""
+
+    id: ClassVar[str]
+    name: ClassVar[str]
+    version: ClassVar[str] = "0.1.0"
+    Config: ClassVar[type[BaseModel]] = ProcessorConfig
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+        """The run's configuration (without any chunk's overrides)."""
+
+    async def setup(self) -> None:
+        """Prepare what every chunk will share; called once per instance."""
+
+    async def teardown(self) -> None:
+        """Release what `setup` took; called once when the instance is discarded."""
+
+    @abstractmethod
+    def run(self, data: Input, context: Context[ConfigT]) -> Any:
+        """Process one chunk; return an `Output` or a JSON-able value; raise to fail it."""
+
+    # -- class-level helpers the executor uses -----------------------------------------
+
+    @classmethod
+    def info(cls) -> ProcessorInfo:
+        return ProcessorInfo(ProcID=cls.id, Name=cls.name, Version=cls.version)
+
+    @classmethod
+    def is_async(cls) -> bool:
+        return inspect.iscoroutinefunction(cls.run)
+
+    @classmethod
+    def parse_config(cls, raw: Any) -> BaseModel:
+        """Validate a run's `Processor` configuration; null means the defaults."""
+        if raw is None:
+            raw = {}
+        try:
+            return cls.Config.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidConfiguration(
+                f"invalid configuration for processor {cls.id!r}: {_describe(exc)}"
+            ) from None
+
+    @classmethod
+    def config_for_chunk(cls, run_config: BaseModel, raw_data: Any) -> BaseModel:
+        """The run's configuration with the fields a chunk's RawData object overrides.
+
+        As in the original executor, a chunk may carry configuration fields next to its
+        data. Only fields of the configuration model count; anything else is data.
+        """
+        if type(raw_data) is not dict:
+            return run_config
+        fields = cls.Config.model_fields
+        overrides = {k: v for k, v in raw_data.items() if k in fields}
+        if not overrides:
+            return run_config
+        try:
+            return cls.Config.model_validate({**run_config.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise InvalidConfiguration(
+                f"chunk overrides an invalid configuration: {_describe(exc)}"
+            ) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "configuration"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,377 @@
+"""The run map: processor ID → run ID → run, each run with its chunks and counters.
+
+This is the only place run and chunk state changes. It is confined to the event loop's
+thread and no method awaits, so each call is atomic with respect to every other: many
+concurrent HTTP clients can configure, add and read at once without a lock, and a read
+always sees a consistent snapshot. Work that happens on other threads (sync processors)
+reports back through the loop before it touches anything here.
+
+Each input chunk is one `Chunk` record that also holds its output: the output mirrors the
+input's state by construction, and a retained chunk costs one object, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from .api import Configuration, DataChunkState, DataFormat, State, WorkModel
+from .errors import ChunkNotFound, Conflict, RunNotFound
+
+WAITING, RUNNING, SUCCEEDED, FAILED = (
+    DataChunkState.WAITING,
+    DataChunkState.RUNNING,
+    DataChunkState.SUCCEEDED,
+    DataChunkState.FAILED,
+)
+FINISHED = frozenset({SUCCEEDED, FAILED})
+
+
+class Chunk:
+    """One input chunk and the output it produces."""
+
+    __slots__ = (
+        "delivery_error",
+        "error",
+        "fs_driver",
+        "fs_location",
+        "generated_output_id",
+        "id",
+        "in_format",
+        "out_driver",
+        "out_format",
+        "out_location",
+        "out_raw",
+        "output_id",
+        "progress",
+        "raw_data",
+        "state",
+    )
+
+    def __init__(
+        self,
+        chunk_id: str,
+        output_id: str,
+        in_format: DataFormat,
+        raw_data: Any,
+        fs_driver: str,
+        fs_location: str,
+        generated_output_id: bool,
+    ) -> None:
+        self.id = chunk_id
+        self.output_id = output_id
+        self.generated_output_id = generated_output_id
+        self.in_format = in_format
+        self.raw_data = raw_data
+        self.fs_driver = fs_driver
+        self.fs_location = fs_location
+        self.state = WAITING
+        self.out_format = DataFormat.RAW
+        self.out_raw: Any = None
+        self.out_driver = ""
+        self.out_location = ""
+        self.error: str | None = None
+        self.delivery_error: str | None = None
+        self.progress: tuple[int, int | None] | None = None
+
+    def same_input(self, other: Chunk) -> bool:
+        """Whether a resent chunk is the one already held (State and Type never count)."""
+        return (
+            self.in_format is other.in_format
+            and self.raw_data == other.raw_data
+            and self.fs_driver == other.fs_driver
+            and self.fs_location == other.fs_location
+            and (other.generated_output_id or self.output_id == other.output_id)
+        )
+
+
+class Run:
+    """A configured run of one processor: its configuration, chunks and counters."""
+
+    __slots__ = (
+        "chunks",
+        "configuration",
+        "counts",
+        "deliveries_failed",
+        "deliveries_pending",
+        "done",
+        "input_closed",
+        "max_workers",
+        "outputs",
+        "proc_id",
+        "processor_config",
+        "removed",
+        "run_id",
+        "sched",
+        "state",
+        "timeout",
+        "work_model",
+    )
+
+    def __init__(
+        self,
+        proc_id: str,
+        run_id: str,
+        configuration: Configuration,
+        processor_config: BaseModel,
+        max_workers: int,
+        work_model: WorkModel,
+        timeout: float | None,
+    ) -> None:
+        self.proc_id = proc_id
+        self.run_id = run_id
+        self.configuration = configuration
+        self.processor_config = processor_config
+        self.max_workers = max_workers
+        self.work_model = work_model
+        self.timeout = timeout
+        self.state = State.CONFIGURED
+        self.chunks: dict[str, Chunk] = {}
+        self.outputs: dict[str, Chunk] = {}
+        self.counts = dict.fromkeys(DataChunkState, 0)
+        self.input_closed = False
+        self.deliveries_pending = 0
+        self.deliveries_failed = 0
+        self.done = asyncio.Event()
+        self.removed = False
+        self.sched: Any = None
+        """Owned by the run's work model (its queue and workers); opaque here."""
+
+    @property
+    def expected(self) -> int:
+        return self.configuration.ExpectedData.NumChunks
+
+    @property
+    def finished(self) -> bool:
+        return self.state is State.SUCCEEDED or self.state is State.ERRORED
+
+    def chunk(self, chunk_id: str) -> Chunk:
+        try:
+            return self.chunks[chunk_id]
+        except KeyError:
+            raise ChunkNotFound(self.run_id, chunk_id, "input") from None
+
+    def output(self, chunk_id: str) -> Chunk:
+        try:
+            return self.outputs[chunk_id]
+        except KeyError:
+            raise ChunkNotFound(self.run_id, chunk_id, "output") from None
+
+
+Listener = Callable[[Run, Chunk | None], None]
+"""Told of every state change: (run, None) for the run's own state, (run, chunk) for a chunk."""
+
+
+class RunMap:
+    """Every run of every processor, and the state transitions allowed on them."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[str, Run]] = {}
+        self.listeners: list[Listener] = []
+        self.on_run_finished: list[Callable[[Run], None]] = []
+        self.counts = dict.fromkeys(DataChunkState, 0)
+        """Input chunks by state across all runs (WAITING is the queue depth)."""
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, proc_id: str, run_id: str) -> Run:
+        try:
+            return self._runs[proc_id][run_id]
+        except KeyError:
+            raise RunNotFound(proc_id, run_id) from None
+
+    def find(self, proc_id: str, run_id: str) -> Run | None:
+        return self._runs.get(proc_id, {}).get(run_id)
+
+    def runs_of(self, proc_id: str) -> list[Run]:
+        return list(self._runs.get(proc_id, {}).values())
+
+    def __iter__(self) -> Iterator[Run]:
+        for runs in self._runs.values():
+            yield from runs.values()
+
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self._runs.values())
+
+    # -- transitions -------------------------------------------------------------------
+
+    def insert(self, run: Run) -> Run:
+        """Add a newly configured run, or return the one already there."""
+        runs = self._runs.setdefault(run.proc_id, {})
+        existing = runs.get(run.run_id)
+        if existing is not None:
+            return existing
+        runs[run.run_id] = run
+        self._notify(run, None)
+        return run
+
+    def remove(self, run: Run) -> list[Chunk]:
+        """Forget a run; return its chunks that had not finished, for the caller to cancel."""
+        runs = self._runs.get(run.proc_id, {})
+        if runs.get(run.run_id) is not run:
+            return []
+        del runs[run.run_id]
+        run.removed = True
+        if not runs:
+            del self._runs[run.proc_id]
+        unfinished = [c for c in run.chunks.values() if c.state not in FINISHED]
+        for state, n in run.counts.items():
+            self.counts[state] -= n
+        run.done.set()
+        return unfinished
+
+    def check_accepts(self, run: Run, chunks: list[Chunk]) -> tuple[list[Chunk], int]:
+        """Split a batch into new chunks and no-op resends, or raise Conflict.
+
+        Nothing changes here, so a batch is checked whole before any of it is accepted.
+        """
+        new: list[Chunk] = []
+        duplicates = 0
+        seen: dict[str, Chunk] = {}
+        claimed_outputs: set[str] = set()
+        for chunk in chunks:
+            held = run.chunks.get(chunk.id) or seen.get(chunk.id)
+            if held is not None:
+                if not held.same_input(chunk):
+                    raise Conflict(
+                        f"chunk {chunk.id!r} of run {run.run_id!r} was already sent with "
+                        "different content"
+                    )
+                duplicates += 1
+                continue
+            if run.finished or run.input_closed:
+                raise Conflict(
+                    f"run {run.run_id!r} takes no more chunks: "
+                    + ("it has " + run.state.value if run.finished else "its input is closed")
+                )
+            out = chunk.output_id
+            if out in run.outputs or out in claimed_outputs:
+                if not chunk.generated_output_id:
+                    raise Conflict(
+                        f"output chunk ID {out!r} (AssociatedChunkID of {chunk.id!r}) is "
+                        f"already used in run {run.run_id!r}"
+                    )
+                chunk.output_id = _free_output_id(out, run.outputs, claimed_outputs)
+            seen[chunk.id] = chunk
+            claimed_outputs.add(chunk.output_id)
+            new.append(chunk)
+        expected = run.expected
+        if expected and len(run.chunks) + len(new) > expected:
+            raise Conflict(
+                f"run {run.run_id!r} expects {expected} chunks (ExpectedData.NumChunks); "
+                f"it holds {len(run.chunks)} and this request adds {len(new)} more"
+            )
+        return new, duplicates
+
+    def accept(self, run: Run, new: list[Chunk]) -> None:
+        """Take chunks checked by `check_accepts` as WAITING."""
+        chunks, outputs = run.chunks, run.outputs
+        for chunk in new:
+            chunks[chunk.id] = chunk
+            outputs[chunk.output_id] = chunk
+        n = len(new)
+        run.counts[WAITING] += n
+        self.counts[WAITING] += n
+        if run.state is State.CONFIGURED and n:
+            run.state = State.RUNNING
+            self._notify(run, None)
+        if self.listeners:
+            for chunk in new:
+                self._notify(run, chunk)
+
+    def start(self, run: Run, chunk: Chunk) -> None:
+        self._move(run, chunk, RUNNING)
+
+    def progress(self, run: Run, chunk: Chunk, done: int, total: int | None) -> None:
+        if chunk.state is RUNNING:
+            chunk.progress = (done, total)
+            self._notify(run, chunk)
+
+    def succeed(
+        self,
+        run: Run,
+        chunk: Chunk,
+        out_format: DataFormat,
+        out_raw: Any,
+        out_driver: str = "",
+        out_location: str = "",
+    ) -> None:
+        chunk.out_format = out_format
+        chunk.out_raw = out_raw
+        chunk.out_driver = out_driver
+        chunk.out_location = out_location
+        chunk.progress = None
+        self._move(run, chunk, SUCCEEDED)
+        self._maybe_complete(run)
+
+    def fail(self, run: Run, chunk: Chunk, error: str) -> None:
+        if chunk.state in FINISHED:
+            return
+        chunk.error = error
+        chunk.progress = None
+        self._move(run, chunk, FAILED)
+        self._maybe_complete(run)
+
+    def delivery_started(self, run: Run) -> None:
+        run.deliveries_pending += 1
+
+    def delivery_finished(self, run: Run, chunk: Chunk, error: str | None) -> None:
+        run.deliveries_pending -= 1
+        if error is not None:
+            chunk.delivery_error = error
+            run.deliveries_failed += 1
+            self._notify(run, chunk)
+        self._maybe_complete(run)
+
+    def close_input(self, run: Run) -> None:
+        if not run.input_closed:
+            run.input_closed = True
+            self._notify(run, None)
+            self._maybe_complete(run)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _move(self, run: Run, chunk: Chunk, state: DataChunkState) -> None:
+        old = chunk.state
+        chunk.state = state
+        run.counts[old] -= 1
+        run.counts[state] += 1
+        if not run.removed:  # a deleted run's chunks no longer count executor-wide
+            self.counts[old] -= 1
+            self.counts[state] += 1
+        if self.listeners:
+            self._notify(run, chunk)
+
+    def _maybe_complete(self, run: Run) -> None:
+        if run.finished or run.deliveries_pending:
+            return
+        counts = run.counts
+        if run.input_closed:
+            target = len(run.chunks)
+        elif run.expected:
+            target = run.expected
+        else:
+            return  # NumChunks 0: only the end-of-input call can complete the run
+        if counts[SUCCEEDED] + counts[FAILED] < target:
+            return
+        run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
+        run.done.set()
+        self._notify(run, None)
+        for hook in self.on_run_finished:
+            hook(run)
+
+    def _notify(self, run: Run, chunk: Chunk | None) -> None:
+        for listener in self.listeners:
+            listener(run, chunk)
+
+
+def _free_output_id(base: str, *taken: dict[str, Chunk] | set[str]) -> str:
+    n = 2
+    while True:
+        candidate = f"{base}-{n}"
+        if not any(candidate in t for t in taken):
+            return candidate
+        n += 1

@@ -1,0 +1,86 @@
+"""The work models and the limits: how a chunk gets a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..api import WorkModel
+from ..processors import Processor
+from ..runs import Chunk, Run, RunMap
+from ..settings import Settings
+from ._limits import WorkerLimiter
+from ._model import WorkModelBase
+from ._runner import ChunkRunner
+from .lifetime import LifetimeModel
+from .pool import PoolModel
+
+__all__ = [
+    "ChunkRunner",
+    "LifetimeModel",
+    "PoolModel",
+    "Scheduler",
+    "WorkModelBase",
+    "WorkerLimiter",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Hands each run's chunks to its work model, under the executor-wide worker limit."""
+
+    def __init__(self, runs: RunMap, settings: Settings, threads: ThreadPoolExecutor) -> None:
+        self.runs = runs
+        self.settings = settings
+        self.limiter = WorkerLimiter(settings.max_workers, "executor")
+        self.runner = ChunkRunner(runs, threads, settings.data_dir, settings.chunk_timeout)
+        self.models: dict[WorkModel, WorkModelBase] = {
+            WorkModel.LIFETIME: LifetimeModel(self.runner, self.limiter),
+            WorkModel.POOL: PoolModel(self.runner, self.limiter),
+        }
+        self._background: set[asyncio.Task[Any]] = set()
+        runs.on_run_finished.append(self._run_finished)
+
+    def open(self, run: Run, cls: type[Processor[Any]]) -> None:
+        self.models[run.work_model].open(run, cls)
+
+    def submit(self, run: Run, chunks: list[Chunk]) -> None:
+        self.models[run.work_model].submit(run, chunks)
+
+    async def delete(self, run: Run) -> None:
+        await self.models[run.work_model].release(run, cancel=True)
+
+    def _run_finished(self, run: Run) -> None:
+        # Called from inside a state change: the workers are let go from a task of our own.
+        task = asyncio.get_running_loop().create_task(
+            self.models[run.work_model].release(run, cancel=False)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking work, give running chunks `grace` seconds, then cancel the rest.
+
+        Every chunk ends SUCCEEDED or FAILED with a message; none is left RUNNING.
+        """
+        left: list[tuple[Run, Chunk]] = []
+        for model in self.models.values():
+            left += await model.stop_dispatching()
+        for run, chunk in left:
+            self.runs.fail(run, chunk, "executor shut down before this chunk ran")
+        running: set[asyncio.Task[Any]] = set()
+        for model in self.models.values():
+            running |= model.running_tasks()
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            if late:
+                log.warning("cancelling %d chunks still running after %gs", len(late), grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for model in self.models.values():
+            await model.close()
+        await asyncio.gather(*self._background, return_exceptions=True)

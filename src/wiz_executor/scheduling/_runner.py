@@ -1,0 +1,165 @@
+"""Running one chunk on one processor instance, whatever the work model.
+
+Every way a chunk can end is handled here, so a chunk never stays RUNNING: it succeeds
+with an output, or fails with a message a person can act on (an exception's text, a
+timeout, a cancellation by delete or shutdown). A processor can never take the
+executor down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..api import DataFormat
+from ..errors import ChunkTimeout, WizError
+from ..processors import Context, Input, Output, Processor
+from ..runs import Chunk, Run, RunMap
+
+log = logging.getLogger(__name__)
+
+OutputHook = Callable[[Run, Chunk], None]
+
+
+class ChunkRunner:
+    """Executes chunks and records their outcome in the run map."""
+
+    def __init__(
+        self,
+        runs: RunMap,
+        threads: ThreadPoolExecutor,
+        data_dir: Path,
+        default_timeout: float | None = None,
+    ) -> None:
+        self.runs = runs
+        self.threads = threads
+        self.data_dir = data_dir
+        self.default_timeout = default_timeout
+        self.on_output: OutputHook | None = None
+        """Called when a chunk of a run that sends downstream has succeeded."""
+        self._encode = msgspec.json.Encoder().encode
+
+    async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> None:
+        runs = self.runs
+        runs.start(run, chunk)
+        cls = type(instance)
+        timeout = run.timeout or self.default_timeout
+        data = Input(chunk.id, chunk.in_format, chunk.raw_data, chunk.fs_driver, chunk.fs_location)
+        try:
+            config = cls.config_for_chunk(run.processor_config, chunk.raw_data)
+            context = Context(
+                run.proc_id,
+                run.run_id,
+                chunk.id,
+                config,
+                self.data_dir,
+                self._progress_sink(run, chunk),
+            )
+            if timeout:
+                async with asyncio.timeout(timeout) as deadline:
+                    try:
+                        result = await self._call(instance, data, context)
+                    except TimeoutError:
+                        if deadline.expired():
+                            raise
+                        raise RuntimeError("TimeoutError raised by the processor") from None
+            else:
+                result = await self._call(instance, data, context)
+        except TimeoutError:
+            runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
+            return
+        except asyncio.CancelledError:
+            runs.fail(
+                run,
+                chunk,
+                "run was deleted before the chunk finished"
+                if run.removed
+                else "executor shut down before the chunk finished",
+            )
+            raise
+        except WizError as exc:
+            runs.fail(run, chunk, exc.message)
+            return
+        except Exception as exc:
+            log.info(
+                "processor %s failed chunk %s of run %s",
+                cls.id,
+                chunk.id,
+                run.run_id,
+                exc_info=True,
+            )
+            runs.fail(run, chunk, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
+            return
+        self._record(run, chunk, result, data.raw_data)
+
+    async def _call(self, instance: Processor[Any], data: Input, context: Context[Any]) -> Any:
+        if type(instance).is_async():
+            return await instance.run(data, context)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, instance.run, data, context)
+
+    def _record(self, run: Run, chunk: Chunk, result: Any, raw_in: Any) -> None:
+        if isinstance(result, Output):
+            fmt, raw, driver, location = (
+                result.format,
+                result.raw_data,
+                result.driver,
+                result.location,
+            )
+        else:
+            fmt, raw, driver, location = DataFormat.RAW, result, "", ""
+        if raw is not raw_in:  # what came in as JSON goes out as JSON; anything else is checked
+            try:
+                self._encode(raw)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self.runs.fail(run, chunk, f"processor output is not JSON: {exc}")
+                return
+        sends = run.configuration.ExecutorConfig.SendDownstream and self.on_output is not None
+        if sends:
+            self.runs.delivery_started(run)  # the run completes only once this is delivered
+        self.runs.succeed(run, chunk, fmt, raw, driver, location)
+        if sends:
+            assert self.on_output is not None
+            self.on_output(run, chunk)
+
+    def _progress_sink(self, run: Run, chunk: Chunk) -> Callable[[int, int | None], None]:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        runs = self.runs
+
+        def report(done: int, total: int | None) -> None:
+            if threading.get_ident() == loop_thread:
+                runs.progress(run, chunk, done, total)
+            else:
+                loop.call_soon_threadsafe(runs.progress, run, chunk, done, total)
+
+        return report
+
+
+async def new_instance(cls: type[Processor[Any]], config: Any) -> Processor[Any]:
+    """Make and set up a processor instance, skipping the hook when it does nothing."""
+    instance = cls(config)
+    if cls.setup is not Processor.setup:
+        await instance.setup()
+    return instance
+
+
+async def discard_instance(instance: Processor[Any]) -> None:
+    """Tear an instance down; a failing teardown is logged, never raised."""
+    if type(instance).teardown is Processor.teardown:
+        return
+    try:
+        await instance.teardown()
+    except Exception:
+        log.warning("teardown of processor %s failed", type(instance).id, exc_info=True)
+
+
+def setup_failure(exc: BaseException) -> str:
+    return f"processor setup failed: {type(exc).__name__}: {exc}"

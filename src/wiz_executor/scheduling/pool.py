@@ -1,0 +1,120 @@
+"""POOL: long-lived processor instances, each set up once, pulling chunks from a queue.
+
+A run gets up to `MaxWorkers` workers, started as chunks arrive (so an idle run costs
+nothing until its first chunk). Each worker takes a slot of the executor-wide limiter for
+every chunk it processes, so both limits hold at every instant. A worker whose `setup`
+fails fails the chunk it took with that message and ends; the next chunk gets a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..processors import Processor
+from ..runs import WAITING, Chunk, Run
+from ._model import WorkModelBase
+from ._runner import discard_instance, new_instance, setup_failure
+
+
+class _RunPool:
+    __slots__ = ("busy", "closing", "cls", "queue", "running", "workers")
+
+    def __init__(self, cls: type[Processor[Any]]) -> None:
+        self.cls = cls
+        self.queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        self.workers: set[asyncio.Task[None]] = set()
+        self.running: set[asyncio.Task[None]] = set()
+        """Workers in the middle of a chunk."""
+        self.busy = 0
+        self.closing = False
+
+
+class PoolModel(WorkModelBase):
+    def open(self, run: Run, cls: type[Processor[Any]]) -> None:
+        run.sched = _RunPool(cls)
+        self._runs.add(run)
+
+    def submit(self, run: Run, chunks: list[Chunk]) -> None:
+        pool: _RunPool = run.sched
+        put = pool.queue.put_nowait
+        for chunk in chunks:
+            put(chunk)
+        if self.closing:
+            return
+        idle = len(pool.workers) - pool.busy
+        while pool.queue.qsize() > idle and len(pool.workers) < run.max_workers:
+            task = asyncio.create_task(self._work(run, pool))
+            pool.workers.add(task)
+            task.add_done_callback(pool.workers.discard)
+            idle += 1
+
+    async def _work(self, run: Run, pool: _RunPool) -> None:
+        runs = self.runner.runs
+        try:
+            instance = await new_instance(pool.cls, run.processor_config)
+        except Exception as exc:
+            chunk = await pool.queue.get()
+            runs.fail(run, chunk, setup_failure(exc))
+            if pool.queue.qsize() and not (self.closing or pool.closing):
+                asyncio.get_running_loop().call_soon(self.submit, run, [])
+            return
+        current = asyncio.current_task()
+        assert current is not None
+        try:
+            while not (self.closing or pool.closing):
+                chunk = await pool.queue.get()
+                pool.busy += 1
+                try:
+                    if not self.limiter.try_acquire():
+                        await self.limiter.acquire()
+                    pool.running.add(current)
+                    try:
+                        await self.runner.execute(run, chunk, instance)
+                    finally:
+                        pool.running.discard(current)
+                        self.limiter.release()
+                except asyncio.CancelledError:
+                    if chunk.state is WAITING:  # cancelled while waiting for a slot
+                        runs.fail(
+                            run,
+                            chunk,
+                            "run was deleted"
+                            if run.removed
+                            else "executor shut down before this chunk ran",
+                        )
+                    raise
+                finally:
+                    pool.busy -= 1
+        finally:
+            await discard_instance(instance)
+
+    async def release(self, run: Run, cancel: bool) -> None:
+        pool: _RunPool | None = run.sched
+        if pool is None:
+            return
+        pool.closing = True
+        workers = list(pool.workers)
+        for task in workers:
+            if cancel or task not in pool.running:
+                task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._runs.discard(run)
+
+    def running_tasks(self) -> set[asyncio.Task[Any]]:
+        return {task for run in self._runs for task in run.sched.running}
+
+    async def stop_dispatching(self) -> list[tuple[Run, Chunk]]:
+        self.closing = True
+        idle = []
+        left: list[tuple[Run, Chunk]] = []
+        for run in self._runs:
+            pool: _RunPool = run.sched
+            for task in pool.workers:
+                if task not in pool.running:
+                    task.cancel()
+                    idle.append(task)
+            while not pool.queue.empty():
+                left.append((run, pool.queue.get_nowait()))
+        await asyncio.gather(*idle, return_exceptions=True)
+        return left

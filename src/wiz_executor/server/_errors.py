@@ -1,0 +1,40 @@
+"""The one table mapping the executor's errors to HTTP status codes, and the error body.
+
+Every error answer is `{"value": "<what went wrong, for a person>"}`, as the Processor
+API specifies; 429 and 503 also say when to come back (`Retry-After`).
+"""
+
+from __future__ import annotations
+
+from .. import errors
+from ..wire import encode
+
+STATUS: dict[type[errors.WizError], int] = {
+    errors.InvalidInput: 400,
+    errors.Unauthorized: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.ExecutorFull: 429,
+    errors.ShuttingDown: 503,
+    errors.WizError: 500,
+}
+
+
+def status_of(exc: errors.WizError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(message: str) -> bytes:
+    return encode({"value": message})
+
+
+def error_headers(exc: errors.WizError) -> dict[str, str]:
+    if isinstance(exc, errors.ExecutorFull):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, errors.ShuttingDown):
+        return {"Retry-After": "5"}
+    return {}

@@ -1,0 +1,85 @@
+"""AddData without the framework: the hot path of the executor.
+
+`POST /processors/{procID}/runs/{runID}/data` is the one request a pipeline sends per
+chunk. This ASGI middleware answers it directly: read the body (refusing oversize ones
+as it reads), decode it with msgspec into run-map records, hand them to the executor in
+O(1) per chunk, answer. Every other request goes on to FastAPI, which also declares this
+route (same handler, for the OpenAPI document and as a fallback).
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import PayloadTooLarge, WizError
+from ..executor import Executor
+from ..wire import decode_chunks, encode
+from ._errors import error_body, error_headers, status_of
+
+_JSON = (b"content-type", b"application/json")
+_ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
+
+
+def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
+    """The AddData operation on raw bytes; raises WizError for the caller to map."""
+    result = executor.add_chunks(proc_id, run_id, decode_chunks(body))
+    if result.accepted == 1 and not result.duplicates:
+        return _ONE_ACCEPTED
+    return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; PayloadTooLarge as soon as it passes `limit` bytes."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+class AddDataFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            parts = scope["path"].split("/")
+            # ['', 'processors', procID, 'runs', runID, 'data']
+            if (
+                len(parts) == 6
+                and parts[5] == "data"
+                and parts[1] == "processors"
+                and parts[3] == "runs"
+            ):
+                await self._add_data(scope, receive, send, parts[2], parts[4])
+                return
+        await self.app(scope, receive, send)
+
+    async def _add_data(
+        self, scope: Scope, receive: Receive, send: Send, proc_id: str, run_id: str
+    ) -> None:
+        executor: Executor = scope["app"].state.executor
+        headers: list[tuple[bytes, bytes]] = [_JSON]
+        try:
+            body = await read_body(receive, executor.settings.max_body_bytes)
+            payload = add_data_response(executor, proc_id, run_id, body)
+            status = 200
+        except WizError as exc:
+            status = status_of(exc)
+            payload = error_body(exc.message)
+            headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})

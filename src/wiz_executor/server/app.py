@@ -1,0 +1,251 @@
+"""The HTTP app: routes translate requests into executor calls and back, nothing more.
+
+All state lives in the `Executor`, which the app's lifespan starts and stops (or which
+the caller owns, when one is passed in). Rarely used endpoints get FastAPI's comforts;
+AddData, the hot path, is answered by `AddDataFastPath` before routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..api import (
+    AddDataResult,
+    Configuration,
+    Data,
+    DataSpec,
+    EndOfInputResult,
+    ErrorBody,
+    Processor,
+    Run,
+)
+from ..errors import InvalidInput, PayloadTooLarge, WizError
+from ..executor import Executor
+from ..settings import Settings
+from ..wire import encode, render_data, render_input, render_output, render_run
+from ._errors import error_body, error_headers, status_of
+from ._fastpath import AddDataFastPath, add_data_response
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "bad body or rejected configuration",
+        404: "unknown processor, run or chunk",
+        409: "conflicts with what the executor holds",
+        413: "body too large",
+        429: "the executor is full; retry after `Retry-After` seconds",
+    }.items()
+}
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model}"}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidInput(f"invalid {model.__name__}: {problems}") from None
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
+    """The Processor API app. Without `executor`, the app makes and owns one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if executor is not None:
+            app.state.executor = executor
+            yield
+            return
+        async with Executor(settings) as owned:
+            app.state.executor = owned
+            yield
+
+    app = FastAPI(
+        title="wiz-executor",
+        version=__version__,
+        summary="The Wiz Processor API: runs processors on data chunks.",
+        lifespan=lifespan,
+    )
+    if executor is not None:
+        app.state.executor = executor
+    app.add_middleware(AddDataFastPath)
+    _install_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def _executor(request: Request) -> Executor:
+    executor: Executor = request.app.state.executor
+    return executor
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WizError)
+    async def wiz_error(request: Request, exc: WizError) -> Response:
+        return Response(
+            error_body(exc.message),
+            status_code=status_of(exc),
+            media_type="application/json",
+            headers=error_headers(exc),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return Response(
+            error_body("invalid request: " + "; ".join(problems)),
+            status_code=400,
+            media_type="application/json",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return Response(
+            error_body(f"{exc.detail}: {request.method} {request.url.path}"),
+            status_code=exc.status_code,
+            media_type="application/json",
+            headers=exc.headers,
+        )
+
+
+def _add_routes(app: FastAPI) -> None:
+    run_path = "/processors/{procID}/runs/{runID}"
+
+    @app.get("/healthz", tags=["executor"])
+    async def healthz(request: Request) -> dict[str, Any]:
+        """Liveness, and the executor's load."""
+        ex = _executor(request)
+        return {
+            "status": "stopping" if ex.closing else "ok",
+            "runs": len(ex.runs),
+            "chunks": {state.value: n for state, n in ex.runs.counts.items()},
+            "workers": {"busy": ex.scheduler.limiter.in_use, "max": ex.settings.max_workers},
+        }
+
+    @app.get("/processors", tags=["processors"], response_model=list[Processor])
+    async def get_all_processors(request: Request) -> Any:
+        """GetAllProcessors: every processor this executor serves."""
+        return _executor(request).processors()
+
+    @app.get(
+        "/processors/{procID}", tags=["processors"], response_model=Processor, responses=ERRORS
+    )
+    async def get_processor(request: Request, procID: str) -> Any:
+        """GetProcessor."""
+        return _executor(request).processor(procID)
+
+    @app.get("/processors/{procID}/runs", tags=["runs"], response_model=list[Run], responses=ERRORS)
+    async def get_all_runs(request: Request, procID: str) -> Response:
+        """GetAllRuns: every run of a processor (an empty list when none)."""
+        return _json([render_run(r) for r in _executor(request).list_runs(procID)])
+
+    @app.get(run_path, tags=["runs"], response_model=Run, responses=ERRORS)
+    async def get_run(request: Request, procID: str, runID: str) -> Response:
+        """GetRun: a run's configuration, state and (extension) chunk counts."""
+        return _json(render_run(_executor(request).get_run(procID, runID)))
+
+    @app.delete(run_path, tags=["runs"], response_model=Run, responses=ERRORS)
+    async def delete_run(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: cancel a run's waiting and running chunks and forget it."""
+        run = await _executor(request).delete_run(procID, runID)
+        return _json(render_run(run))
+
+    @app.get(run_path + "/config", tags=["runs"], response_model=Configuration, responses=ERRORS)
+    async def get_config(request: Request, procID: str, runID: str) -> Any:
+        """GetConfig: the configuration the run was created with."""
+        return _executor(request).get_run(procID, runID).configuration
+
+    @app.post(
+        run_path + "/config",
+        tags=["runs"],
+        response_model=Run,
+        responses=ERRORS,
+        openapi_extra=_json_body(_ref("Configuration")),
+    )
+    async def configure(request: Request, procID: str, runID: str) -> Response:
+        """Configure: create the run. The same configuration again is a no-op; a
+        different one is a 409. An invalid processor configuration is a 400 and creates
+        nothing. (The body is read as JSON whatever its Content-Type says.)"""
+        configuration = _parse(Configuration, await request.body())
+        run, _ = _executor(request).configure(procID, runID, configuration)
+        return _json(render_run(run))
+
+    @app.get(run_path + "/data", tags=["data"], response_model=DataSpec, responses=ERRORS)
+    async def get_data(request: Request, procID: str, runID: str) -> Response:
+        """GetData: the run's input chunks and the outputs they produce, in arrival order."""
+        return _json(render_data(_executor(request).get_run(procID, runID)))
+
+    @app.post(
+        run_path + "/data",
+        tags=["data"],
+        response_model=AddDataResult,
+        responses=ERRORS,
+        openapi_extra=_json_body(
+            {"oneOf": [_ref("Data"), {"type": "array", "items": _ref("Data")}]}
+        ),
+    )
+    async def add_data(request: Request, procID: str, runID: str) -> Response:
+        """AddData: one chunk, or (extension) a JSON array of chunks accepted or rejected
+        as a whole. Resending a held ChunkID with the same content is a no-op; with other
+        content it is a 409. A full executor answers 429 with `Retry-After`. `State` and
+        `Type` are the executor's to set and are ignored. (Served by a fast path before
+        routing; this handler is the same operation, for the OpenAPI document.)"""
+        ex = _executor(request)
+        body = await request.body()
+        if len(body) > ex.settings.max_body_bytes:
+            raise PayloadTooLarge(ex.settings.max_body_bytes)
+        return Response(add_data_response(ex, procID, runID, body), media_type="application/json")
+
+    @app.get(
+        run_path + "/data/input/{chunkID}", tags=["data"], response_model=Data, responses=ERRORS
+    )
+    async def get_input_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
+        """*Extension*: one input chunk."""
+        return _json(render_input(_executor(request).get_run(procID, runID).chunk(chunkID)))
+
+    @app.get(
+        run_path + "/data/output/{chunkID}", tags=["data"], response_model=Data, responses=ERRORS
+    )
+    async def get_output_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
+        """*Extension*: one output chunk, by its own ID (the input's AssociatedChunkID)."""
+        return _json(render_output(_executor(request).get_run(procID, runID).output(chunkID)))
+
+    @app.post(
+        run_path + "/end-of-input", tags=["data"], response_model=EndOfInputResult, responses=ERRORS
+    )
+    async def end_of_input(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: no more chunks will come. A run whose NumChunks is 0 completes
+        once the chunks it holds have finished; later AddData calls get 409."""
+        run = _executor(request).end_of_input(procID, runID)
+        return _json(
+            {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": len(run.chunks)}
+        )

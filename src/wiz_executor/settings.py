@@ -1,0 +1,44 @@
+"""Executor-wide settings, with the defaults a fresh `wiz executor` starts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import WorkModel
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What an executor is started with; runs may lower some of it per run."""
+
+    max_workers: int = 64
+    """Executor-wide cap on chunks processed at once, across all runs."""
+    default_run_workers: int = 8
+    """A run's worker limit when its `MaxWorkers` is 0."""
+    max_pending: int = 100_000
+    """Bound on WAITING chunks across all runs; past it AddData answers 429."""
+    work_model: WorkModel = WorkModel.LIFETIME
+    """Work model of runs that do not choose one."""
+    chunk_timeout: float | None = None
+    """Seconds a chunk may take when its run sets none; None = no limit."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+    shutdown_grace: float = 10.0
+    """Seconds running chunks get to finish when the executor stops."""
+    data_dir: Path = field(default_factory=lambda: Path("wiz-data"))
+    """Where processors write; their file access is confined to it."""
+    downstream_attempts: int = 5
+    """Tries to deliver one output downstream before it is recorded as failed."""
+    downstream_backoff: float = 0.1
+    """First delay between delivery tries, doubled after each."""
+    retry_after: int = 1
+    """Seconds a client is told to wait when the executor is full."""
+
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        if self.default_run_workers < 1:
+            raise ValueError("default_run_workers must be at least 1")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")

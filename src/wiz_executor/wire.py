@@ -1,0 +1,165 @@
+"""Fast translation between JSON bytes and run-map records, for the hot paths.
+
+`api` holds the contract as pydantic models (the OpenAPI document, the client, every
+rarely used endpoint). AddData and GetData are the hot paths, so here the same shapes are
+decoded with msgspec straight into `Chunk` records and rendered back from them as plain
+dicts, several times faster. A test checks both agree with the pydantic models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .api import Data, DataChunkState, DataFormat
+from .errors import InvalidInput
+from .runs import Chunk, Run
+
+
+class _FsRef(msgspec.Struct):
+    Driver: str = ""
+    Location: str = ""
+
+
+class _InChunk(msgspec.Struct):
+    ChunkID: str = ""
+    Format: str | int = "RAW"
+    Type: Any = None  # the executor's to set: ignored
+    State: Any = None  # the executor's to set: ignored
+    RawData: Any = None
+    FilesystemReference: _FsRef | None = None
+    AssociatedChunkID: str = ""
+
+
+_FORMATS: dict[Any, DataFormat] = {
+    "RAW": DataFormat.RAW,
+    1: DataFormat.RAW,
+    0: DataFormat.RAW,  # Go's zero value: unset
+    "DataFormat(0)": DataFormat.RAW,
+    "FILESYSTEM_REF": DataFormat.FILESYSTEM_REF,
+    2: DataFormat.FILESYSTEM_REF,
+}
+
+_one = msgspec.json.Decoder(_InChunk)
+_many = msgspec.json.Decoder(list[_InChunk])
+encode = msgspec.json.Encoder().encode
+
+
+def decode_chunks(body: bytes) -> list[Chunk]:
+    """Parse an AddData body (one chunk or a JSON array of them) into WAITING chunks."""
+    try:
+        stripped = body.lstrip()
+        items = _many.decode(body) if stripped[:1] == b"[" else [_one.decode(body)]
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid chunk: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    return [_to_chunk(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
+
+
+def _to_chunk(item: _InChunk, index: int | None) -> Chunk:
+    where = f" (item {index})" if index is not None else ""
+    fmt = _FORMATS.get(item.Format)
+    if fmt is None:
+        raise InvalidInput(
+            f"chunk {item.ChunkID!r}{where}: Format {item.Format!r} is not RAW (1) or "
+            "FILESYSTEM_REF (2)"
+        )
+    ref = item.FilesystemReference
+    return _new_chunk(
+        item.ChunkID,
+        item.AssociatedChunkID,
+        fmt,
+        item.RawData,
+        ref.Driver if ref else "",
+        ref.Location if ref else "",
+        where,
+    )
+
+
+def chunk_from_data(data: Data) -> Chunk:
+    """A WAITING chunk from a validated wire model (the library's convenient form)."""
+    ref = data.FilesystemReference
+    return _new_chunk(
+        data.ChunkID,
+        data.AssociatedChunkID,
+        data.Format,
+        data.RawData,
+        ref.Driver,
+        ref.Location,
+        "",
+    )
+
+
+def _new_chunk(
+    chunk_id: str,
+    output_id: str,
+    fmt: DataFormat,
+    raw: Any,
+    driver: str,
+    location: str,
+    where: str,
+) -> Chunk:
+    if not chunk_id:
+        raise InvalidInput(f"chunk{where} has no ChunkID")
+    # An empty AssociatedChunkID asks the executor to name the output.
+    return Chunk(
+        chunk_id, output_id or f"{chunk_id}-out", fmt, raw, driver, location, not output_id
+    )
+
+
+def _fs(driver: str, location: str) -> dict[str, str]:
+    return {"Driver": driver, "Location": location}
+
+
+def render_input(chunk: Chunk) -> dict[str, Any]:
+    out = {
+        "ChunkID": chunk.id,
+        "Format": chunk.in_format.value,
+        "Type": "INPUT",
+        "State": chunk.state.value,
+        "RawData": chunk.raw_data,
+        "FilesystemReference": _fs(chunk.fs_driver, chunk.fs_location),
+        "AssociatedChunkID": chunk.output_id,
+    }
+    _extensions(chunk, out)
+    return out
+
+
+def render_output(chunk: Chunk) -> dict[str, Any]:
+    out = {
+        "ChunkID": chunk.output_id,
+        "Format": chunk.out_format.value,
+        "Type": "OUTPUT",
+        "State": chunk.state.value,
+        "RawData": chunk.out_raw,
+        "FilesystemReference": _fs(chunk.out_driver, chunk.out_location),
+        "AssociatedChunkID": chunk.id,
+    }
+    _extensions(chunk, out)
+    if chunk.delivery_error is not None:
+        out["DeliveryError"] = chunk.delivery_error
+    return out
+
+
+def _extensions(chunk: Chunk, out: dict[str, Any]) -> None:
+    if chunk.error is not None:
+        out["Error"] = chunk.error
+    if chunk.progress is not None:
+        out["Progress"] = {"Done": chunk.progress[0], "Total": chunk.progress[1]}
+
+
+def render_data(run: Run) -> dict[str, list[dict[str, Any]]]:
+    chunks = list(run.chunks.values())
+    return {"In": [render_input(c) for c in chunks], "Out": [render_output(c) for c in chunks]}
+
+
+def render_run(run: Run) -> dict[str, Any]:
+    return {
+        "RunID": run.run_id,
+        "Configuration": run.configuration.model_dump(mode="json"),
+        "CurrentState": run.state.value,
+        "ChunkCounts": {state.value: run.counts[state] for state in DataChunkState},
+        "InputClosed": run.input_closed,
+    }
