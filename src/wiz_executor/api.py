@@ -9,10 +9,12 @@ unset, so an old client sees exactly the shapes it knows.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -111,7 +113,10 @@ def _wire_enum(enum: type[E], default: E) -> Any:
     zero = f"{enum.__name__}(0)"
 
     def read(value: Any) -> Any:
-        return default if value == 0 or value == zero else enum.from_wire(value)
+        # `type(...) is int`: JSON false and 0.0 equal 0 in Python but are not Go's zero.
+        if (type(value) is int and value == 0) or value == zero:
+            return default
+        return enum.from_wire(value)
 
     return Annotated[
         enum,
@@ -122,11 +127,17 @@ def _wire_enum(enum: type[E], default: E) -> Any:
 
 def _executor_owned(enum: type[E], default: E) -> Any:
     """A field the executor sets itself (a chunk's State and Type): whatever a client
-    sends there ("DataChunkState(0)", 0, a real name) is read without failing."""
+    sends there ("DataChunkState(0)", 0, a real name) is read without failing. A real
+    name or code is kept, so a client reading GetData sees each chunk's true state."""
 
     def lenient(value: Any) -> E:
         value = enum.from_wire(value)
-        return value if isinstance(value, enum) else default
+        if isinstance(value, enum):
+            return value
+        try:
+            return enum(value)
+        except (ValueError, TypeError):
+            return default
 
     return Annotated[enum, BeforeValidator(lenient), Field(default=default)]
 
@@ -240,6 +251,29 @@ class Progress(_Wire):
 _Progress = Progress
 
 
+def _finite_json(value: Any) -> Any:
+    """Refuse NaN and infinities anywhere in a value. pydantic's JSON parser reads `NaN`,
+    `Infinity` and `1e400`; JSON, Go and the AddData fast path (msgspec) do not, and an
+    output holding one could not be written back as JSON."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                raise ValueError("JSON numbers must be finite (no NaN, Infinity or 1e400)")
+        elif kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.values())
+    return value
+
+
+def _null_is_zero(value: Any) -> Any:
+    """Go reads `null` for a struct field as its zero value, and so does the fast path."""
+    return {} if value is None else value
+
+
 class Data(_Wire):
     """A chunk. On AddData, `State` and `Type` are the executor's to set and are ignored."""
 
@@ -249,8 +283,8 @@ class Data(_Wire):
     Format: _wire_enum(DataFormat, DataFormat.RAW)  # type: ignore[valid-type]
     Type: _executor_owned(DataType, DataType.INPUT)  # type: ignore[valid-type]
     State: _executor_owned(DataChunkState, DataChunkState.WAITING)  # type: ignore[valid-type]
-    RawData: Any = None
-    FilesystemReference: _FilesystemReference = Field(
+    RawData: Annotated[Any, AfterValidator(_finite_json)] = None
+    FilesystemReference: Annotated[_FilesystemReference, BeforeValidator(_null_is_zero)] = Field(
         default_factory=lambda: _FilesystemReference()
     )
     AssociatedChunkID: str = Field(
