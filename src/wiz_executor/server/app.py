@@ -28,12 +28,12 @@ from ..api import (
     Processor,
     Run,
 )
-from ..errors import InvalidInput, PayloadTooLarge, WizError
+from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..settings import Settings
 from ..wire import encode, render_data, render_input, render_output, render_run
 from ._errors import error_body, error_headers, status_of
-from ._fastpath import AddDataFastPath, add_data_response
+from ._fastpath import AddDataFastPath, add_data_response, read_body
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -59,14 +59,20 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _parse(model: type[M], body: bytes) -> M:
+    # Strict, as Go's decoder and the AddData fast path are: "3" is not a number.
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
         raise InvalidInput(f"invalid {model.__name__}: {problems}") from None
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes the executor's limit."""
+    return await read_body(request.receive, _executor(request).settings.max_body_bytes)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -195,7 +201,7 @@ def _add_routes(app: FastAPI) -> None:
         """Configure: create the run. The same configuration again is a no-op; a
         different one is a 409. An invalid processor configuration is a 400 and creates
         nothing. (The body is read as JSON whatever its Content-Type says.)"""
-        configuration = _parse(Configuration, await request.body())
+        configuration = _parse(Configuration, await _body(request))
         run, _ = _executor(request).configure(procID, runID, configuration)
         return _json(render_run(run))
 
@@ -219,11 +225,11 @@ def _add_routes(app: FastAPI) -> None:
         content it is a 409. A full executor answers 429 with `Retry-After`. `State` and
         `Type` are the executor's to set and are ignored. (Served by a fast path before
         routing; this handler is the same operation, for the OpenAPI document.)"""
-        ex = _executor(request)
-        body = await request.body()
-        if len(body) > ex.settings.max_body_bytes:
-            raise PayloadTooLarge(ex.settings.max_body_bytes)
-        return Response(add_data_response(ex, procID, runID, body), media_type="application/json")
+        body = await _body(request)
+        return Response(
+            add_data_response(_executor(request), procID, runID, body),
+            media_type="application/json",
+        )
 
     @app.get(
         run_path + "/data/input/{chunkID}", tags=["data"], response_model=Data, responses=ERRORS
