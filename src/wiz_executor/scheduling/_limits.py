@@ -48,7 +48,7 @@ class WorkerLimiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
-            else:
+            elif waiter in self._waiters:  # else a release already skipped our turn
                 self._waiters.remove(waiter)
             raise
 

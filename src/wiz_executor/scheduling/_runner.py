@@ -21,11 +21,15 @@ import msgspec
 from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
 from ..processors import Context, Input, Output, Processor
-from ..runs import Chunk, Run, RunMap
+from ..runs import RUNNING, Chunk, Run, RunMap
 
 log = logging.getLogger(__name__)
 
 OutputHook = Callable[[Run, Chunk], None]
+
+PROCESSOR_ERRORS = (Exception, SystemExit)
+"""What a processor's code may raise to fail its chunk. SystemExit counts (a library
+calling `sys.exit` must not stop the server); cancellation and Ctrl-C do not."""
 
 
 class ChunkRunner:
@@ -76,18 +80,12 @@ class ChunkRunner:
             runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
             return
         except asyncio.CancelledError:
-            runs.fail(
-                run,
-                chunk,
-                "run was deleted before the chunk finished"
-                if run.removed
-                else "executor shut down before the chunk finished",
-            )
+            runs.fail(run, chunk, cancelled_message(run, chunk))
             raise
         except WizError as exc:
             runs.fail(run, chunk, exc.message)
             return
-        except Exception as exc:
+        except PROCESSOR_ERRORS as exc:
             log.info(
                 "processor %s failed chunk %s of run %s",
                 cls.id,
@@ -157,9 +155,19 @@ async def discard_instance(instance: Processor[Any]) -> None:
         return
     try:
         await instance.teardown()
-    except Exception:
+    except PROCESSOR_ERRORS:
         log.warning("teardown of processor %s failed", type(instance).id, exc_info=True)
 
 
 def setup_failure(exc: BaseException) -> str:
     return f"processor setup failed: {type(exc).__name__}: {exc}"
+
+
+def cancelled_message(run: Run, chunk: Chunk) -> str:
+    """Why a chunk whose work was cancelled failed: its run was deleted, or the
+    executor stopped (before the chunk started, or while it ran)."""
+    if run.removed:
+        return "run was deleted before the chunk finished"
+    if chunk.state is RUNNING:
+        return "executor shut down before the chunk finished"
+    return "executor shut down before this chunk ran"

@@ -16,7 +16,13 @@ from ..processors import Processor
 from ..runs import Chunk, Run
 from ._limits import WorkerLimiter
 from ._model import WorkModelBase
-from ._runner import discard_instance, new_instance, setup_failure
+from ._runner import (
+    PROCESSOR_ERRORS,
+    cancelled_message,
+    discard_instance,
+    new_instance,
+    setup_failure,
+)
 
 
 class _RunWork:
@@ -78,9 +84,12 @@ class LifetimeModel(WorkModelBase):
     async def _process(self, run: Run, cls: type[Processor[Any]], chunk: Chunk) -> None:
         try:
             instance = await new_instance(cls, run.processor_config)
-        except Exception as exc:
+        except PROCESSOR_ERRORS as exc:
             self.runner.runs.fail(run, chunk, setup_failure(exc))
             return
+        except asyncio.CancelledError:  # deleted or shut down during setup: never left WAITING
+            self.runner.runs.fail(run, chunk, cancelled_message(run, chunk))
+            raise
         try:
             await self.runner.execute(run, chunk, instance)
         finally:

@@ -14,7 +14,13 @@ from typing import Any
 from ..processors import Processor
 from ..runs import WAITING, Chunk, Run
 from ._model import WorkModelBase
-from ._runner import discard_instance, new_instance, setup_failure
+from ._runner import (
+    PROCESSOR_ERRORS,
+    cancelled_message,
+    discard_instance,
+    new_instance,
+    setup_failure,
+)
 
 
 class _RunPool:
@@ -53,11 +59,14 @@ class PoolModel(WorkModelBase):
         runs = self.runner.runs
         try:
             instance = await new_instance(pool.cls, run.processor_config)
-        except Exception as exc:
+        except PROCESSOR_ERRORS as exc:
             chunk = await pool.queue.get()
             runs.fail(run, chunk, setup_failure(exc))
-            if pool.queue.qsize() and not (self.closing or pool.closing):
-                asyncio.get_running_loop().call_soon(self.submit, run, [])
+            # Leave the pool before asking for a replacement, or `submit` would count
+            # this ending worker as idle and start none while chunks wait.
+            pool.workers.discard(asyncio.current_task())
+            if not (self.closing or pool.closing):
+                self.submit(run, [])
             return
         current = asyncio.current_task()
         assert current is not None
@@ -76,13 +85,7 @@ class PoolModel(WorkModelBase):
                         self.limiter.release()
                 except asyncio.CancelledError:
                     if chunk.state is WAITING:  # cancelled while waiting for a slot
-                        runs.fail(
-                            run,
-                            chunk,
-                            "run was deleted"
-                            if run.removed
-                            else "executor shut down before this chunk ran",
-                        )
+                        runs.fail(run, chunk, cancelled_message(run, chunk))
                     raise
                 finally:
                     pool.busy -= 1
