@@ -28,6 +28,9 @@ class Settings:
     """Seconds running chunks get to finish when the executor stops."""
     data_dir: Path = field(default_factory=lambda: Path("wiz-data"))
     """Where processors write; their file access is confined to it."""
+    allowed_roots: tuple[Path, ...] = ()
+    """Folders outside the data directory that processors may read (e.g. `file://`
+    sources of `get` and `git`); writes still go only to the data directory."""
     downstream_attempts: int = 5
     """Tries to deliver one output downstream before it is recorded as failed."""
     downstream_backoff: float = 0.1

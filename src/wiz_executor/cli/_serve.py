@@ -63,6 +63,13 @@ def serve(
     data_dir: Annotated[
         Path, typer.Option(help="Where processors write; their file access stays inside.")
     ] = Path("wiz-data"),
+    allow_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-root",
+            help="A folder outside the data dir that processors may read (repeatable).",
+        ),
+    ] = None,
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body accepted (413 past it).")
     ] = DEFAULTS.max_body_bytes,
@@ -77,6 +84,7 @@ def serve(
         chunk_timeout=chunk_timeout or None,
         shutdown_grace=shutdown_grace,
         data_dir=data_dir,
+        allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,
     )
     logging.basicConfig(

@@ -85,7 +85,7 @@ ProgressSink = Callable[[int, int | None], None]
 class Context(Generic[ConfigT]):
     """Everything a processor may know about the chunk it works on, and how to report."""
 
-    __slots__ = ("_report", "chunk_id", "config", "data_dir", "proc_id", "run_id")
+    __slots__ = ("_report", "allowed_roots", "chunk_id", "config", "data_dir", "proc_id", "run_id")
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class Context(Generic[ConfigT]):
         config: ConfigT,
         data_dir: Path,
         report: ProgressSink,
+        allowed_roots: tuple[Path, ...] = (),
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -102,6 +103,9 @@ class Context(Generic[ConfigT]):
         self.config = config
         """The run's configuration with this chunk's overrides applied."""
         self.data_dir = data_dir
+        self.allowed_roots = allowed_roots
+        """Folders outside `data_dir` that processors may read (`--allow-root`); check
+        user paths with `processors._sandbox.Sandbox`, which is built only on demand."""
         self._report = report
 
     @property

@@ -36,7 +36,9 @@ class Scheduler:
         self.runs = runs
         self.settings = settings
         self.limiter = WorkerLimiter(settings.max_workers, "executor")
-        self.runner = ChunkRunner(runs, threads, settings.data_dir, settings.chunk_timeout)
+        self.runner = ChunkRunner(
+            runs, threads, settings.data_dir, settings.chunk_timeout, settings.allowed_roots
+        )
         self.models: dict[WorkModel, WorkModelBase] = {
             WorkModel.LIFETIME: LifetimeModel(self.runner, self.limiter),
             WorkModel.POOL: PoolModel(self.runner, self.limiter),

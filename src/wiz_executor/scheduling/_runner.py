@@ -41,11 +41,13 @@ class ChunkRunner:
         threads: ThreadPoolExecutor,
         data_dir: Path,
         default_timeout: float | None = None,
+        allowed_roots: tuple[Path, ...] = (),
     ) -> None:
         self.runs = runs
         self.threads = threads
         self.data_dir = data_dir
         self.default_timeout = default_timeout
+        self.allowed_roots = allowed_roots
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
@@ -65,6 +67,7 @@ class ChunkRunner:
                 config,
                 self.data_dir,
                 self._progress_sink(run, chunk),
+                self.allowed_roots,
             )
             if timeout:
                 async with asyncio.timeout(timeout) as deadline:

@@ -1,0 +1,1 @@
+"""Tests of the built-in processors, each against real local services."""
