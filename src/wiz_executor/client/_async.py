@@ -1,0 +1,238 @@
+"""`AsyncClient`: the async client. Every operation is a `Call` from `_operations`.
+
+It mirrors `Client` method for method; only the I/O (await, async iteration, sleep) differs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+import httpx
+
+from ..api import (
+    AddDataResult,
+    Configuration,
+    Data,
+    DataSpec,
+    EndOfInputResult,
+    Processor,
+    Run,
+)
+from . import _operations as ops
+from ._errors import EventsUnavailable
+from ._events import Event, EventDecoder
+from ._follow import FollowPlan, is_finished
+from ._retry import RetryPolicy
+from ._state import DEFAULT_URL, Lifecycle
+
+T = TypeVar("T")
+
+_STREAM_ERRORS = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class AsyncClient:
+    """An async client of one executor (asyncio or trio, through httpx).
+
+    Use it as an async context manager (or call `aclose()`); like httpx, a closed client cannot
+    be used again. Requests answered 429 are retried after the server's `Retry-After`,
+    as `retry` allows. Error answers raise the classes of `wiz_executor.errors`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        recheck: float = 2.0,
+    ) -> None:
+        self.base_url = base_url
+        self.retry = retry or RetryPolicy()
+        self.recheck = recheck
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+        )
+        self._lifecycle = Lifecycle("AsyncClient")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._lifecycle.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._lifecycle.close():
+            await self._http.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._lifecycle.closed
+
+    # -- the engine --------------------------------------------------------------------
+
+    async def _send(self, call: ops.Call[T]) -> T:
+        self._lifecycle.check()
+        attempt = 1
+        while True:
+            response = await self._http.request(
+                call.method, call.path, content=call.body, headers=call.headers
+            )
+            delay = self.retry.delay(response, attempt)
+            if delay is None:
+                return call.result(response)
+            await anyio.sleep(delay)
+            attempt += 1
+
+    @asynccontextmanager
+    async def _stream(
+        self, call: ops.Call[None], decoder: EventDecoder, read_timeout: float | None
+    ) -> AsyncIterator[AsyncIterator[Event | None]]:
+        """An open event stream, as an iterator of events (None for other lines)."""
+        self._lifecycle.check()
+        timeout = httpx.Timeout(self._timeout, read=read_timeout)
+        headers = {"accept": "text/event-stream"}
+        async with self._http.stream(
+            call.method, call.path, timeout=timeout, headers=headers
+        ) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                call.result(resp)
+            yield (decoder.feed(line) async for line in resp.aiter_lines())
+
+    # -- processors and runs -----------------------------------------------------------
+
+    async def processors(self) -> list[Processor]:
+        """GetAllProcessors: every processor the executor serves."""
+        return await self._send(ops.processors())
+
+    async def processor(self, proc_id: str) -> Processor:
+        """GetProcessor; ProcessorNotFound if the executor does not serve it."""
+        return await self._send(ops.processor(proc_id))
+
+    async def runs(self, proc_id: str) -> list[Run]:
+        """GetAllRuns of a processor (an empty list when none)."""
+        return await self._send(ops.runs(proc_id))
+
+    async def run(self, proc_id: str, run_id: str) -> Run:
+        """GetRun: the run's configuration, state and chunk counts."""
+        return await self._send(ops.run(proc_id, run_id))
+
+    async def config(self, proc_id: str, run_id: str) -> Configuration:
+        """GetConfig: the configuration the run was created with."""
+        return await self._send(ops.config(proc_id, run_id))
+
+    async def configure(
+        self, proc_id: str, run_id: str, configuration: Configuration | Mapping[str, Any]
+    ) -> Run:
+        """Configure: create the run (the same configuration again is a no-op)."""
+        return await self._send(ops.configure(proc_id, run_id, configuration))
+
+    async def delete(self, proc_id: str, run_id: str) -> Run:
+        """Cancel a run's unfinished chunks and forget it; returns it as it was."""
+        return await self._send(ops.delete(proc_id, run_id))
+
+    # -- data --------------------------------------------------------------------------
+
+    async def add_data(
+        self, proc_id: str, run_id: str, data: ops.ChunkInput | Sequence[ops.ChunkInput]
+    ) -> AddDataResult:
+        """AddData: one chunk, or a list sent as one batch (accepted or rejected whole)."""
+        return await self._send(ops.add_data(proc_id, run_id, data))
+
+    async def data(self, proc_id: str, run_id: str) -> DataSpec:
+        """GetData: the run's input chunks and their outputs, in arrival order."""
+        return await self._send(ops.data(proc_id, run_id))
+
+    async def input_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Data:
+        return await self._send(ops.chunk(proc_id, run_id, chunk_id, "input"))
+
+    async def output_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Data:
+        """One output chunk, by its own ID (its input's AssociatedChunkID)."""
+        return await self._send(ops.chunk(proc_id, run_id, chunk_id, "output"))
+
+    async def end_of_input(self, proc_id: str, run_id: str) -> EndOfInputResult:
+        """Declare that no more chunks will come; the run completes when those held finish."""
+        return await self._send(ops.end_of_input(proc_id, run_id))
+
+    # -- following ---------------------------------------------------------------------
+
+    async def events(
+        self, proc_id: str | None = None, run_id: str | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The events of one run (until its `done`), or executor-wide without `run_id`
+        (only `proc_id`'s, if given). Close it (`contextlib.aclosing`) to leave early."""
+        decoder = EventDecoder(proc_id, run_id)
+        async with self._stream(ops.events(proc_id, run_id), decoder, None) as items:
+            async for item in items:
+                if item is not None:
+                    yield item
+
+    async def follow(
+        self,
+        proc_id: str,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (the sync twin's signature)
+    ) -> AsyncGenerator[Run | Event, None]:
+        """The run now, then its events as they happen, ending with the final `Run`.
+
+        Uses the event stream when the executor has one and polls otherwise; raises
+        TimeoutError after `timeout` seconds and RunNotFound if the run is deleted."""
+        plan = FollowPlan(proc_id, run_id, timeout, self.recheck)
+        while True:
+            if plan.use_events:
+                decoder = EventDecoder(proc_id, run_id)
+                try:
+                    async with self._stream(
+                        ops.events(proc_id, run_id), decoder, plan.read_timeout()
+                    ) as items:
+                        current = await self.run(proc_id, run_id)
+                        yield current
+                        if is_finished(current):
+                            return
+                        plan.stream_opened()
+                        async for item in items:
+                            if item is not None:
+                                yield item
+                            if plan.stream_over(item):
+                                break
+                except EventsUnavailable:
+                    plan.use_events = False
+                except _STREAM_ERRORS:
+                    pass  # a quiet or cut stream: read the run, then reopen
+            current = await self.run(proc_id, run_id)
+            yield current
+            if is_finished(current):
+                return
+            plan.check_deadline()
+            delay = plan.next_delay()
+            if delay:
+                await anyio.sleep(delay)
+
+    async def wait(
+        self,
+        proc_id: str,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (the sync twin's signature)
+    ) -> Run:
+        """Wait until the run is SUCCEEDED or ERRORED and return it."""
+        final: Run | None = None
+        async with aclosing(self.follow(proc_id, run_id, timeout)) as items:
+            async for item in items:
+                if isinstance(item, Run):
+                    final = item
+        assert final is not None  # follow() always ends with the final Run
+        return final

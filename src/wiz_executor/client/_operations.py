@@ -1,0 +1,177 @@
+"""Every API operation as data: the request to send and how to read its answer.
+
+`Client` and `AsyncClient` only execute these `Call`s (send, retry on 429, parse), so a
+path, a body or a response model is written once for both. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter
+
+from ..api import (
+    AddDataResult,
+    Configuration,
+    Data,
+    DataSpec,
+    EndOfInputResult,
+    Processor,
+    Run,
+)
+from ._errors import Target, error_from_response
+
+T = TypeVar("T")
+
+_JSON_HEADERS = {"content-type": "application/json"}
+_processors = TypeAdapter(list[Processor])
+_runs = TypeAdapter(list[Run])
+_batch = TypeAdapter(list[Data])
+
+ChunkInput = Data | Mapping[str, Any]
+"""A chunk as a model or as its JSON object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request and the parser of its successful answer."""
+
+    method: str
+    path: str
+    read: Callable[[bytes], T]
+    target: Target = field(default_factory=Target)
+    body: bytes | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return _JSON_HEADERS if self.body is not None else {}
+
+    def result(self, response: httpx.Response) -> T:
+        """The parsed answer, or the package's exception for an error answer."""
+        if response.is_success:
+            return self.read(response.content)
+        raise error_from_response(response, self.target)
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _run_path(proc_id: str, run_id: str) -> str:
+    return f"/processors/{_q(proc_id)}/runs/{_q(run_id)}"
+
+
+def processors() -> Call[list[Processor]]:
+    return Call("GET", "/processors", _processors.validate_json)
+
+
+def processor(proc_id: str) -> Call[Processor]:
+    return Call("GET", f"/processors/{_q(proc_id)}", Processor.model_validate_json, Target(proc_id))
+
+
+def runs(proc_id: str) -> Call[list[Run]]:
+    return Call("GET", f"/processors/{_q(proc_id)}/runs", _runs.validate_json, Target(proc_id))
+
+
+def run(proc_id: str, run_id: str) -> Call[Run]:
+    return Call("GET", _run_path(proc_id, run_id), Run.model_validate_json, Target(proc_id, run_id))
+
+
+def config(proc_id: str, run_id: str) -> Call[Configuration]:
+    return Call(
+        "GET",
+        _run_path(proc_id, run_id) + "/config",
+        Configuration.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def configure(
+    proc_id: str, run_id: str, configuration: Configuration | Mapping[str, Any]
+) -> Call[Run]:
+    if not isinstance(configuration, Configuration):
+        configuration = Configuration.model_validate(configuration)
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/config",
+        Run.model_validate_json,
+        Target(proc_id, run_id, configuring=True),
+        configuration.model_dump_json().encode(),
+    )
+
+
+def as_data(chunk: ChunkInput) -> Data:
+    return chunk if isinstance(chunk, Data) else Data.model_validate(chunk)
+
+
+def add_data(
+    proc_id: str, run_id: str, data: ChunkInput | Sequence[ChunkInput]
+) -> Call[AddDataResult]:
+    """One chunk, or a sequence of them sent as one batch (accepted or rejected whole)."""
+    if isinstance(data, Data | Mapping):
+        body = as_data(data).model_dump_json().encode()
+    else:
+        body = _batch.dump_json([as_data(chunk) for chunk in data])
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/data",
+        AddDataResult.model_validate_json,
+        Target(proc_id, run_id),
+        body,
+    )
+
+
+def data(proc_id: str, run_id: str) -> Call[DataSpec]:
+    return Call(
+        "GET",
+        _run_path(proc_id, run_id) + "/data",
+        DataSpec.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def chunk(proc_id: str, run_id: str, chunk_id: str, kind: str) -> Call[Data]:
+    """`kind` is "input" or "output" (an output is named by its own ID)."""
+    return Call(
+        "GET",
+        f"{_run_path(proc_id, run_id)}/data/{kind}/{_q(chunk_id)}",
+        Data.model_validate_json,
+        Target(proc_id, run_id, chunk_id, kind),
+    )
+
+
+def end_of_input(proc_id: str, run_id: str) -> Call[EndOfInputResult]:
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/end-of-input",
+        EndOfInputResult.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def delete(proc_id: str, run_id: str) -> Call[Run]:
+    return Call(
+        "DELETE", _run_path(proc_id, run_id), Run.model_validate_json, Target(proc_id, run_id)
+    )
+
+
+def _no_body(content: bytes) -> None:
+    return None
+
+
+def events(proc_id: str | None, run_id: str | None) -> Call[None]:
+    """The event stream of one run, or (without `run_id`) the executor-wide one."""
+    if run_id is not None:
+        if proc_id is None:
+            raise ValueError("a run's events need its processor ID too")
+        return Call(
+            "GET",
+            _run_path(proc_id, run_id) + "/events",
+            _no_body,
+            Target(proc_id, run_id, events=True),
+        )
+    return Call("GET", "/events", _no_body, Target(proc_id or "", events=True))

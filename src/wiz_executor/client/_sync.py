@@ -1,0 +1,225 @@
+"""`Client`: the blocking client. Every operation is a `Call` from `_operations`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from ..api import (
+    AddDataResult,
+    Configuration,
+    Data,
+    DataSpec,
+    EndOfInputResult,
+    Processor,
+    Run,
+)
+from . import _operations as ops
+from ._errors import EventsUnavailable
+from ._events import Event, EventDecoder
+from ._follow import FollowPlan, is_finished
+from ._retry import RetryPolicy
+from ._state import DEFAULT_URL, Lifecycle
+
+T = TypeVar("T")
+
+_STREAM_ERRORS = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class Client:
+    """A blocking client of one executor.
+
+    Use it as a context manager (or call `close()`); like httpx, a closed client cannot
+    be used again. Requests answered 429 are retried after the server's `Retry-After`,
+    as `retry` allows. Error answers raise the classes of `wiz_executor.errors`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        recheck: float = 2.0,
+    ) -> None:
+        self.base_url = base_url
+        self.retry = retry or RetryPolicy()
+        self.recheck = recheck
+        self._timeout = timeout
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+        )
+        self._lifecycle = Lifecycle("Client")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._lifecycle.enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lifecycle.close():
+            self._http.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._lifecycle.closed
+
+    # -- the engine --------------------------------------------------------------------
+
+    def _send(self, call: ops.Call[T]) -> T:
+        self._lifecycle.check()
+        attempt = 1
+        while True:
+            response = self._http.request(
+                call.method, call.path, content=call.body, headers=call.headers
+            )
+            delay = self.retry.delay(response, attempt)
+            if delay is None:
+                return call.result(response)
+            time.sleep(delay)
+            attempt += 1
+
+    @contextmanager
+    def _stream(
+        self, call: ops.Call[None], decoder: EventDecoder, read_timeout: float | None
+    ) -> Iterator[Iterator[Event | None]]:
+        """An open event stream, as an iterator of events (None for other lines)."""
+        self._lifecycle.check()
+        timeout = httpx.Timeout(self._timeout, read=read_timeout)
+        headers = {"accept": "text/event-stream"}
+        with self._http.stream(call.method, call.path, timeout=timeout, headers=headers) as resp:
+            if not resp.is_success:
+                resp.read()
+                call.result(resp)
+            yield (decoder.feed(line) for line in resp.iter_lines())
+
+    # -- processors and runs -----------------------------------------------------------
+
+    def processors(self) -> list[Processor]:
+        """GetAllProcessors: every processor the executor serves."""
+        return self._send(ops.processors())
+
+    def processor(self, proc_id: str) -> Processor:
+        """GetProcessor; ProcessorNotFound if the executor does not serve it."""
+        return self._send(ops.processor(proc_id))
+
+    def runs(self, proc_id: str) -> list[Run]:
+        """GetAllRuns of a processor (an empty list when none)."""
+        return self._send(ops.runs(proc_id))
+
+    def run(self, proc_id: str, run_id: str) -> Run:
+        """GetRun: the run's configuration, state and chunk counts."""
+        return self._send(ops.run(proc_id, run_id))
+
+    def config(self, proc_id: str, run_id: str) -> Configuration:
+        """GetConfig: the configuration the run was created with."""
+        return self._send(ops.config(proc_id, run_id))
+
+    def configure(
+        self, proc_id: str, run_id: str, configuration: Configuration | Mapping[str, Any]
+    ) -> Run:
+        """Configure: create the run (the same configuration again is a no-op)."""
+        return self._send(ops.configure(proc_id, run_id, configuration))
+
+    def delete(self, proc_id: str, run_id: str) -> Run:
+        """Cancel a run's unfinished chunks and forget it; returns it as it was."""
+        return self._send(ops.delete(proc_id, run_id))
+
+    # -- data --------------------------------------------------------------------------
+
+    def add_data(
+        self, proc_id: str, run_id: str, data: ops.ChunkInput | Sequence[ops.ChunkInput]
+    ) -> AddDataResult:
+        """AddData: one chunk, or a list sent as one batch (accepted or rejected whole)."""
+        return self._send(ops.add_data(proc_id, run_id, data))
+
+    def data(self, proc_id: str, run_id: str) -> DataSpec:
+        """GetData: the run's input chunks and their outputs, in arrival order."""
+        return self._send(ops.data(proc_id, run_id))
+
+    def input_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Data:
+        return self._send(ops.chunk(proc_id, run_id, chunk_id, "input"))
+
+    def output_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Data:
+        """One output chunk, by its own ID (its input's AssociatedChunkID)."""
+        return self._send(ops.chunk(proc_id, run_id, chunk_id, "output"))
+
+    def end_of_input(self, proc_id: str, run_id: str) -> EndOfInputResult:
+        """Declare that no more chunks will come; the run completes when those held finish."""
+        return self._send(ops.end_of_input(proc_id, run_id))
+
+    # -- following ---------------------------------------------------------------------
+
+    def events(
+        self, proc_id: str | None = None, run_id: str | None = None
+    ) -> Generator[Event, None, None]:
+        """The events of one run (until its `done`), or executor-wide without `run_id`
+        (only `proc_id`'s, if given). Leaving the loop early closes the stream."""
+        decoder = EventDecoder(proc_id, run_id)
+        with self._stream(ops.events(proc_id, run_id), decoder, None) as items:
+            for item in items:
+                if item is not None:
+                    yield item
+
+    def follow(
+        self, proc_id: str, run_id: str, timeout: float | None = None
+    ) -> Generator[Run | Event, None, None]:
+        """The run now, then its events as they happen, ending with the final `Run`.
+
+        Uses the event stream when the executor has one and polls otherwise; raises
+        TimeoutError after `timeout` seconds and RunNotFound if the run is deleted."""
+        plan = FollowPlan(proc_id, run_id, timeout, self.recheck)
+        while True:
+            if plan.use_events:
+                decoder = EventDecoder(proc_id, run_id)
+                try:
+                    with self._stream(
+                        ops.events(proc_id, run_id), decoder, plan.read_timeout()
+                    ) as items:
+                        current = self.run(proc_id, run_id)
+                        yield current
+                        if is_finished(current):
+                            return
+                        plan.stream_opened()
+                        for item in items:
+                            if item is not None:
+                                yield item
+                            if plan.stream_over(item):
+                                break
+                except EventsUnavailable:
+                    plan.use_events = False
+                except _STREAM_ERRORS:
+                    pass  # a quiet or cut stream: read the run, then reopen
+            current = self.run(proc_id, run_id)
+            yield current
+            if is_finished(current):
+                return
+            plan.check_deadline()
+            delay = plan.next_delay()
+            if delay:
+                time.sleep(delay)
+
+    def wait(self, proc_id: str, run_id: str, timeout: float | None = None) -> Run:
+        """Block until the run is SUCCEEDED or ERRORED and return it."""
+        final: Run | None = None
+        for item in self.follow(proc_id, run_id, timeout):
+            if isinstance(item, Run):
+                final = item
+        assert final is not None  # follow() always ends with the final Run
+        return final
