@@ -27,6 +27,7 @@ from .api import (
 from .api import (
     Run as RunInfo,
 )
+from .client import AsyncClient, Client
 from .errors import (
     ChunkFailed,
     ChunkNotFound,
@@ -51,9 +52,11 @@ from .settings import Settings
 
 __all__ = [
     "AddResult",
+    "AsyncClient",
     "ChunkFailed",
     "ChunkNotFound",
     "ChunkTimeout",
+    "Client",
     "Configuration",
     "Conflict",
     "Context",
