@@ -1,0 +1,484 @@
+"""`get`: download a URL to a file in the data directory, streaming, with its state.
+
+The body goes to disk block by block (memory stays constant whatever the size), into a
+`.part` file that is renamed only when the download is complete and checked, and that
+is removed on any failure. The output is a FILESYSTEM_REF to the file, and its RawData
+records what was downloaded (ETag, Last-Modified, Content-Length, SHA-256 of the bytes
+written) so a pipeline can tell later whether the source has changed.
+
+Transient failures are retried with backoff; a GET that broke off part-way resumes
+with a Range request when the server supports it (and the ETag still matches). With
+`Concurrent.Enabled`, a server that advertises `Accept-Ranges: bytes` is read in
+`Concurrent.Num` ranged parts at once, written at their offsets into one file: the
+result is the same bytes, checked by every part's Content-Range and ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+
+from ..errors import ChunkFailed
+from ._base import Context, Input, Output, Processor, ProcessorConfig
+from ._files import BlockFile, sha256_of
+from ._http import FetchError, make_client, status_error, transport_error, with_retries
+from ._http import http_date as _http_date
+from ._sandbox import Sandbox, plain_file_name, remove_if_empty, remove_quietly
+
+BLOCK = 512 * 1024
+"""Bytes handed to the disk at a time: the download's whole memory footprint."""
+
+MIN_PART = 256 * 1024
+"""Smallest ranged part worth its own request."""
+
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class ConcurrentConfig(ProcessorConfig):
+    Enabled: bool = Field(False, description="download in ranged parts at once when possible")
+    Num: int = Field(4, ge=1, le=32, description="ranged parts (connections) at once")
+
+
+class GetConfig(ProcessorConfig):
+    URL: str = Field(
+        "",
+        validation_alias=AliasChoices("URL", "Source"),
+        description="what to download: http://, https://, or file:// inside the allowed "
+        "folders (`Source`, the original's go-getter field, is accepted too)",
+    )
+    Method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    Headers: dict[str, str] = Field(default_factory=dict, description="request headers")
+    Body: str | dict[str, Any] | list[Any] | None = Field(
+        None, description="request body: a string is sent as is, anything else as JSON"
+    )
+    Timeout: float = Field(
+        0, ge=0, description="seconds the whole download may take, retries included; 0 = none"
+    )
+    IdleTimeout: float = Field(
+        30, ge=0, description="seconds the server may stay silent (connect, or between reads)"
+    )
+    MaxBytes: int = Field(0, ge=0, description="largest file accepted; 0 = no limit")
+    Retries: int = Field(3, ge=0, le=20, description="further attempts after a transient error")
+    Backoff: float = Field(0.5, ge=0, description="seconds before the first retry, then doubled")
+    Concurrent: ConcurrentConfig = Field(default_factory=ConcurrentConfig)
+    FileName: str = Field(
+        "", description="name of the file written; default: the URL's last path segment"
+    )
+
+    @field_validator("FileName")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_file_name(value) if value else value
+
+
+class Get(Processor[GetConfig]):
+    """Downloads `URL` into the chunk's folder and answers with a FILESYSTEM_REF to it.
+
+    A chunk's RawData may be a URL string, or an object whose fields (`URL`/`Source`,
+    `Headers`, ...) override the run's configuration for that chunk alone.
+    """
+
+    id = "get"
+    name = "Get (download a URL)"
+    version = "0.1.0"
+    Config = GetConfig
+
+    @classmethod
+    def config_for_chunk(cls, run_config: BaseModel, raw_data: Any) -> BaseModel:
+        if isinstance(raw_data, str):
+            raw_data = {"URL": raw_data}
+        elif type(raw_data) is dict and "Source" in raw_data:
+            raw_data = {("URL" if k == "Source" else k): v for k, v in raw_data.items()}
+        return super().config_for_chunk(run_config, raw_data)
+
+    async def run(self, data: Input, context: Context[GetConfig]) -> Output:
+        config = context.config
+        url = config.URL.strip()
+        if not url:
+            raise ChunkFailed(
+                "get needs a URL: set URL (or Source) in the run's configuration "
+                "or in the chunk's RawData"
+            )
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https", "file"):
+            raise ChunkFailed(
+                f"cannot download {url!r}: get supports http://, https:// and file:// URLs"
+            )
+        sandbox = Sandbox.of(context)
+        folder = context.scratch_dir
+        name = config.FileName or name_from_url(url)
+        part = folder / f"{name}.part"
+        try:
+            target = sandbox.writable(folder / name, "download target")
+            part = sandbox.writable(part, "download target")
+            async with asyncio.timeout(config.Timeout or None):
+                if scheme == "file":
+                    source = sandbox.file_url_path(url)
+                    state = await _copy_local(source, part, url, config, context)
+                else:
+                    state = await _Download(url, part, config, context).run()
+            await asyncio.to_thread(os.replace, part, target)
+        except TimeoutError:
+            await asyncio.to_thread(_clean, part, folder)
+            raise ChunkFailed(
+                f"download of {url} did not finish within Timeout={config.Timeout:g} s"
+            ) from None
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_clean, part, folder))
+            raise
+        return Output.file(target, state)
+
+
+def name_from_url(url: str) -> str:
+    """The last segment of the URL's path, made a safe file name ("download" if none)."""
+    segment = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
+    segment = segment.replace("\\", "_").replace("\x00", "_")
+    if segment in ("", ".", ".."):
+        return "download"
+    return segment.encode()[:200].decode("utf-8", "ignore") or "download"
+
+
+def _clean(part: Path, folder: Path) -> None:
+    remove_quietly(part)
+    remove_if_empty(folder)
+
+
+def _too_big(url: str, size: int, limit: int, known: bool) -> ChunkFailed:
+    if known:
+        return ChunkFailed(
+            f"{url} is {size} bytes, more than MaxBytes={limit}; raise MaxBytes to fetch it"
+        )
+    return ChunkFailed(
+        f"download of {url} passed MaxBytes={limit} bytes and was stopped; "
+        "raise MaxBytes to fetch it"
+    )
+
+
+class _RangesIgnored(Exception):
+    """The server answered a ranged request with the whole body: fall back to one stream."""
+
+
+class _Download:
+    """One chunk's HTTP download: attempts, resumption, and the optional ranged parts."""
+
+    def __init__(self, url: str, part: Path, config: GetConfig, context: Context[GetConfig]):
+        self.url = url
+        self.part = part
+        self.config = config
+        self.report = context.report_progress
+        self.client: httpx.AsyncClient | None = None
+        self.file: BlockFile | None = None
+        self.written = 0
+        self.hasher = hashlib.sha256()
+        self.digest = ""
+        """The SHA-256 of a ranged download, hashed whole once its parts are written."""
+        self.first: httpx.Response | None = None
+        self.total: int | None = None
+        self.parts = 1
+        self.done = 0
+        """Bytes written by all ranged parts together."""
+        self.ranges_allowed = config.Concurrent.Enabled and config.Method == "GET"
+
+    async def run(self) -> dict[str, Any]:
+        config = self.config
+        try:
+            async with make_client(config.IdleTimeout) as client:
+                self.client = client
+                await with_retries(
+                    self._attempt, config.Retries, config.Backoff, config.Method in IDEMPOTENT
+                )
+        finally:
+            if self.file is not None:
+                await self.file.close()
+        return self._state()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.config.Headers)
+        if not any(k.lower() == "accept-encoding" for k in headers):
+            headers["Accept-Encoding"] = "identity"  # the bytes as served: sizes and ranges hold
+        return headers
+
+    async def _send(self, headers: dict[str, str]) -> httpx.Response:
+        assert self.client is not None
+        body = self.config.Body
+        try:
+            request = self.client.build_request(
+                self.config.Method,
+                self.url,
+                headers=headers,
+                content=body.encode() if isinstance(body, str) else None,
+                json=body if body is not None and not isinstance(body, str) else None,
+            )
+            return await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.url) from None
+
+    def _validator(self) -> str | None:
+        """What If-Range may carry: a strong ETag, else Last-Modified."""
+        assert self.first is not None
+        etag: str | None = self.first.headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            return etag
+        modified: str | None = self.first.headers.get("last-modified")
+        return modified
+
+    def _resumable(self) -> bool:
+        first = self.first
+        return (
+            first is not None
+            and self.config.Method == "GET"
+            and first.headers.get("accept-ranges", "").lower() == "bytes"
+            and "content-encoding" not in first.headers
+            and self._validator() is not None
+        )
+
+    # -- one attempt -------------------------------------------------------------------
+
+    async def _attempt(self, n: int) -> None:
+        headers = self._headers()
+        resuming = self.written > 0 and self._resumable()
+        if resuming:
+            headers["Range"] = f"bytes={self.written}-"
+            headers["If-Range"] = self._validator() or ""
+        resp = await self._send(headers)
+        try:
+            if not resp.is_success:
+                raise await status_error(resp, self.url)
+            if resuming and resp.status_code == 206:
+                _check_range(resp, self.written, None, self.total)
+            else:
+                if resp.status_code == 206:
+                    raise FetchError(f"{self.url} answered 206 to a request without Range", False)
+                await self._start_over(resp)
+                parts = self._ranged_parts(resp)
+                if parts > 1:
+                    await resp.aclose()
+                    try:
+                        await self._ranged(parts)
+                        return
+                    except _RangesIgnored:
+                        self.ranges_allowed = False
+                        await self._restart_file()
+                        return await self._attempt(n)
+            await self._stream(resp)
+        finally:
+            await resp.aclose()
+
+    async def _start_over(self, resp: httpx.Response) -> None:
+        """A full answer: (re)start the file and check its announced size."""
+        self.first = resp
+        length = resp.headers.get("content-length")
+        self.total = int(length) if length and length.isdigit() else None
+        if "content-encoding" in resp.headers:
+            self.total = None  # the length is of the encoded body, not of what is written
+        limit = self.config.MaxBytes
+        if limit and self.total is not None and self.total > limit:
+            raise _too_big(self.url, self.total, limit, known=True)
+        await self._restart_file()
+
+    async def _restart_file(self) -> None:
+        if self.file is None:
+            self.file = await BlockFile.create(self.part)
+        else:
+            await self.file.truncate(0)
+        self.written = 0
+        self.hasher = hashlib.sha256()
+        self.digest = ""
+        self.parts = 1
+
+    async def _stream(self, resp: httpx.Response) -> None:
+        file = self.file
+        assert file is not None
+        limit = self.config.MaxBytes
+        try:
+            async for block in resp.aiter_bytes(BLOCK):
+                if limit and self.written + len(block) > limit:
+                    raise _too_big(self.url, self.written + len(block), limit, known=False)
+                await file.write_at(block, self.written, self.hasher)
+                self.written += len(block)
+                self.report(self.written, self.total)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.url) from None
+        if self.total is not None and self.written != self.total:
+            raise FetchError(
+                f"{self.url} ended after {self.written} of {self.total} bytes", transient=True
+            )
+
+    # -- concurrent ranged parts -------------------------------------------------------
+
+    def _ranged_parts(self, resp: httpx.Response) -> int:
+        if not self.ranges_allowed or self.total is None or not self._resumable():
+            return 1
+        return max(1, min(self.config.Concurrent.Num, self.total // MIN_PART))
+
+    async def _ranged(self, parts: int) -> None:
+        assert self.total is not None
+        total = self.total
+        if self.file is not None:
+            await self.file.close()
+        self.file = await BlockFile.create(self.part, total)
+        self.parts = parts
+        self.done = 0
+        size = -(-total // parts)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for start in range(0, total, size):
+                    group.create_task(self._part(start, min(start + size, total) - 1))
+        except BaseExceptionGroup as errors:
+            error = _first_error(errors)
+            if isinstance(error, FetchError):
+                error.transient = False  # each part has had its retries already
+            raise error from None
+        self.written = total
+        self.digest = await asyncio.to_thread(sha256_of, self.part)
+
+    async def _part(self, start: int, end: int) -> None:
+        position = start
+
+        async def attempt(n: int) -> None:
+            nonlocal position
+            file = self.file
+            assert file is not None
+            assert self.first is not None
+            headers = self._headers()
+            headers["Range"] = f"bytes={position}-{end}"
+            headers["If-Range"] = self._validator() or ""
+            resp = await self._send(headers)
+            try:
+                if not resp.is_success:
+                    raise await status_error(resp, self.url)
+                if resp.status_code != 206:
+                    raise _RangesIgnored()
+                _check_range(resp, position, end, self.total)
+                etag = self.first.headers.get("etag")
+                if etag and resp.headers.get("etag", etag) != etag:
+                    raise _RangesIgnored()  # changed on the server: start over, whole
+                try:
+                    async for block in resp.aiter_bytes(BLOCK):
+                        if position + len(block) > end + 1:
+                            raise FetchError(
+                                f"{self.url} sent more than the range {start}-{end} asked for",
+                                transient=False,
+                            )
+                        await file.write_at(block, position)
+                        position += len(block)
+                        self.done += len(block)
+                        self.report(self.done, self.total)
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, self.url) from None
+            finally:
+                await resp.aclose()
+            if position != end + 1:
+                raise FetchError(f"{self.url} ended part {start}-{end} early", transient=True)
+
+        await with_retries(attempt, self.config.Retries, self.config.Backoff)
+
+    # -- result ------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        first = self.first
+        assert first is not None
+        headers = first.headers
+        length = headers.get("content-length")
+        final = str(first.url)
+        return {
+            "URL": self.url,
+            "FinalURL": final if final != self.url else None,
+            "ETag": headers.get("etag"),
+            "LastModified": headers.get("last-modified"),
+            "ContentLength": int(length) if length and length.isdigit() else None,
+            "ContentType": headers.get("content-type"),
+            "Size": self.written,
+            "SHA256": self.digest or self.hasher.hexdigest(),
+            "Parts": self.parts,
+        }
+
+
+def _check_range(resp: httpx.Response, start: int, end: int | None, total: int | None) -> None:
+    """A 206 must carry exactly the range asked for, of the same whole size."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("content-range", "").strip())
+    ok = (
+        match is not None
+        and int(match[1]) == start
+        and (end is None or int(match[2]) == end)
+        and (total is None or match[3] == str(total))
+    )
+    if not ok:
+        raise FetchError(
+            f"{resp.url} answered Range {start}-{'' if end is None else end} with "
+            f"Content-Range {resp.headers.get('content-range')!r}",
+            transient=False,
+        )
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that stopped a group of parts: the first that is not a cancellation."""
+    first: BaseException = group.exceptions[0]
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return first
+
+
+async def _copy_local(
+    source: Path, part: Path, url: str, config: GetConfig, context: Context[GetConfig]
+) -> dict[str, Any]:
+    """Copy an allowed local file, in a worker thread that stops when we are cancelled."""
+    stop = threading.Event()
+    limit = config.MaxBytes
+
+    def copy() -> dict[str, Any]:
+        if source.is_dir():
+            raise ChunkFailed(f"{url} is a folder; get copies single files")
+        if not source.is_file():
+            raise ChunkFailed(f"{url}: no such file")
+        stat = source.stat()
+        if limit and stat.st_size > limit:
+            raise _too_big(url, stat.st_size, limit, known=True)
+        digest = hashlib.sha256()
+        written = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        with source.open("rb") as src, os.fdopen(os.open(part, flags, 0o644), "wb") as dst:
+            while block := src.read(BLOCK):
+                if stop.is_set():
+                    raise ChunkFailed("copy stopped")
+                written += len(block)
+                if limit and written > limit:
+                    raise _too_big(url, written, limit, known=False)
+                dst.write(block)
+                digest.update(block)
+                context.report_progress(written, stat.st_size)
+        return {
+            "URL": url,
+            "FinalURL": None,
+            "ETag": None,
+            "LastModified": _http_date(stat.st_mtime),
+            "ContentLength": stat.st_size,
+            "ContentType": None,
+            "Size": written,
+            "SHA256": digest.hexdigest(),
+            "Parts": 1,
+        }
+
+    future = asyncio.get_running_loop().run_in_executor(None, copy)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([future])
+        raise
