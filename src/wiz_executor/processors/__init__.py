@@ -2,9 +2,10 @@
 
 from ._base import Context, Input, Output, Processor, ProcessorConfig
 from .get import Get, GetConfig
+from .ls import Ls, LsConfig
 from .noop import Noop, NoopConfig
 
-BUILTINS: tuple[type[Processor], ...] = (Noop, Get)  # type: ignore[type-arg]
+BUILTINS: tuple[type[Processor], ...] = (Noop, Get, Ls)  # type: ignore[type-arg]
 
 __all__ = [
     "BUILTINS",
@@ -12,6 +13,8 @@ __all__ = [
     "Get",
     "GetConfig",
     "Input",
+    "Ls",
+    "LsConfig",
     "Noop",
     "NoopConfig",
     "Output",
