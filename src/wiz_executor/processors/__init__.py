@@ -2,16 +2,19 @@
 
 from ._base import Context, Input, Output, Processor, ProcessorConfig
 from .get import Get, GetConfig
+from .git import Git, GitConfig
 from .ls import Ls, LsConfig
 from .noop import Noop, NoopConfig
 
-BUILTINS: tuple[type[Processor], ...] = (Noop, Get, Ls)  # type: ignore[type-arg]
+BUILTINS: tuple[type[Processor], ...] = (Noop, Get, Git, Ls)  # type: ignore[type-arg]
 
 __all__ = [
     "BUILTINS",
     "Context",
     "Get",
     "GetConfig",
+    "Git",
+    "GitConfig",
     "Input",
     "Ls",
     "LsConfig",

@@ -1,0 +1,341 @@
+"""`git`: clone a repository at a branch, tag or commit into the data directory.
+
+It drives the `git` program rather than a Python library. git is the reference
+implementation: every transport (smart HTTP, `git://`, `file://`), shallow and
+single-branch clones, protocol v2 and fetching one commit by ID work exactly as users
+know them from the command line, and its error messages are the ones they can search
+for. Dulwich (pure Python) is slower on large packs and thinner on shallow fetches,
+pygit2 needs libgit2 and its shallow support is partial, and GitPython runs the same
+program underneath. The process runs with a clean environment (no system or global
+config, no prompts, only the file/git/http/https transports, so no `ext::` commands),
+in its own process group so cancellation kills it and its helpers, and a failed clone
+is removed.
+
+The output is a FILESYSTEM_REF to the checkout, with RawData recording the resolved
+commit, so the run can be reproduced exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..errors import ChunkFailed
+from ._base import Context, Input, Output, Processor, ProcessorConfig
+from ._sandbox import Sandbox, remove_if_empty, remove_quietly
+
+SCHEMES = ("https", "http", "git", "file")
+_HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_PROGRESS = re.compile(r"(Receiving objects|Resolving deltas):\s+\d+% \((\d+)/(\d+)\)")
+
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "",
+    "SSH_ASKPASS": "",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_ALLOW_PROTOCOL": "file:git:http:https",
+    "LC_ALL": "C",
+    "LANGUAGE": "C",
+}
+GIT_OPTIONS = (
+    "-c",
+    "advice.detachedHead=false",
+    "-c",
+    "init.defaultBranch=wiz",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "protocol.version=2",
+)
+
+
+class GitConfig(ProcessorConfig):
+    URL: str = Field(
+        "",
+        description="repository: https://, http://, git://, file:// or a local path "
+        "inside the allowed folders",
+    )
+    ReferenceName: str = Field(
+        "", description="branch or tag (`main`, `v1.0`, `refs/heads/main`); default: HEAD"
+    )
+    Commit: str = Field("", description="commit to check out (full or abbreviated ID)")
+    Depth: int = Field(0, ge=0, description="history depth; 0 = full history")
+    SingleBranch: bool = Field(False, description="fetch only the branch being checked out")
+    Timeout: float = Field(0, ge=0, description="seconds the clone may take; 0 = no limit")
+
+    @field_validator("Commit")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if value and not _HEX.fullmatch(value):
+            raise ValueError(f"{value!r} is not a commit ID (4 to 64 hex digits)")
+        return value.lower()
+
+    @field_validator("ReferenceName")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if value.startswith("-") or any(c in value for c in " ~^:?*[\\\x00"):
+            raise ValueError(f"{value!r} is not a valid branch or tag name")
+        return value
+
+
+class Git(Processor[GitConfig]):
+    """Clones `URL` into the chunk's folder; a chunk's RawData may be a URL string or
+    an object overriding `URL`, `ReferenceName`, `Commit`, ... for that chunk."""
+
+    id = "git"
+    name = "Git clone"
+    version = "0.1.0"
+    Config = GitConfig
+
+    @classmethod
+    def config_for_chunk(cls, run_config: BaseModel, raw_data: Any) -> BaseModel:
+        if isinstance(raw_data, str):
+            raw_data = {"URL": raw_data}
+        return super().config_for_chunk(run_config, raw_data)
+
+    async def run(self, data: Input, context: Context[GitConfig]) -> Output:
+        config = context.config
+        if not config.URL:
+            raise ChunkFailed(
+                "git needs a repository URL: set URL in the configuration or the chunk's RawData"
+            )
+        git = shutil.which("git")
+        if git is None:
+            raise ChunkFailed("the git program is not installed on this executor's machine")
+        source = _source(config.URL, Sandbox.of(context))
+        folder = context.scratch_dir
+        dest = folder / _repo_name(config.URL)
+        clone = _Clone(git, source, dest, config, context)
+        try:
+            await asyncio.to_thread(remove_quietly, dest)  # left by an earlier run of this ID
+            async with asyncio.timeout(config.Timeout or None):
+                state = await clone.run()
+        except TimeoutError:
+            await asyncio.to_thread(_clean, dest, folder)
+            raise ChunkFailed(
+                f"clone of {config.URL} did not finish within Timeout={config.Timeout:g} s"
+            ) from None
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_clean, dest, folder))
+            raise
+        return Output.file(dest, state)
+
+
+def _clean(dest: Path, folder: Path) -> None:
+    remove_quietly(dest)
+    remove_if_empty(folder)
+
+
+def _source(url: str, sandbox: Sandbox) -> str:
+    """The URL git is given: network URLs as they are, local ones checked and absolute."""
+    if url.startswith("-"):
+        raise ChunkFailed(f"{url!r} is not a repository URL")
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme == "file":
+        return sandbox.file_url_path(url).as_uri()
+    if scheme:
+        if scheme not in SCHEMES:
+            raise ChunkFailed(
+                f"cannot clone {url!r}: git supports https://, http://, git://, file:// "
+                "and local paths"
+            )
+        return url
+    if re.match(r"^[^/]*:", url):  # scp-like "host:path" means ssh
+        raise ChunkFailed(
+            f"cannot clone {url!r}: this looks like an ssh address or a transport helper; "
+            "only https://, http://, git://, file:// URLs and local paths are supported"
+        )
+    path = sandbox.readable(url, "repository path")
+    if not path.is_dir():
+        raise ChunkFailed(f"repository path {url!r} is not a folder")
+    # file:// (not a bare path) so that Depth is honoured instead of hard-linking.
+    return path.as_uri()
+
+
+def _repo_name(url: str) -> str:
+    tail = url.rstrip("/").rpartition("/")[2].rpartition(":")[2]
+    tail = tail.removesuffix(".git")
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in tail).lstrip(".")
+    return cleaned or "repo"
+
+
+class GitFailed(ChunkFailed):
+    """A git command failed; the message ends with git's own explanation."""
+
+
+class _Clone:
+    def __init__(
+        self, git: str, source: str, dest: Path, config: GitConfig, context: Context[GitConfig]
+    ) -> None:
+        self.git = git
+        self.source = source
+        self.dest = dest
+        self.config = config
+        self.context = context
+        self.env = {**_base_env(), **GIT_ENV}
+
+    async def run(self) -> dict[str, Any]:
+        config = self.config
+        ref = _short_ref(config.ReferenceName)
+        if config.Commit or (config.ReferenceName and ref is None):
+            await self._fetch_one()
+        else:
+            await self._clone(ref)
+        commit = (await self._git("rev-parse", "HEAD", cwd=self.dest)).strip()
+        if config.Commit and not commit.startswith(config.Commit):
+            raise ChunkFailed(f"checked out {commit}, not the commit {config.Commit} asked for")
+        return {
+            "URL": config.URL,
+            "Commit": commit,
+            "ReferenceName": await self._resolved_ref(),
+            "Depth": config.Depth,
+        }
+
+    async def _clone(self, branch: str | None) -> None:
+        config = self.config
+        args = ["clone", "--progress"]
+        if branch:
+            args.append(f"--branch={branch}")
+        if config.Depth:
+            args.append(f"--depth={config.Depth}")
+        args.append("--single-branch" if config.SingleBranch else "--no-single-branch")
+        await self._git(*args, "--", self.source, str(self.dest), what="clone")
+
+    async def _fetch_one(self) -> None:
+        """Check out a commit (or an unusual ref): fetch just it when the server allows,
+        otherwise the branch or all branches and tags, then look for it there."""
+        config = self.config
+        await self._git("init", "--quiet", str(self.dest))
+        await self._git("remote", "add", "origin", "--", self.source, cwd=self.dest)
+        want = config.Commit or config.ReferenceName
+        depth = [f"--depth={config.Depth}"] if config.Depth else []
+        fetched = False
+        if not config.Commit or len(config.Commit) in (40, 64):
+            try:
+                await self._fetch(*depth, "origin", want)
+                fetched = True
+            except GitFailed:
+                if not config.Commit:
+                    raise
+        if not fetched:
+            refspecs = [config.ReferenceName] if config.ReferenceName else []
+            if not refspecs:
+                refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
+            await self._fetch("origin", *refspecs)
+        target = "FETCH_HEAD" if not config.Commit else config.Commit
+        try:
+            await self._git(
+                "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}", cwd=self.dest
+            )
+        except GitFailed:
+            raise ChunkFailed(f"commit {want!r} is not in {config.URL}") from None
+        await self._git("checkout", "--quiet", "--detach", target, cwd=self.dest)
+
+    async def _fetch(self, *args: str) -> None:
+        await self._git("fetch", "--progress", "--no-tags", *args, cwd=self.dest, what="fetch")
+
+    async def _resolved_ref(self) -> str | None:
+        """The full name of what was checked out: refs/heads/x, refs/tags/y, or None for
+        a detached commit."""
+        try:
+            return (await self._git("symbolic-ref", "--quiet", "HEAD", cwd=self.dest)).strip()
+        except GitFailed:
+            pass
+        name = self.config.ReferenceName
+        if not name or self.config.Commit:
+            return None
+        return name if name.startswith("refs/") else f"refs/tags/{name}"
+
+    async def _git(self, *args: str, cwd: Path | None = None, what: str = "") -> str:
+        """Run git; its stdout, or `GitFailed` with the lines git explained itself in."""
+        proc = await asyncio.create_subprocess_exec(
+            self.git,
+            *GIT_OPTIONS,
+            *args,
+            cwd=cwd,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            out, errors = await asyncio.gather(proc.stdout.read(), self._watch(proc.stderr))
+            code = await proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(proc.wait())
+            raise
+        if code != 0:
+            verb = what or args[0]
+            raise GitFailed(
+                f"git {verb} of {self.config.URL} failed: {_explain(errors) or f'exit {code}'}"
+            )
+        return out.decode("utf-8", "replace")
+
+    async def _watch(self, stream: asyncio.StreamReader) -> list[str]:
+        """Read git's stderr: progress lines become progress reports, the rest is kept."""
+        lines: list[str] = []
+        buffer = b""
+        while block := await stream.read(4096):
+            buffer += block
+            *complete, buffer = re.split(rb"[\r\n]", buffer)
+            for raw in complete:
+                line = raw.decode("utf-8", "replace").strip()
+                match = _PROGRESS.search(line)
+                if match:
+                    if match[1] == "Receiving objects":
+                        self.context.report_progress(int(match[2]), int(match[3]))
+                elif line:
+                    lines.append(line)
+                    del lines[:-20]
+        if buffer.strip():
+            lines.append(buffer.decode("utf-8", "replace").strip())
+        return lines
+
+
+def _short_ref(name: str) -> str | None:
+    """What `git clone --branch` takes for a reference; None if it takes no such name."""
+    if not name:
+        return ""
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return None if name.startswith("refs/") else name
+
+
+def _explain(lines: list[str]) -> str:
+    """git's own explanation: its fatal/error lines, else the last thing it said."""
+    important = [
+        line.split(":", 1)[1].strip() for line in lines if line.startswith(("fatal:", "error:"))
+    ]
+    return "; ".join(important) if important else (lines[-1] if lines else "")
+
+
+_PROXY_VARS = tuple(
+    name
+    for base in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+    for name in (base, base.upper())
+)
+
+
+def _base_env() -> dict[str, str]:
+    """The parts of our environment git needs (and proxies the machine relies on); none
+    of the user's GIT_* settings."""
+    keep = ("PATH", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", *_PROXY_VARS)
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    return env
