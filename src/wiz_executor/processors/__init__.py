@@ -5,8 +5,9 @@ from .get import Get, GetConfig
 from .git import Git, GitConfig
 from .ls import Ls, LsConfig
 from .noop import Noop, NoopConfig
+from .scrape import Scrape, ScrapeConfig
 
-BUILTINS: tuple[type[Processor], ...] = (Noop, Get, Git, Ls)  # type: ignore[type-arg]
+BUILTINS: tuple[type[Processor], ...] = (Noop, Get, Git, Ls, Scrape)  # type: ignore[type-arg]
 
 __all__ = [
     "BUILTINS",
@@ -23,4 +24,6 @@ __all__ = [
     "Output",
     "Processor",
     "ProcessorConfig",
+    "Scrape",
+    "ScrapeConfig",
 ]
