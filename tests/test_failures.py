@@ -259,3 +259,26 @@ async def test_many_crashes_at_once_leave_no_chunk_behind(
 
     for run in await asyncio.gather(*(one(p, m) for p, m in runs)):
         assert run["ChunkCounts"] == {"WAITING": 0, "RUNNING": 0, "SUCCEEDED": 0, "FAILED": 10}
+
+
+class TooDeep(Processor[ProcessorConfig]):
+    id = "too-deep"
+    name = "returns a value nested 500 levels deep"
+
+    async def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        value: Any = []
+        for _ in range(500):
+            value = [value]
+        return value
+
+
+async def test_an_output_nested_too_deep_fails_the_chunk(
+    executor: Executor, client: httpx.AsyncClient
+) -> None:
+    """Such an output could not be written back on GetData: refuse it at the source."""
+    executor.registry.register(TooDeep)
+    await configure(client, "too-deep", "r", num_chunks=1)
+    assert (await add(client, "too-deep", "r", {"ChunkID": "c"})).is_success
+    await wait_run_done(client, "too-deep", "r")
+    error = (await outcome(client, "too-deep", "r"))["c"]["Error"]
+    assert error == "processor output nests deeper than 200 levels"

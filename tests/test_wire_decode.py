@@ -141,3 +141,18 @@ def test_the_agreement_is_not_vacuous() -> None:
     )
     assert fast_path(b'{"ChunkID":"c","Format":"raw"}') is None
     assert contract(b'{"ChunkID":"c","Format":"raw"}') is None
+
+
+def nested(depth: int, single: bool = True) -> bytes:
+    item = b'{"ChunkID":"a","RawData":' + b"[" * depth + b"]" * depth + b"}"
+    return item if single else b"[" + item + b"]"
+
+
+def test_deep_nesting_is_refused_by_both() -> None:
+    """Past about 200 levels both refuse a body; msgspec alone would read up to the
+    interpreter's recursion limit and then fail to write the data back (a 500)."""
+    for single in (True, False):
+        assert fast_path(nested(150, single)) == contract(nested(150, single)) is not None
+        for depth in (250, 990, 5000, 100_000):
+            assert fast_path(nested(depth, single)) is None, depth
+            assert contract(nested(depth, single)) is None, depth

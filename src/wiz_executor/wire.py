@@ -41,6 +41,11 @@ _FORMATS: dict[Any, DataFormat] = {
     2: DataFormat.FILESYSTEM_REF,
 }
 
+MAX_DEPTH = 200
+"""Deepest nesting of containers accepted in a chunk's RawData (as pydantic's parser
+allows). msgspec alone decodes up to the interpreter's recursion limit, and a value
+decoded near it can fail to encode again from a deeper stack: a 500 on every GetData."""
+
 _one = msgspec.json.Decoder(_InChunk)
 _many = msgspec.json.Decoder(list[_InChunk])
 encode = msgspec.json.Encoder().encode
@@ -55,7 +60,33 @@ def decode_chunks(body: bytes) -> list[Chunk]:
         raise InvalidInput(f"invalid chunk: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    return [_to_chunk(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
+    except RecursionError:
+        raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    chunks = [_to_chunk(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else nothing can nest that deep
+        for chunk in chunks:
+            if too_deep(chunk.raw_data):
+                raise InvalidInput(
+                    f"chunk {chunk.id!r}: RawData nests deeper than {MAX_DEPTH} levels"
+                )
+    return chunks
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a decoded JSON value nests lists and objects more than `limit` levels."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if type(item) is dict else item:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def _to_chunk(item: _InChunk, index: int | None) -> Chunk:

@@ -22,6 +22,7 @@ from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
 from ..processors import Context, Input, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
+from ..wire import MAX_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ class ChunkRunner:
         else:
             fmt, raw, driver, location = DataFormat.RAW, result, "", ""
         if raw is not raw_in:  # what came in as JSON goes out as JSON; anything else is checked
+            if too_deep(raw):
+                self.runs.fail(run, chunk, f"processor output nests deeper than {MAX_DEPTH} levels")
+                return
             try:
                 self._encode(raw)
             except (TypeError, ValueError, OverflowError) as exc:

@@ -1,0 +1,106 @@
+"""The OpenAPI document, the docs page and the health check describe the real API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from _gates import add, configure
+
+pytestmark = pytest.mark.anyio
+
+RUN = "/processors/{procID}/runs/{runID}"
+OPERATIONS = {
+    ("get", "/processors"),
+    ("get", "/processors/{procID}"),
+    ("get", "/processors/{procID}/runs"),
+    ("get", RUN),
+    ("delete", RUN),
+    ("get", RUN + "/config"),
+    ("post", RUN + "/config"),
+    ("get", RUN + "/data"),
+    ("post", RUN + "/data"),
+    ("get", RUN + "/data/input/{chunkID}"),
+    ("get", RUN + "/data/output/{chunkID}"),
+    ("post", RUN + "/end-of-input"),
+    ("get", "/healthz"),
+}
+
+
+@pytest.fixture
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    resp = await client.get("/openapi.json")
+    assert resp.status_code == 200
+    document: dict[str, Any] = resp.json()
+    return document
+
+
+async def test_every_operation_is_documented(openapi: dict[str, Any]) -> None:
+    documented = {(method, path) for path, item in openapi["paths"].items() for method in item}
+    assert documented >= OPERATIONS
+
+
+async def test_error_answers_are_documented(openapi: dict[str, Any]) -> None:
+    add_data = openapi["paths"][RUN + "/data"]["post"]
+    for code in ("400", "404", "409", "413", "429"):
+        schema = add_data["responses"][code]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+    error_body = openapi["components"]["schemas"]["ErrorBody"]
+    assert error_body["required"] == ["value"]
+
+
+async def test_request_bodies_use_the_wire_models(openapi: dict[str, Any]) -> None:
+    paths = openapi["paths"]
+    configure_body = paths[RUN + "/config"]["post"]["requestBody"]["content"]
+    assert configure_body["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Configuration"
+    }
+    data_body = paths[RUN + "/data"]["post"]["requestBody"]["content"]["application/json"]
+    assert data_body["schema"]["oneOf"] == [
+        {"$ref": "#/components/schemas/Data"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/Data"}},
+    ]
+
+
+async def test_schemas_carry_the_wire_field_names(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    for model, fields in {
+        "Processor": {"ProcID", "Name", "Version"},
+        "Configuration": {"ExpectedData", "ExecutorConfig", "Processor"},
+        "ExecutorConfig": {"MaxWorkers", "SendDownstream", "DownstreamLocations"},
+        "DownstreamDataLocation": {"Hostname", "ProcID", "RunID"},
+        "Data": {
+            "ChunkID",
+            "Format",
+            "Type",
+            "State",
+            "RawData",
+            "FilesystemReference",
+            "AssociatedChunkID",
+        },
+    }.items():
+        properties = next(
+            schema["properties"] for name, schema in schemas.items() if name.startswith(model)
+        )
+        assert set(properties) >= fields, model
+
+
+async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/docs")
+    assert resp.status_code == 200
+    assert "text/html" in resp.headers["content-type"]
+    assert "/openapi.json" in resp.text
+
+
+async def test_healthz_reports_the_load(client: httpx.AsyncClient) -> None:
+    health = (await client.get("/healthz")).json()
+    assert health["status"] == "ok"
+    assert health["runs"] == 0
+    await configure(client, "noop", "r", num_chunks=1)
+    assert (await add(client, "noop", "r", {"ChunkID": "c"})).is_success
+    health = (await client.get("/healthz")).json()
+    assert health["runs"] == 1
+    assert sum(health["chunks"].values()) == 1
+    assert health["workers"]["max"] == 64
