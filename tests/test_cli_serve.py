@@ -1,0 +1,165 @@
+"""`wiz executor`: a thin command over `Settings` and `create_app`, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import wait_for
+from wiz_executor import Settings, WorkModel
+from wiz_executor.cli import _serve, app
+
+runner = CliRunner()
+
+
+def test_wiz_help_lists_the_executor_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "executor" in result.output
+
+
+def test_executor_help_lists_its_options() -> None:
+    result = runner.invoke(app, ["executor", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for option in (
+        "--host",
+        "--port",
+        "--max-workers",
+        "--run-workers",
+        "--max-pending",
+        "--work-model",
+        "--chunk-timeout",
+        "--shutdown-grace",
+        "--data-dir",
+        "--max-body-bytes",
+    ):
+        assert option in result.output, option
+
+
+def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The command only translates options; nothing is served in this test."""
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
+    )
+    monkeypatch.setattr(_serve.uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    result = runner.invoke(
+        app,
+        [
+            "executor",
+            "--port",
+            "9999",
+            "--max-workers",
+            "7",
+            "--run-workers",
+            "3",
+            "--max-pending",
+            "50",
+            "--work-model",
+            "pool",
+            "--chunk-timeout",
+            "2.5",
+            "--shutdown-grace",
+            "4",
+            "--data-dir",
+            str(tmp_path),
+            "--max-body-bytes",
+            "1000",
+            "--log-level",
+            "warning",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    settings: Settings = seen["settings"]
+    assert (settings.max_workers, settings.default_run_workers, settings.max_pending) == (7, 3, 50)
+    assert settings.work_model is WorkModel.POOL
+    assert settings.chunk_timeout == 2.5
+    assert settings.shutdown_grace == 4
+    assert settings.data_dir == tmp_path
+    assert settings.max_body_bytes == 1000
+    assert seen["app"] is settings
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 9999)
+
+
+@pytest.mark.parametrize("bad", [["--max-workers", "0"], ["--work-model", "fork"]])
+def test_bad_options_are_refused(bad: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_serve.uvicorn, "run", lambda *a, **kw: pytest.fail("served anyway"))
+    result = runner.invoke(app, ["executor", *bad])
+    assert result.exit_code == 2
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wiz_executor", "executor", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--max-workers" in result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_wiz_executor_serves_and_stops_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wiz_executor",
+        "executor",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--shutdown-grace",
+        "1",
+        "--log-level",
+        "warning",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def up() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    assert proc.returncode is None, "the server exited"
+                    return False
+
+            await wait_for(up, timeout=20, what="wiz executor to serve")
+            config = {"ExpectedData": {"NumChunks": 1}}
+            assert (await http.post("/processors/noop/runs/r/config", json=config)).is_success
+            resp = await http.post("/processors/noop/runs/r/data", json={"ChunkID": "c"})
+            assert resp.json() == {"Accepted": 1, "Duplicates": 0}
+
+            async def done() -> bool:
+                run = (await http.get("/processors/noop/runs/r")).json()
+                return bool(run["CurrentState"] == "SUCCEEDED")
+
+            await wait_for(done)
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
