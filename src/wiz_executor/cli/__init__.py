@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ._serve import serve
+from ._verbs import register as _register_client_verbs
 
 app = typer.Typer(
     name="wiz",
@@ -13,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("executor")(serve)
+_register_client_verbs(app)
 
 
 @app.callback()

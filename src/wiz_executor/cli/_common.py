@@ -1,0 +1,102 @@
+"""What every client verb shares: `--url`, `--json`, output, and one-line errors.
+
+The verbs are thin: they parse arguments, call `wiz_executor.client`, and print. An API
+error or an unreachable executor becomes one line on stderr and exit code 1; bad
+arguments or input files exit 2 (typer's usage code); a run that ends ERRORED exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from ..client import DEFAULT_URL
+from ..errors import WizError
+
+EXIT_API_ERROR = 1
+EXIT_USAGE = 2
+EXIT_RUN_ERRORED = 3
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="WIZ_URL",
+        help="Base URL of the executor.",
+        show_envvar=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ProcArg = Annotated[str, typer.Argument(metavar="PROC", help="Processor ID, e.g. noop.")]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run ID.")]
+
+DEFAULT = DEFAULT_URL
+
+
+def stdout() -> Console:
+    """A console on the current stdout (looked up per call, so test runners see it)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
+    """One line on stderr, then exit with `code`."""
+    stderr().print(f"error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def api_errors(url: str) -> Iterator[None]:
+    """Turn the client's exceptions into one-line errors and exit codes."""
+    try:
+        yield
+    except WizError as exc:
+        fail(exc.message)
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the executor at {url}: {_describe(exc)}")
+    except TimeoutError as exc:
+        fail(str(exc) or "timed out")
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, unstyled, so it pipes into jq."""
+    typer.echo(json.dumps(to_json(value), indent=2, ensure_ascii=False))
+
+
+def compact(value: Any, width: int = 60) -> str:
+    """A JSON value on one line, cut to `width` characters for a table cell."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def load_json_text(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc}", EXIT_USAGE)

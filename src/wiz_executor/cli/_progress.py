@@ -1,0 +1,126 @@
+"""A run's live progress, from a mix of Run snapshots and events, and its rendering.
+
+`follow()` yields full `Run` snapshots (exact, but only now and then) and events (each
+a change since the subscription). A tracker keeps the latest snapshot and the chunk
+states learned since; the counts it shows never go backwards and equal the snapshot's
+when the run ends, since the last item of `follow()` is the final Run.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..api import DataChunkState, Run, State
+from ..client import ChunkEvent, Event, RunEvent
+
+_STYLE = {
+    State.SUCCEEDED: "green",
+    State.ERRORED: "red",
+    State.RUNNING: "yellow",
+    State.CONFIGURED: "cyan",
+}
+
+
+class RunTracker:
+    def __init__(self, proc_id: str, run_id: str, expected: int = 0) -> None:
+        self.proc_id = proc_id
+        self.run_id = run_id
+        self.expected = expected
+        self.state: State | None = None
+        self.input_closed = False
+        self.snapshot = dict.fromkeys(DataChunkState, 0)
+        self.chunks: dict[str, DataChunkState] = {}
+        self.errors: dict[str, str] = {}
+
+    def update(self, item: Run | Event) -> None:
+        if isinstance(item, Run | RunEvent):
+            self.state = item.CurrentState
+            self.input_closed = bool(item.InputClosed)
+            if item.ChunkCounts is not None:
+                self.snapshot = {s: getattr(item.ChunkCounts, s.value) for s in DataChunkState}
+                self.chunks.clear()
+            if isinstance(item, Run):
+                self.expected = item.Configuration.ExpectedData.NumChunks
+        elif isinstance(item, ChunkEvent):
+            self.chunks[item.ChunkID] = item.State
+            if item.Error:
+                self.errors[item.ChunkID] = item.Error
+
+    @property
+    def counts(self) -> dict[DataChunkState, int]:
+        seen = dict.fromkeys(DataChunkState, 0)
+        for state in self.chunks.values():
+            seen[state] += 1
+        snap = self.snapshot
+        total = max(sum(snap.values()), len(self.chunks))
+        succeeded = max(snap[DataChunkState.SUCCEEDED], seen[DataChunkState.SUCCEEDED])
+        failed = max(snap[DataChunkState.FAILED], seen[DataChunkState.FAILED])
+        running = seen[DataChunkState.RUNNING] if self.chunks else snap[DataChunkState.RUNNING]
+        running = min(running, total - succeeded - failed)
+        return {
+            DataChunkState.WAITING: total - succeeded - failed - running,
+            DataChunkState.RUNNING: running,
+            DataChunkState.SUCCEEDED: succeeded,
+            DataChunkState.FAILED: failed,
+        }
+
+    @property
+    def total(self) -> int | None:
+        """Chunks the run will hold, when known (NumChunks, or all held once input closed)."""
+        held = sum(self.counts.values())
+        if self.input_closed:
+            return held
+        return self.expected or None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (State.SUCCEEDED, State.ERRORED)
+
+
+def state_text(state: State | None) -> Text:
+    name = state.value if state is not None else "…"
+    return Text(name, style=_STYLE.get(state, "") if state is not None else "dim")
+
+
+def bar(tracker: RunTracker, width: int = 30) -> RenderableType:
+    counts = tracker.counts
+    done = counts[DataChunkState.SUCCEEDED] + counts[DataChunkState.FAILED]
+    total = tracker.total
+    if tracker.finished:
+        total = max(total or 0, done) or 1
+        done = total
+    return ProgressBar(total=float(total) if total else None, completed=done, width=width)
+
+
+def counts_text(tracker: RunTracker) -> str:
+    """`done/total`, then only the counts that are not zero."""
+    c = tracker.counts
+    done = c[DataChunkState.SUCCEEDED] + c[DataChunkState.FAILED]
+    total = tracker.total
+    parts = [f"{done}/{total if total is not None else '?'}"]
+    for state in (DataChunkState.WAITING, DataChunkState.RUNNING, DataChunkState.FAILED):
+        if c[state]:
+            parts.append(f"{c[state]} {state.value.lower()}")
+    return "  ".join(parts)
+
+
+def render_run(tracker: RunTracker, max_errors: int = 5) -> RenderableType:
+    """One run: a bar, its state and counts, and the last few chunk errors."""
+    table = Table.grid(padding=(0, 1))
+    table.add_row(
+        Text(f"{tracker.proc_id}/{tracker.run_id}", style="bold"),
+        bar(tracker),
+        state_text(tracker.state),
+        counts_text(tracker),
+    )
+    if not tracker.errors:
+        return table
+    errors = Table(title="failed chunks", title_justify="left", show_edge=False)
+    errors.add_column("chunk")
+    errors.add_column("error")
+    for chunk_id, error in list(tracker.errors.items())[-max_errors:]:
+        errors.add_row(chunk_id, Text(error, style="red"))
+    return Group(table, errors)

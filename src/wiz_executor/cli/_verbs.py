@@ -1,0 +1,245 @@
+"""The client verbs that read or change one thing: processors, runs, run, configure,
+data, delete. Each is a call on `wiz_executor.client.Client` and a table (or `--json`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..api import Configuration, DataSpec, Run
+from ..client import Client
+from ._common import (
+    DEFAULT,
+    EXIT_USAGE,
+    JsonOption,
+    ProcArg,
+    RunArg,
+    UrlOption,
+    api_errors,
+    compact,
+    fail,
+    load_json_text,
+    print_json,
+    stdout,
+)
+from ._progress import state_text
+
+
+def processors(url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """List the processors the executor serves."""
+    with api_errors(url), Client(url) as wiz:
+        found = wiz.processors()
+    if json:
+        return print_json(found)
+    table = Table("ProcID", "Name", "Version")
+    for p in found:
+        table.add_row(p.ProcID, p.Name, p.Version)
+    stdout().print(table)
+
+
+def runs(proc: ProcArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """List the runs of a processor."""
+    with api_errors(url), Client(url) as wiz:
+        found = wiz.runs(proc)
+    if json:
+        return print_json(found)
+    table = Table("RunID", "State", "NumChunks", "waiting", "running", "ok", "failed")
+    for r in found:
+        c = r.ChunkCounts
+        counts = [c.WAITING, c.RUNNING, c.SUCCEEDED, c.FAILED] if c else ["", "", "", ""]
+        table.add_row(
+            r.RunID,
+            state_text(r.CurrentState),
+            str(r.Configuration.ExpectedData.NumChunks or "?"),
+            *map(str, counts),
+        )
+    if not found:
+        stdout().print(f"no runs of {proc}")
+        return
+    stdout().print(table)
+
+
+def run(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """Show one run: its state, chunk counts and configuration."""
+    with api_errors(url), Client(url) as wiz:
+        found = wiz.run(proc, run)
+    if json:
+        return print_json(found)
+    stdout().print(_run_table(proc, found))
+
+
+def _run_table(proc: str, r: Run) -> Table:
+    ec = r.Configuration.ExecutorConfig
+    table = Table.grid(padding=(0, 2))
+    table.add_row("run", f"{proc}/{r.RunID}")
+    table.add_row("state", state_text(r.CurrentState))
+    if r.ChunkCounts is not None:
+        c = r.ChunkCounts
+        table.add_row(
+            "chunks",
+            f"waiting {c.WAITING}  running {c.RUNNING}  ok {c.SUCCEEDED}  failed {c.FAILED}",
+        )
+    table.add_row("expected", str(r.Configuration.ExpectedData.NumChunks or "not known"))
+    if r.InputClosed is not None:
+        table.add_row("input closed", "yes" if r.InputClosed else "no")
+    table.add_row("max workers", str(ec.MaxWorkers or "executor default"))
+    if ec.WorkModel is not None:
+        table.add_row("work model", ec.WorkModel.value)
+    locations = (ec.DownstreamLocations or []) if ec.SendDownstream else []
+    for loc in locations:
+        table.add_row("downstream", f"{loc.Hostname} {loc.ProcID}/{loc.RunID}")
+    table.add_row("processor config", compact(r.Configuration.Processor, 200))
+    return table
+
+
+class WorkModelName(StrEnum):
+    lifetime = "lifetime"
+    pool = "pool"
+
+
+def configure(
+    proc: ProcArg,
+    run: RunArg,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="A Configuration as JSON ('-' for stdin); flags override it."
+        ),
+    ] = None,
+    num_chunks: Annotated[
+        int | None, typer.Option(min=0, help="Chunks the run will get; 0 = not known.")
+    ] = None,
+    max_workers: Annotated[
+        int | None, typer.Option(min=0, help="Chunks processed at once; 0 = default.")
+    ] = None,
+    work_model: Annotated[
+        WorkModelName | None, typer.Option(help="How chunks get workers.")
+    ] = None,
+    chunk_timeout: Annotated[
+        float | None, typer.Option(min=0, help="Seconds a chunk may take.")
+    ] = None,
+    processor_config: Annotated[
+        str | None, typer.Option(help="The processor's own configuration, as JSON.")
+    ] = None,
+    downstream: Annotated[
+        list[str] | None,
+        typer.Option(help="Send outputs to HOST:PORT/PROC/RUN (repeatable)."),
+    ] = None,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+) -> None:
+    """Create a run (the same configuration again is a no-op)."""
+    base: dict[str, Any] = {}
+    if file is not None:
+        text = sys.stdin.read() if str(file) == "-" else _read(file)
+        base = load_json_text(text, f"configuration file {file}")
+        if not isinstance(base, dict):
+            fail(f"configuration file {file} must hold a JSON object", EXIT_USAGE)
+    expected = dict(base.get("ExpectedData") or {})
+    executor = dict(base.get("ExecutorConfig") or {})
+    if num_chunks is not None:
+        expected["NumChunks"] = num_chunks
+    if max_workers is not None:
+        executor["MaxWorkers"] = max_workers
+    if work_model is not None:
+        executor["WorkModel"] = work_model.value.upper()
+    if chunk_timeout is not None:
+        executor["ChunkTimeout"] = chunk_timeout
+    if downstream:
+        executor["SendDownstream"] = True
+        executor["DownstreamLocations"] = [_location(d) for d in downstream]
+    document = {**base, "ExpectedData": expected, "ExecutorConfig": executor}
+    if processor_config is not None:
+        document["Processor"] = load_json_text(processor_config, "--processor-config")
+    try:
+        configuration = Configuration.model_validate(document)
+    except ValueError as exc:
+        fail(f"invalid configuration: {exc}", EXIT_USAGE)
+    with api_errors(url), Client(url) as wiz:
+        created = wiz.configure(proc, run, configuration)
+    if json:
+        return print_json(created)
+    stdout().print(f"configured {proc}/{created.RunID}: {created.CurrentState.value}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+
+
+def _location(text: str) -> dict[str, str]:
+    host, _, rest = text.rpartition("/")
+    host, _, proc = host.rpartition("/")
+    if not (host and proc and rest):
+        fail(f"--downstream {text!r}: expected HOST:PORT/PROC/RUN", EXIT_USAGE)
+    return {"Hostname": host, "ProcID": proc, "RunID": rest}
+
+
+def data(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """Show a run's input chunks and their outputs."""
+    with api_errors(url), Client(url) as wiz:
+        spec = wiz.data(proc, run)
+    if json:
+        return print_json(spec)
+    stdout().print(_data_table(spec))
+
+
+def _data_table(spec: DataSpec) -> Table:
+    table = Table("input", "state", "output", "result")
+    outputs = {o.AssociatedChunkID: o for o in spec.Out}
+    for chunk in spec.In:
+        out = outputs.get(chunk.ChunkID)
+        if out is None:
+            result = ""
+        elif out.Error:
+            result = out.Error
+        elif out.Format.value == "FILESYSTEM_REF":
+            result = f"{out.FilesystemReference.Driver}:{out.FilesystemReference.Location}"
+        else:
+            result = compact(out.RawData)
+        table.add_row(
+            chunk.ChunkID,
+            chunk.State.value,
+            chunk.AssociatedChunkID,
+            result,
+        )
+    table.caption = f"{len(spec.In)} chunks"
+    return table
+
+
+def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """Cancel a run's unfinished chunks and forget the run."""
+    with api_errors(url), Client(url) as wiz:
+        gone = wiz.delete(proc, run)
+    if json:
+        return print_json(gone)
+    stdout().print(f"deleted {proc}/{gone.RunID} (it was {gone.CurrentState.value})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add every client verb to the `wiz` app."""
+    from ._pipeline import pipeline_app
+    from ._send import send
+    from ._watch import watch
+
+    verbs: list[tuple[str, Callable[..., None]]] = [
+        ("processors", processors),
+        ("runs", runs),
+        ("run", run),
+        ("configure", configure),
+        ("send", send),
+        ("watch", watch),
+        ("data", data),
+        ("delete", delete),
+    ]
+    for name, verb in verbs:
+        app.command(name)(verb)
+    app.add_typer(pipeline_app, name="pipeline")
