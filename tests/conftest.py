@@ -52,7 +52,9 @@ async def client(executor: Executor) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = ""
+    condition: Callable[[], Awaitable[bool] | bool],
+    timeout: float = 10.0,  # noqa: ASYNC109 (a polling deadline, reported as a test failure)
+    what: str = "",
 ) -> None:
     """Poll `condition` until it holds; fail the test after `timeout` seconds."""
     loop = asyncio.get_running_loop()
@@ -69,7 +71,10 @@ async def wait_for(
 
 
 async def wait_run_done(
-    client: httpx.AsyncClient, proc: str, run: str, timeout: float = 10.0
+    client: httpx.AsyncClient,
+    proc: str,
+    run: str,
+    timeout: float = 10.0,  # noqa: ASYNC109 (passed on to wait_for's polling deadline)
 ) -> dict[str, Any]:
     """Poll GetRun until the run is SUCCEEDED or ERRORED; return its JSON."""
     body: dict[str, Any] = {}
