@@ -286,3 +286,19 @@ async def test_an_oversized_streamed_body_is_a_413(small_client: httpx.AsyncClie
     resp = await small_client.post(DATA, content=parts())
     assert resp.status_code == 413
     assert await held_ids(small_client) == []
+
+
+@pytest.mark.parametrize("chunk_id", ["dir/file.txt", "a b", "ü", "x%y", "a/../b", "trailing/"])
+async def test_any_chunk_id_can_be_read_back(client: httpx.AsyncClient, chunk_id: str) -> None:
+    """Chunk IDs are often file paths: the single-chunk reads take any ID, percent-encoded."""
+    from urllib.parse import quote
+
+    await configure(client, "noop", "r", num_chunks=1)
+    assert (await add(client, "noop", "r", {"ChunkID": chunk_id, "RawData": 1})).is_success
+    await wait_run_done(client, "noop", "r")
+    inp = await client.get(f"{DATA}/input/{quote(chunk_id, safe='')}")
+    assert inp.status_code == 200, inp.text
+    assert inp.json()["ChunkID"] == chunk_id
+    out = await client.get(f"{DATA}/output/{quote(chunk_id + '-out', safe='')}")
+    assert out.status_code == 200, out.text
+    assert out.json()["AssociatedChunkID"] == chunk_id

@@ -232,14 +232,20 @@ def _add_routes(app: FastAPI) -> None:
         )
 
     @app.get(
-        run_path + "/data/input/{chunkID}", tags=["data"], response_model=Data, responses=ERRORS
+        run_path + "/data/input/{chunkID:path}",
+        tags=["data"],
+        response_model=Data,
+        responses=ERRORS,
     )
     async def get_input_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
         """*Extension*: one input chunk."""
         return _json(render_input(_executor(request).get_run(procID, runID).chunk(chunkID)))
 
     @app.get(
-        run_path + "/data/output/{chunkID}", tags=["data"], response_model=Data, responses=ERRORS
+        run_path + "/data/output/{chunkID:path}",
+        tags=["data"],
+        response_model=Data,
+        responses=ERRORS,
     )
     async def get_output_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
         """*Extension*: one output chunk, by its own ID (the input's AssociatedChunkID)."""
