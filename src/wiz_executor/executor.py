@@ -18,6 +18,8 @@ from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream
 from .errors import Conflict, ExecutorFull, InvalidInput, ShuttingDown
+from .events import EventHub
+from .metrics import ChunkStats
 from .registry import Registry
 from .runs import WAITING, Chunk, Run, RunMap
 from .scheduling import Scheduler
@@ -49,6 +51,10 @@ class Executor:
             max_workers=self.settings.max_workers, thread_name_prefix="wiz-processor"
         )
         self.scheduler = Scheduler(self.runs, self.settings, self.threads)
+        self.events = EventHub(self.runs)
+        """Run and chunk state changes as event streams (costs nothing unsubscribed)."""
+        self.stats = ChunkStats(self.runs)
+        """Finished chunks and their durations, per processor, for the metrics."""
         self._http: httpx.AsyncClient | None = None
         self.downstream: Downstream | None = None
         self.closing = False
@@ -92,6 +98,7 @@ class Executor:
         if self._http is not None:
             await self._http.aclose()
         self.threads.shutdown(wait=False, cancel_futures=True)
+        self.events.close()  # after the chunks' last changes, so streams can end with them
 
     # -- processors --------------------------------------------------------------------
 

@@ -172,6 +172,8 @@ class RunMap:
         self._runs: dict[str, dict[str, Run]] = {}
         self.listeners: list[Listener] = []
         self.on_run_finished: list[Callable[[Run], None]] = []
+        self.on_run_removed: list[Callable[[Run], None]] = []
+        """Told when a run is deleted (its streams end; it will have no more state)."""
         self.counts = dict.fromkeys(DataChunkState, 0)
         """Input chunks by state across all runs (WAITING is the queue depth)."""
 
@@ -221,6 +223,8 @@ class RunMap:
         for state, n in run.counts.items():
             self.counts[state] -= n
         run.done.set()
+        for hook in self.on_run_removed:
+            hook(run)
         return unfinished
 
     def check_accepts(self, run: Run, chunks: list[Chunk]) -> tuple[list[Chunk], int]:

@@ -34,6 +34,8 @@ from ..settings import Settings
 from ..wire import encode, render_data, render_input, render_output, render_run
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
+from ._metrics import HttpMetricsMiddleware, Metrics, executor_getter
+from ._observability import add_observability_routes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -100,9 +102,12 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     )
     if executor is not None:
         app.state.executor = executor
-    app.add_middleware(AddDataFastPath)
+    metrics = app.state.metrics = Metrics(executor_getter(app.state))
+    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # inside the fast path
+    app.add_middleware(AddDataFastPath, on_request=metrics.http.add_data_observer())
     _install_error_handlers(app)
     _add_routes(app)
+    add_observability_routes(app, metrics, ERRORS)
     return app
 
 

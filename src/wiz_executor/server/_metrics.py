@@ -1,0 +1,249 @@
+"""Prometheus metrics of one app: HTTP requests, and the executor read at scrape time.
+
+Each app has its own `CollectorRegistry` (in `app.state.metrics`), so several apps can
+live in one process. Counting a request is a dict increment and a histogram bucket, in
+the middleware below for routed requests and in the AddData fast path for the rest;
+route templates, never raw paths, are the label values, so the number of series stays
+bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..api import DataChunkState, State
+from ..metrics import Histogram
+
+if TYPE_CHECKING:
+    from ..executor import Executor
+
+ADD_DATA_ROUTE = "/processors/{procID}/runs/{runID}/data"
+UNMATCHED = "unmatched"
+"""The route label of requests no route matched (404s): raw paths would be unbounded."""
+
+HTTP_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_RUN_STATES = (State.CONFIGURED, State.RUNNING, State.SUCCEEDED, State.ERRORED)
+_CHUNK_STATES = tuple(DataChunkState)
+
+
+class HttpStats:
+    """Requests by (method, route, status) and their durations by (method, route)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+
+    def histogram(self, method: str, route: str) -> Histogram:
+        hist = self.durations.get((method, route))
+        if hist is None:
+            hist = self.durations[(method, route)] = Histogram(HTTP_BUCKETS)
+        return hist
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "OTHER"
+        key = (method, route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.histogram(method, route).observe(seconds)
+
+    def add_data_observer(self) -> Callable[[int, float], None]:
+        """What the AddData fast path calls per request: as little work as possible."""
+        requests = self.requests
+        observe = self.histogram("POST", ADD_DATA_ROUTE).observe
+
+        def add_data_answered(status: int, seconds: float) -> None:
+            key = ("POST", ADD_DATA_ROUTE, status)
+            requests[key] = requests.get(key, 0) + 1
+            observe(seconds)
+
+        return add_data_answered
+
+
+class HttpMetricsMiddleware:
+    """Counts and times every request that reaches the router (pure ASGI, so streaming
+    responses pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, stats: HttpStats) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            self.stats.observe(scope["method"], template, status, perf_counter() - started)
+
+
+class ExecutorCollector(Collector):
+    """Reads the executor when scraped: cheap (one pass over the runs), always current."""
+
+    def __init__(self, executor: Callable[[], Executor | None], http: HttpStats) -> None:
+        self._executor = executor
+        self._http = http
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to check at registration: the executor may not exist yet
+
+    def collect(self) -> Iterator[Metric]:
+        executor = self._executor()
+        if executor is not None:
+            yield from _executor_metrics(executor)
+        yield from _http_metrics(self._http)
+
+
+def _executor_metrics(ex: Executor) -> Iterator[Metric]:
+    processors = [p.ProcID for p in ex.processors()]
+    chunks = {p: dict.fromkeys(_CHUNK_STATES, 0) for p in processors}
+    runs = {p: dict.fromkeys(_RUN_STATES, 0) for p in processors}
+    for run in ex.runs:
+        by_state = chunks.setdefault(run.proc_id, dict.fromkeys(_CHUNK_STATES, 0))
+        for state, n in run.counts.items():
+            by_state[state] += n
+        of_proc = runs.setdefault(run.proc_id, dict.fromkeys(_RUN_STATES, 0))
+        of_proc[run.state] = of_proc.get(run.state, 0) + 1
+
+    gauge = GaugeMetricFamily(
+        "wiz_chunks", "Input chunks held, by processor and state.", labels=["processor", "state"]
+    )
+    for proc, by_state in chunks.items():
+        for chunk_state, n in by_state.items():
+            gauge.add_metric([proc, chunk_state.value], n)
+    yield gauge
+
+    gauge = GaugeMetricFamily(
+        "wiz_runs", "Runs held, by processor and state.", labels=["processor", "state"]
+    )
+    for proc, by_run_state in runs.items():
+        for run_state, n in by_run_state.items():
+            gauge.add_metric([proc, run_state.value], n)
+    yield gauge
+
+    finished = CounterMetricFamily(
+        "wiz_chunks_finished",
+        "Chunks that ended SUCCEEDED or FAILED since the executor started.",
+        labels=["processor", "state"],
+    )
+    duration = HistogramMetricFamily(
+        "wiz_chunk_duration_seconds",
+        "Seconds a chunk ran, from RUNNING to SUCCEEDED or FAILED.",
+        labels=["processor"],
+    )
+    for proc in dict.fromkeys([*processors, *ex.stats.processors]):
+        stats = ex.stats.of(proc)
+        finished.add_metric([proc, DataChunkState.SUCCEEDED.value], stats.succeeded)
+        finished.add_metric([proc, DataChunkState.FAILED.value], stats.failed)
+        _add_histogram(duration, [proc], stats.duration)
+    yield finished
+    yield duration
+
+    limiter = ex.scheduler.limiter
+    yield GaugeMetricFamily(
+        "wiz_workers_busy", "Workers running a chunk now.", value=limiter.in_use
+    )
+    yield GaugeMetricFamily(
+        "wiz_workers_max", "Executor-wide limit on workers.", value=limiter.total
+    )
+    yield GaugeMetricFamily(
+        "wiz_queue_depth",
+        "WAITING chunks across all runs (AddData answers 429 past the limit).",
+        value=ex.runs.counts[DataChunkState.WAITING],
+    )
+    yield GaugeMetricFamily(
+        "wiz_event_streams", "Open event-stream subscriptions.", value=ex.events.subscribers
+    )
+    yield CounterMetricFamily(
+        "wiz_event_streams_dropped",
+        "Event-stream consumers dropped for falling behind.",
+        value=ex.events.dropped,
+    )
+
+
+def _http_metrics(http: HttpStats) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "wiz_http_requests",
+        "HTTP requests answered, by method, route template and status.",
+        labels=["method", "route", "status"],
+    )
+    for (method, route, status), n in sorted(http.requests.items()):
+        requests.add_metric([method, route, str(status)], n)
+    yield requests
+    durations = HistogramMetricFamily(
+        "wiz_http_request_duration_seconds",
+        "Seconds from request to the end of the response, by method and route template.",
+        labels=["method", "route"],
+    )
+    for (method, route), hist in sorted(http.durations.items()):
+        _add_histogram(durations, [method, route], hist)
+    yield durations
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
+    family.add_metric(
+        labels,
+        buckets=[(_le(bound), n) for bound, n in hist.cumulative()],
+        sum_value=hist.sum,
+    )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class Metrics:
+    """An app's metrics: its HTTP stats and the registry the /metrics route renders."""
+
+    def __init__(self, executor: Callable[[], Executor | None]) -> None:
+        self.http = HttpStats()
+        self.registry = CollectorRegistry()
+        self.registry.register(ExecutorCollector(executor, self.http))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def executor_getter(state: Any) -> Callable[[], Executor | None]:
+    """The app's executor when it has one (it is set by the lifespan or by create_app)."""
+    return lambda: getattr(state, "executor", None)
