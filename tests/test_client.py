@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -350,6 +351,35 @@ async def test_events_of_a_run_end_with_done(wiz: AsyncClient) -> None:
     assert isinstance(seen[-1], DoneEvent)
     assert seen[-1].CurrentState is State.SUCCEEDED
     assert all(e.id is not None for e in seen)
+
+
+async def test_executor_wide_events_filtered_by_processor(wiz: AsyncClient) -> None:
+    await wiz.configure("noop", "wide", {})
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async with aclosing(wiz.events("noop")) as events:
+            async for event in events:
+                received.append(event)
+                if isinstance(event, ChunkEvent) and event.State is DataChunkState.SUCCEEDED:
+                    return
+
+    sent = 0
+
+    async def send_until_seen() -> bool:
+        # The stream has no snapshot and no sign of when it is subscribed: keep the run
+        # busy until the consumer has seen something.
+        nonlocal sent
+        if not received:
+            sent += 1
+            await wiz.add_data("noop", "wide", {"ChunkID": f"c{sent}"})
+        return bool(received)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await wait_for(send_until_seen, what="an executor-wide event")
+    assert all(e.ProcID == "noop" and e.RunID == "wide" for e in received)
+    assert isinstance(received[-1], ChunkEvent)
 
 
 def test_sync_events_and_follow(embedded: EmbeddedExecutor) -> None:

@@ -281,6 +281,19 @@ def test_wiz_pipeline_run_exit_codes(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["pipeline", "run", str(broken)], env=NO_URL)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: spec.sequential[0]: node 'a' needs a `processor`")
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(
+        yaml.safe_dump(
+            {
+                "name": "slow",
+                "data": [{"SleepMs": 5000}],
+                "spec": {"sequential": [node("only")]},
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["pipeline", "run", str(slow), "--timeout", "0.5"], env=NO_URL)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: pipeline slow did not finish within 0.5 s")
     missing = CliRunner().invoke(app, ["pipeline", "run", str(tmp_path / "none.yaml")], env=NO_URL)
     assert missing.exit_code == 2
     assert "cannot read pipeline file" in missing.stderr

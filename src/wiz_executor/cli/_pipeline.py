@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import typer
+from rich import box
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -99,7 +100,10 @@ def run(
         if url is None:
             if data_dir is None:
                 data_dir = Path(stack.enter_context(TemporaryDirectory(prefix="wiz-pipeline-")))
-            executor = stack.enter_context(EmbeddedExecutor(Settings(data_dir=data_dir)))
+            # It lives only as long as this command: when the pipeline has ended (or
+            # failed, or timed out) no chunk is worth a long shutdown grace.
+            settings = Settings(data_dir=data_dir, shutdown_grace=1.0)
+            executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname
         else:
             host = hostname or _hostname(url)
@@ -108,7 +112,10 @@ def run(
             console=stderr(), get_renderable=display.render, refresh_per_second=8, transient=json
         )
         with api_errors(url), live:
-            result = anyio.run(_run, pipeline, url, host, batch_size, display.update, timeout)
+            try:
+                result = anyio.run(_run, pipeline, url, host, batch_size, display.update, timeout)
+            except TimeoutError:
+                fail(f"pipeline {pipeline.name} did not finish within {timeout:g} s")
     if json:
         print_json(_as_json(result, embedded))
     else:
@@ -155,7 +162,7 @@ class _Display:
         tracker.update(item)
 
     def render(self) -> RenderableType:
-        table = Table(title=f"pipeline {self.pipeline.name}", title_justify="left")
+        table = Table(title=f"pipeline {self.pipeline.name}", title_justify="left", box=box.SIMPLE)
         for column in ("node", "run", "progress", "state", "chunks"):
             table.add_column(column)
         for node in self.pipeline.nodes.values():
@@ -166,7 +173,7 @@ class _Display:
             table.add_row(
                 node.name,
                 Text(f"{tracker.proc_id}/{tracker.run_id}", overflow="fold"),
-                bar(tracker, 20),
+                bar(tracker, 16),
                 state_text(tracker.state),
                 counts_text(tracker),
             )
