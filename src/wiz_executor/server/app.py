@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         version=__version__,
         summary="The Wiz Processor API: runs processors on data chunks.",
         lifespan=lifespan,
+        # The wire models' serializer (which drops unset extensions) has no schema of its
+        # own; described by their fields, the models show their real shape in /docs.
+        separate_input_output_schemas=False,
     )
     if executor is not None:
         app.state.executor = executor
