@@ -12,6 +12,7 @@ Nothing here reaches outside the machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             (r"/liar/(.+)", self._liar),
             (r"/big/(\d+)", self._big),
             (r"/stream/(\d+)", self._stream),
-            (r"/slow", self._slow),
+            (r"/slow(/.*)?", self._slow),
             (r"/status/(\d+)", self._status),
             (r"/flaky/([^/]+)/(\d+)", self._flaky),
             (r"/truncate-once/(.+)", self._truncate_once),
@@ -255,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
             sent += len(block)
         self.wfile.write(b"0\r\n\r\n")
 
-    def _slow(self) -> None:
+    def _slow(self, rest: str | None = None) -> None:
         """Headers at once, a little of the body, then silence until the test ends."""
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
@@ -407,7 +408,8 @@ class GitDaemon:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
         self.listener.close()
         self.thread.join(10)
         for child in self.children:

@@ -144,6 +144,15 @@ async def test_missing_repository_over_http(
     assert files_in(settings.data_dir) == []
 
 
+async def test_timeout_kills_git_and_removes_the_clone(
+    client: httpx.AsyncClient, web: FixtureHTTP, settings: Settings
+) -> None:
+    # The server answers git's first request with a few bytes, then stays silent.
+    out = await run_one(client, "git", {"URL": web.url("/slow/repo.git"), "Timeout": 0.5})
+    failed_with(out, "did not finish within Timeout=0.5 s")
+    assert files_in(settings.data_dir) == []
+
+
 async def test_paths_and_transports_outside_the_rules(
     client: httpx.AsyncClient, outside: Path, settings: Settings
 ) -> None:
