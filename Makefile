@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install serve test lint typecheck unit bench clean
+.PHONY: install browser serve test lint typecheck unit bench clean
 
 install: $(STAMP)
 
@@ -26,8 +26,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src
 
-unit: install
+unit: install browser
 	$(BIN)/pytest
+
+# Debian's Chromium, for the dashboard tests (Playwright drives it; never `playwright
+# install`). Where apt cannot install it, those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium) || \
+	  echo "make browser: chromium could not be installed; the dashboard tests will skip"
 
 test: lint typecheck unit
 

@@ -298,22 +298,31 @@ function renderProcessors() {
     root.innerHTML = `<p class="muted">Loading…</p>`;
     return;
   }
-  const html = view.processors.map((p) => {
-    const runs = [...view.runs.values()]
-      .filter((r) => r.ProcID === p.ProcID)
+  const runsOf = (proc) =>
+    [...view.runs.values()]
+      .filter((r) => r.ProcID === proc)
       .sort((a, b) => stateOrder(a) - stateOrder(b) || a.RunID.localeCompare(b.RunID));
-    const body = runs.length
-      ? `<table><thead><tr><th>Run</th><th>State</th><th>Progress</th><th class="num">OK</th><th class="num">Failed</th></tr></thead>` +
-        `<tbody>${runs.map(runRow).join("")}</tbody></table>`
-      : `<p class="muted small empty">No runs yet.</p>`;
+  const busy = view.processors.filter((p) => runsOf(p.ProcID).length);
+  const idle = view.processors.filter((p) => !runsOf(p.ProcID).length);
+  const html = busy.map((p) => {
+    const runs = runsOf(p.ProcID);
     return (
       `<div class="proc" data-proc="${esc(p.ProcID)}">` +
       `<div class="proc-head"><h2>${esc(p.Name)}</h2><code class="muted">${esc(p.ProcID)}</code>` +
       `<span class="muted small">v${esc(p.Version)} · ${runs.length} run${runs.length === 1 ? "" : "s"}</span></div>` +
-      body +
+      `<table><thead><tr><th>Run</th><th>State</th><th>Progress</th><th class="num">OK</th><th class="num">Failed</th></tr></thead>` +
+      `<tbody>${runs.map(runRow).join("")}</tbody></table>` +
       `</div>`
     );
   });
+  if (!busy.length) html.push(`<p class="muted empty">No runs yet: configure one with POST /processors/{procID}/runs/{runID}/config.</p>`);
+  if (idle.length) {
+    html.push(
+      `<div class="idle-procs small muted">${busy.length ? "Other processors" : "Processors"}, no runs: ` +
+        idle.map((p) => `<code title="${esc(p.Name)} v${esc(p.Version)}">${esc(p.ProcID)}</code>`).join(" ") +
+        `</div>`,
+    );
+  }
   root.innerHTML = html.join("");
 }
 
@@ -364,7 +373,7 @@ function renderDetail() {
         .map(
           (c) =>
             `<tr class="chunk" data-chunk="${esc(c.ChunkID)}" data-state="${esc(c.State)}">` +
-            `<td class="chunk-id">${esc(c.ChunkID)}</td>` +
+            `<td class="chunk-id" title="${esc(c.ChunkID)}">${esc(c.ChunkID)}</td>` +
             `<td><span class="badge b-${esc(c.State)}">${esc(c.State)}</span></td>` +
             `<td>${progressCell(c)}</td>` +
             `<td class="chunk-error">${c.Error ? esc(c.Error) : ""}</td>` +
