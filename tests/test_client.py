@@ -68,15 +68,19 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedExecu
 class Recorder(httpx.AsyncBaseTransport):
     """A real transport that keeps every (method, path, status, headers) it saw."""
 
-    def __init__(self, fake_no_events: bool = False) -> None:
+    def __init__(self, fake_no_events: bool = False, fake_empty_events: bool = False) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.seen: list[tuple[str, str, int, httpx.Headers]] = []
         self.fake_no_events = fake_no_events
+        self.fake_empty_events = fake_empty_events
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.fake_no_events and request.url.path.endswith("/events"):
             # An older executor: no such route.
             response = httpx.Response(404, json={"value": "Not Found: GET " + request.url.path})
+        elif self.fake_empty_events and request.url.path.endswith("/events"):
+            # A broken stream: answered, then closed at once without an event.
+            response = httpx.Response(200, headers={"content-type": "text/event-stream"})
         else:
             response = await self.inner.handle_async_request(request)
         self.seen.append((request.method, request.url.path, response.status_code, response.headers))
@@ -404,6 +408,17 @@ async def test_wait_polls_an_executor_without_events(server: str) -> None:
         assert any(m == "GET" and p.endswith("/runs/old") for m, p, _, _ in recorder.seen)
         with pytest.raises(EventsUnavailable):
             await drain(wiz.events("noop", "old"))
+
+
+async def test_a_stream_that_ends_at_once_is_retried_with_backoff(server: str) -> None:
+    recorder = Recorder(fake_empty_events=True)
+    async with AsyncClient(server, transport=recorder) as wiz:
+        await wiz.configure("noop", "empty", {"ExpectedData": {"NumChunks": 1}})
+        await wiz.add_data("noop", "empty", {"ChunkID": "a", "RawData": {"SleepMs": 300}})
+        assert (await wiz.wait("noop", "empty", timeout=20)).CurrentState is State.SUCCEEDED
+    tries = [path for _, path, _, _ in recorder.seen if path.endswith("/events")]
+    # Backing off from 50 ms, 300 ms allow a handful of tries; a busy loop makes hundreds.
+    assert 1 <= len(tries) < 30, len(tries)
 
 
 async def test_wait_on_a_deleted_run_raises(wiz: AsyncClient) -> None:

@@ -1,12 +1,13 @@
 """The decisions behind `follow()` and `wait()`, shared by both clients.
 
-Following a run prefers its event stream and falls back to polling GetRun. The stream
-is opened before the run is read, so no change can fall between the two; but a server
-may subscribe the stream only after it has answered, so until the first event arrives
-the stream is not trusted alone: after `recheck` seconds of silence the client reads the
-run again and reopens. A `dropped` event, a cut connection or a read timeout likewise
-end one stream and lead to a fresh read of the run. Only the I/O differs between the sync
-and async clients; every choice is made here.
+Following a run prefers its event stream and falls back to polling GetRun. The stream is
+opened before the run is read, so no change can fall between the two (this executor
+subscribes a stream before answering and starts it with the run's state). A server that
+subscribed later could let a change slip by unseen, so after `stream_idle` seconds
+without a line (this executor sends a keepalive every 15 s) the client reads the run
+again and reopens: such a miss costs at most that long. A `dropped` event or a cut
+connection also ends one stream and leads to a fresh read of the run. Only the I/O
+differs between the sync and async clients; every choice is made here.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ class FollowPlan:
         proc_id: str,
         run_id: str,
         timeout: float | None,
-        recheck: float = 2.0,
+        stream_idle: float = 20.0,
         poll_interval: tuple[float, float] = (0.05, 1.0),
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.recheck = recheck
+        self.stream_idle = stream_idle
         self.use_events = True
         self._poll_min, self._poll_max = poll_interval
         self._poll = self._poll_min
-        self._stream_opened = 0.0
         self._confirmed = False
 
     def remaining(self) -> float | None:
@@ -57,10 +57,12 @@ class FollowPlan:
     def read_timeout(self) -> float:
         """How long one read of the stream may wait before the run is read again."""
         remaining = self.remaining()
-        return self.recheck if remaining is None else max(min(self.recheck, remaining), 0.001)
+        if remaining is None:
+            return self.stream_idle
+        return max(min(self.stream_idle, remaining), 0.001)
 
-    def stream_opened(self) -> None:
-        self._stream_opened = time.monotonic()
+    def new_stream(self) -> None:
+        """A stream is about to be opened; it has carried no event yet."""
         self._confirmed = False
 
     def stream_over(self, event: Event | None) -> bool:
@@ -68,10 +70,8 @@ class FollowPlan:
         if isinstance(event, DoneEvent | DroppedEvent):
             return True
         if isinstance(event, RunEvent | ChunkEvent):
-            self._confirmed = True
-            return False  # a finished run's `done` follows its last `run` event
-        # A comment or a partial event: leave an unconfirmed stream after `recheck` s.
-        return not self._confirmed and time.monotonic() - self._stream_opened > self.recheck
+            self._confirmed = True  # a finished run's `done` follows its last `run` event
+        return False
 
     def next_delay(self) -> float:
         """The wait before the next stream or read. A stream that carried events is

@@ -37,6 +37,8 @@ class Client:
     Use it as a context manager (or call `close()`); like httpx, a closed client cannot
     be used again. Requests answered 429 are retried after the server's `Retry-After`,
     as `retry` allows. Error answers raise the classes of `wiz_executor.errors`.
+    `stream_idle` is how long `follow`/`wait` let an event stream stay silent before
+    they read the run again.
     """
 
     def __init__(
@@ -47,11 +49,11 @@ class Client:
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
-        recheck: float = 2.0,
+        stream_idle: float = 20.0,
     ) -> None:
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
-        self.recheck = recheck
+        self.stream_idle = stream_idle
         self._timeout = timeout
         self._http = httpx.Client(
             base_url=base_url, timeout=timeout, headers=headers, transport=transport
@@ -184,10 +186,11 @@ class Client:
 
         Uses the event stream when the executor has one and polls otherwise; raises
         TimeoutError after `timeout` seconds and RunNotFound if the run is deleted."""
-        plan = FollowPlan(proc_id, run_id, timeout, self.recheck)
+        plan = FollowPlan(proc_id, run_id, timeout, self.stream_idle)
         while True:
             if plan.use_events:
                 decoder = EventDecoder(proc_id, run_id)
+                plan.new_stream()
                 try:
                     with self._stream(
                         ops.events(proc_id, run_id), decoder, plan.read_timeout()
@@ -196,7 +199,6 @@ class Client:
                         yield current
                         if is_finished(current):
                             return
-                        plan.stream_opened()
                         for item in items:
                             if item is not None:
                                 yield item
