@@ -1,8 +1,8 @@
 """`wiz executor`: serve the Processor API until SIGINT or SIGTERM.
 
-On a signal uvicorn stops accepting connections and lets open requests end; then the
-app's lifespan shuts the executor down in order (running chunks get the grace period,
-the rest fail with a message saying why).
+On a signal uvicorn stops accepting connections, ends the event streams and lets open
+requests end; then the app's lifespan shuts the executor down in order (running chunks
+get the grace period, the rest fail with a message saying why).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from ..api import WorkModel
 from ..server import create_app
+from ..server._serving import run as run_server
 from ..settings import Settings
 
 DEFAULTS = Settings()
@@ -90,7 +90,7 @@ def serve(
     logging.basicConfig(
         level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
+    run_server(
         create_app(settings),
         host=host,
         port=port,
