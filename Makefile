@@ -39,6 +39,9 @@ browser:
 test: lint typecheck unit
 
 bench: install
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1) \
+	  || echo "wrk could not be installed: the Python load generator will be used"
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
 
 clean:

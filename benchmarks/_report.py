@@ -1,0 +1,453 @@
+"""Turning the measurements into the markdown report, the verdicts and the charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import http_load, in_process, work_models
+from ._stats import Summary, num
+
+# -- targets -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    goal: str
+    measured: str
+    ok: bool | None
+    """None: could not be measured in this run."""
+
+    def row(self) -> str:
+        mark = "-" if self.ok is None else ("met" if self.ok else "**missed**")
+        return f"| {self.target} | {self.goal} | {self.measured} | {mark} |"
+
+
+def _get(section: dict[str, Any] | None, *keys: str) -> Summary | None:
+    node: Any = section
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, Summary) else None
+
+
+def verdicts(results: dict[str, Any]) -> list[Verdict]:
+    out: list[Verdict] = []
+    http = results.get("http")
+    hs = http["summary"] if http else None
+    for conns in http_load.CONNECTIONS:
+        ratio = _get(hs, f"executor/1/{conns}", "ratio")
+        if ratio is not None:
+            out.append(
+                Verdict(
+                    f"AddData, 1 chunk/request, {conns} connections: executor ÷ bare req/s",
+                    "≈ 0.9 (parity with Go); < 0.6 is a defect",
+                    ratio.fmt(2),
+                    ratio.median >= 0.6,
+                )
+            )
+    p99 = _get(hs, "executor/1/64", "p99_ms")
+    if p99 is not None:
+        out.append(
+            Verdict(
+                "AddData p99 latency, 64 connections",
+                "< 25 ms (Go: 30-40 ms)",
+                p99.fmt(1) + " ms",
+                p99.median < 25,
+            )
+        )
+    single = [r["e2e_chunks_per_s"] for r in http["raw"].get("executor/1/64", [])] if http else []
+    batch = [r["e2e_chunks_per_s"] for r in http["raw"].get("executor/100/64", [])] if http else []
+    if single and batch:
+        gain = Summary.of([b / s for b, s in zip(batch, single, strict=False)])
+        out.append(
+            Verdict(
+                "End-to-end chunks/s, batches of 100 ÷ 1 chunk/request (64 connections)",
+                "≥ 10x",
+                gain.fmt(1) + "x",
+                gain.median >= 10,
+            )
+        )
+    ip = results.get("in_process")
+    for model in in_process.MODELS:
+        ratio = _get(ip["summary"] if ip else None, f"{model}/ratio")
+        if ratio is not None:
+            out.append(
+                Verdict(
+                    f"In-process chunks/s, {model}: executor ÷ bare asyncio loop",
+                    "≥ 0.5",
+                    ratio.fmt(2),
+                    ratio.median >= 0.5,
+                )
+            )
+    mem = results.get("memory")
+    per_chunk = _get(mem["summary"] if mem else None, "rss", "per_chunk_bytes")
+    if per_chunk is not None:
+        out.append(
+            Verdict(
+                "Executor memory per retained small chunk (RSS)",
+                "≤ 1 KB",
+                per_chunk.fmt(0) + " B",
+                per_chunk.median <= 1024,
+            )
+        )
+    left = _get(mem["summary"] if mem else None, "traced", "after_delete_bytes")
+    if left is not None and mem is not None:
+        per = left.median / mem["chunks"]
+        out.append(
+            Verdict(
+                "Python memory still held after DELETE of the run",
+                "returns (≈ 0 per chunk)",
+                f"{num(left.median / 1024, 0)} KB ({per:.2f} B/chunk)",
+                per < 10,
+            )
+        )
+    return out
+
+
+# -- work models ----------------------------------------------------------------------
+
+CRITERIA: tuple[tuple[str, str, str, bool, float], ...] = (
+    # (metric, seed criterion, label, higher is better, absolute difference that is noise)
+    ("rest_rss_mb", "memory and CPU", "RSS at rest", False, 1.0),
+    ("peak_rss_mb", "memory and CPU", "peak RSS", False, 1.0),
+    ("rest_cpu_ms_per_s", "memory and CPU", "CPU at rest", False, 1.0),
+    ("cpu_ms_per_1k", "memory and CPU", "CPU under load", False, 0.5),
+    ("first_result_ms", "start-up overhead", "time to first result", False, 1.0),
+    ("p50_ms", "latency of a new chunk", "chunk latency p50", False, 0.005),
+    ("p99_ms", "latency of a new chunk", "chunk latency p99", False, 0.005),
+    ("chunks_per_s", "throughput", "chunks/s", True, 0.0),
+)
+TIE = 0.10
+"""Medians closer than this (relative) are a tie: repetitions here vary about as much."""
+
+
+def _winner(a: Summary, b: Summary, higher: bool, floor: float) -> str | None:
+    """ "a", "b" or None (a tie)."""
+    if abs(a.median - b.median) <= max(floor, TIE * max(abs(a.median), abs(b.median))):
+        return None
+    a_better = a.median > b.median if higher else a.median < b.median
+    return "a" if a_better else "b"
+
+
+def winners(summary: dict[str, dict[str, Summary]]) -> dict[str, Any]:
+    """Per criterion: who wins at each (processor, MaxWorkers), and the tally."""
+    lt, pl = work_models.MODELS
+    table: dict[str, dict[str, str]] = {}
+    tally = {lt: 0, pl: 0}
+    for metric, _, label, higher, floor in CRITERIA:
+        row: dict[str, str] = {}
+        for proc in ("noop", "expensive"):
+            for workers in work_models.WORKERS:
+                a = summary.get(f"{proc}/{workers}/{lt}", {}).get(metric)
+                b = summary.get(f"{proc}/{workers}/{pl}", {}).get(metric)
+                if a is None or b is None:
+                    continue
+                win = _winner(a, b, higher, floor)
+                name = "tie" if win is None else (lt if win == "a" else pl)
+                if win is not None:
+                    tally[name] += 1
+                row[f"{proc}/{workers}"] = name
+        table[label] = row
+    pick = pl if tally[pl] > tally[lt] else lt
+    return {"table": table, "tally": tally, "pick": pick}
+
+
+def _wm_table(summary: dict[str, dict[str, Summary]], proc: str) -> list[str]:
+    lines = [
+        "| MaxWorkers | model | time to first result (ms) | latency p50 (ms) | "
+        "latency p99 (ms) | chunks/s | CPU under load (ms per 1k chunks) | "
+        "RSS at rest (MB) | peak RSS (MB) | CPU at rest (ms/s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workers in work_models.WORKERS:
+        for model in work_models.MODELS:
+            s = summary.get(f"{proc}/{workers}/{model}")
+            if s is None:
+                continue
+            lines.append(
+                f"| {workers} | {model} | {s['first_result_ms'].fmt(2)} | {s['p50_ms'].fmt(3)} | "
+                f"{s['p99_ms'].fmt(3)} | {s['chunks_per_s'].fmt(0)} | "
+                f"{s['cpu_ms_per_1k'].fmt(1)} | {s['rest_rss_mb'].fmt(1)} | "
+                f"{s['peak_rss_mb'].fmt(1)} | {s['rest_cpu_ms_per_s'].fmt(2)} |"
+            )
+    return lines
+
+
+def _wm_section(wm: dict[str, Any], default: str) -> list[str]:
+    summary = wm["summary"]
+    lines = [
+        "## 1. Work models: LIFETIME vs POOL",
+        "",
+        "In-process executor, one fresh process per measurement. *noop*: answers at once. "
+        "*expensive setup*: the same, after a `setup` that waits 50 ms and fills 20 MB kept "
+        "by the instance. Latency: MaxWorkers clients each wait for their chunk's result "
+        "before sending the next (a worker is always free). chunks/s and CPU: a burst of "
+        "chunks in batches of 100. RSS at rest: the run still open and idle after the "
+        "burst, above the same process before the run (it includes the chunks the run "
+        "retains, the same for both models); peak RSS: the high-water mark, on the same "
+        "base.",
+        "",
+    ]
+    for proc, title in (("noop", "noop"), ("expensive", "expensive setup (50 ms, 20 MB)")):
+        lines += [f"**{title}**", "", *_wm_table(summary, proc), ""]
+    w = winners(summary)
+    cols = [f"{p}/{n}" for p in ("noop", "expensive") for n in work_models.WORKERS]
+    lines += [
+        "**Winner per criterion** (a tie when the medians are within "
+        f"{TIE:.0%} or a negligible absolute difference); columns are processor/MaxWorkers.",
+        "",
+        "| seed criterion | measure | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for _, criterion, label, _, _ in CRITERIA:
+        row = w["table"].get(label, {})
+        lines.append(
+            f"| {criterion} | {label} | " + " | ".join(row.get(c, "-") for c in cols) + " |"
+        )
+    tally = w["tally"]
+    lines += [
+        "",
+        f"Wins: LIFETIME {tally['LIFETIME']}, POOL {tally['POOL']}. "
+        f"**The numbers pick {w['pick']}** as the default work model; "
+        f"the executor's default in this run was {default}.",
+        "",
+    ]
+    return lines
+
+
+# -- HTTP -----------------------------------------------------------------------------
+
+
+def _http_section(http: dict[str, Any], default: str) -> list[str]:
+    s = http["summary"]
+    gen = http["generator"]
+    gen_text = (
+        "wrk (1 thread)"
+        if gen == "wrk"
+        else "the Python asyncio generator (wrk was not installed; it may be the bottleneck)"
+    )
+    lines = [
+        "## 2. HTTP: AddData, executor vs a bare app",
+        "",
+        "Both servers: separate processes, uvicorn with uvloop + httptools, 127.0.0.1. "
+        f"Load: {gen_text}, unique ChunkIDs, {http['requests'][1]:,} requests of one chunk "
+        f"or {http['requests'][100]:,} requests of 100 per load. The bare app only decodes "
+        "the body with msgspec and answers 200. Executor runs use the defaults "
+        f"(work model {default}, MaxWorkers 0 = 8). *e2e chunks/s*: from the first "
+        "request until the run is SUCCEEDED. *ratio*: executor ÷ bare requests/s, "
+        "per interleaved pair.",
+        "",
+        "| chunks/request | connections | executor req/s | bare req/s | ratio | "
+        "executor e2e chunks/s | executor p50 / p99 (ms) | bare p50 / p99 (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch in http_load.BATCHES:
+        for conns in http_load.CONNECTIONS:
+            ex = s.get(f"executor/{batch}/{conns}")
+            bare = s.get(f"bare/{batch}/{conns}")
+            if ex is None or bare is None:
+                continue
+            lines.append(
+                f"| {batch} | {conns} | {ex['req_per_s'].fmt(0)} | {bare['req_per_s'].fmt(0)} | "
+                f"{ex['ratio'].fmt(2)} | {ex['e2e_chunks_per_s'].fmt(0)} | "
+                f"{ex['p50_ms'].fmt(1)} / {ex['p99_ms'].fmt(1)} | "
+                f"{bare['p50_ms'].fmt(1)} / {bare['p99_ms'].fmt(1)} |"
+            )
+    if http["problems"]:
+        lines += ["", "Problems seen during the loads:", ""]
+        lines += [f"- {p}" for p in http["problems"]]
+    lines.append("")
+    return lines
+
+
+def _in_process_section(ip: dict[str, Any]) -> list[str]:
+    s = ip["summary"]
+    lines = [
+        "## 3. In-process throughput (no HTTP)",
+        "",
+        f"{ip['n']:,} noop chunks per measurement, MaxWorkers {ip['workers']}, one "
+        "`add_chunks` call per chunk with a loop iteration between chunks (as separate "
+        "requests would arrive), on uvloop. The bare loops do the same work model with "
+        "nothing else: LIFETIME, a semaphore taken before each chunk's task starts and "
+        "released when it ends; POOL, MaxWorkers consumers of an `asyncio.Queue`.",
+        "",
+        "| model | executor chunks/s | bare asyncio chunks/s | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for model in in_process.MODELS:
+        lines.append(
+            f"| {model} | {s[f'{model}/executor'].fmt(0)} | {s[f'{model}/bare'].fmt(0)} | "
+            f"{s[f'{model}/ratio'].fmt(2)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _memory_section(mem: dict[str, Any]) -> list[str]:
+    rss, traced = mem["summary"]["rss"], mem["summary"]["traced"]
+    kb = 1 / 1024
+    return [
+        "## 4. Memory per retained chunk",
+        "",
+        f"One noop run of {mem['chunks']:,} small chunks in a fresh process (default work "
+        "model), measured once all SUCCEEDED, and after DELETE of the run and a garbage "
+        "collection.",
+        "",
+        "| measure | per retained chunk | held after DELETE | after DELETE + malloc_trim |",
+        "|---|---:|---:|---:|",
+        f"| process RSS | {rss['per_chunk_bytes'].fmt(0)} B | "
+        f"{rss['after_delete_bytes'].fmt(0, kb)} KB | {rss['after_trim_bytes'].fmt(0, kb)} KB |",
+        f"| Python heap (tracemalloc) | {traced['per_chunk_bytes'].fmt(0)} B | "
+        f"{traced['after_delete_bytes'].fmt(0, kb)} KB | - |",
+        "",
+        "RSS held after DELETE is memory the C allocator keeps for reuse (Python's arenas "
+        "that still hold a live object, glibc's heap top); the tracemalloc row shows "
+        "whether the executor still references anything.",
+        "",
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    default = results["default_work_model"]
+    lines = [
+        "# wiz-executor benchmarks",
+        "",
+        f"Measured {m['date']} ({results['mode']} mode, {results['reps']} repetitions) on "
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; {m['python']}; "
+        f"{pk}. Load average (1 min) {m['load_start']:.2f} at the start, "
+        f"{results['load_end']:.2f} at the end; the whole run took "
+        f"{results['seconds'] / 60:.1f} min.",
+        "",
+        "Cells are the median of the repetitions ± half their range (as a % of the median). "
+        "Other processes share this machine, so absolute numbers move from run to run; "
+        "the targets are ratios of two measurements taken in this run, interleaved "
+        "(executor, bare, executor, …), which machine noise affects alike.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | |",
+        "|---|---|---|---|",
+        *(v.row() for v in verdicts(results)),
+        "",
+    ]
+    if "work_models" in results:
+        lines += _wm_section(results["work_models"], default)
+    if "http" in results:
+        lines += _http_section(results["http"], default)
+    if "in_process" in results:
+        lines += _in_process_section(results["in_process"])
+    if "memory" in results:
+        lines += _memory_section(results["memory"])
+    lines += [
+        "Charts: `work_models.png`, `http.png`. Raw measurements: `latest.json`. "
+        "Profiling and the hot-path fixes it led to, with before/after numbers: "
+        "`history.md`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- charts ---------------------------------------------------------------------------
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[Summary]], ylabel: str) -> None:
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        med = [v.median for v in values]
+        err = [[v.median - v.lo for v in values], [v.hi - v.median for v in values]]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, med, width, yerr=err, label=name)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def charts(results: dict[str, Any], out_dir: Any) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    wm = results.get("work_models")
+    if wm:
+        s = wm["summary"]
+        panels = (
+            ("chunks_per_s", "chunks/s (log)", True),
+            ("p99_ms", "chunk latency p99, ms (log)", True),
+            ("rest_rss_mb", "RSS at rest, MB", False),
+        )
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+        for row, (proc, title) in enumerate((("noop", "noop"), ("expensive", "expensive setup"))):
+            for col, (metric, label, log) in enumerate(panels):
+                ax = axes[row][col]
+                groups = [f"MaxWorkers {w}" for w in work_models.WORKERS]
+                series = {
+                    model: [s[f"{proc}/{w}/{model}"][metric] for w in work_models.WORKERS]
+                    for model in work_models.MODELS
+                }
+                _bars(ax, groups, series, label)
+                if log:
+                    ax.set_yscale("log")
+                ax.set_title(f"{title}: {label.split(',')[0].split(' (')[0]}")
+                ax.legend()
+        fig.suptitle("Work models: LIFETIME vs POOL (medians, bars show the range)")
+        fig.tight_layout()
+        path = out_dir / "work_models.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+    http = results.get("http")
+    if http:
+        s = http["summary"]
+        groups = [
+            f"{b} chunk{'s' if b > 1 else ''}/req, {c} conns"
+            for b in http_load.BATCHES
+            for c in http_load.CONNECTIONS
+        ]
+        keys = [(b, c) for b in http_load.BATCHES for c in http_load.CONNECTIONS]
+        fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+        _bars(
+            axes[0],
+            groups,
+            {k: [s[f"{k}/{b}/{c}"]["req_per_s"] for b, c in keys] for k in ("executor", "bare")},
+            "AddData requests/s",
+        )
+        for i, (b, c) in enumerate(keys):
+            ratio = s[f"executor/{b}/{c}"]["ratio"].median
+            axes[0].annotate(f"x{ratio:.2f}", (i, 0), ha="center", va="bottom", fontsize=9)
+        axes[0].set_title("Requests/s: executor vs bare app (x = ratio)")
+        axes[0].legend()
+        _bars(
+            axes[1],
+            groups,
+            {"executor": [s[f"executor/{b}/{c}"]["e2e_chunks_per_s"] for b, c in keys]},
+            "chunks/s, first request to run SUCCEEDED",
+        )
+        axes[1].set_title("Executor end-to-end chunks/s")
+        for ax in axes:
+            ax.tick_params(axis="x", labelsize=8)
+        fig.tight_layout()
+        path = out_dir / "http.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def jsonable(value: Any) -> Any:
+    """Results with every Summary turned into a dict, for latest.json."""
+    if isinstance(value, Summary):
+        return {"median": value.median, "lo": value.lo, "hi": value.hi, "n": value.n}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
