@@ -46,6 +46,7 @@ CHUNK_BUCKETS = (
 """Upper bounds (seconds) of the chunk-duration buckets: a no-op chunk takes tens of
 microseconds, a real processor seconds to minutes."""
 
+_WAITING = DataChunkState.WAITING
 _RUNNING = DataChunkState.RUNNING
 _SUCCEEDED = DataChunkState.SUCCEEDED
 _FAILED = DataChunkState.FAILED
@@ -109,23 +110,26 @@ class ChunkStats:
         return stats
 
     def _on_change(self, run: Run, chunk: Chunk | None) -> None:
+        # Called three times per chunk on the hot path: kept flat on purpose.
         if chunk is None:
             return
         state = chunk.state
+        if state is _WAITING:
+            return
         if state is _RUNNING:
             if chunk.progress is None:  # the start itself, not a progress report
                 self._started[chunk] = perf_counter()
             return
+        started = self._started.pop(chunk, None)
+        if started is None and state is _SUCCEEDED:
+            return  # a later notice about a finished chunk (a failed delivery)
+        stats = self.processors.get(run.proc_id) or self.of(run.proc_id)
         if state is _SUCCEEDED:
-            started = self._started.pop(chunk, None)
-            if started is None:
-                return  # a later notice about a finished chunk (a failed delivery)
-            stats = self.of(run.proc_id)
             stats.succeeded += 1
-            stats.duration.observe(perf_counter() - started)
-        elif state is _FAILED:
-            started = self._started.pop(chunk, None)
-            stats = self.of(run.proc_id)
+        else:
             stats.failed += 1
-            if started is not None:  # else it failed before it ran (deleted, shut down)
-                stats.duration.observe(perf_counter() - started)
+        if started is not None:  # else it failed before it ran (deleted, shut down)
+            elapsed = perf_counter() - started
+            hist = stats.duration
+            hist.counts[bisect_left(hist.bounds, elapsed)] += 1
+            hist.sum += elapsed
