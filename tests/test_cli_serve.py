@@ -51,7 +51,7 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setattr(
         _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
     )
-    monkeypatch.setattr(_serve.uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(app=app, **kw))
     result = runner.invoke(
         app,
         [
@@ -92,7 +92,7 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 @pytest.mark.parametrize("bad", [["--max-workers", "0"], ["--work-model", "fork"]])
 def test_bad_options_are_refused(bad: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_serve.uvicorn, "run", lambda *a, **kw: pytest.fail("served anyway"))
+    monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
     result = runner.invoke(app, ["executor", *bad])
     assert result.exit_code == 2
 
