@@ -209,6 +209,14 @@ async def test_an_errored_node_still_ends_the_pipeline(server: str) -> None:
     assert [c.RawData for c in result.outputs["second"]] == [2]
 
 
+async def test_a_rejected_configuration_names_its_node(server: str) -> None:
+    bad = {"name": "b", "processor": {"id": "noop", "configuration": {"SleepMs": -1}}}
+    pipeline = parse_pipeline({"name": "p", "spec": {"sequential": [node("a"), bad]}})
+    async with AsyncClient(server) as client:
+        with pytest.raises(InvalidInput, match=r"^node 'b' \(noop/p-b-[0-9a-f]{6}\): .*SleepMs"):
+            await PipelineRunner(pipeline, client, "unused").run(30)
+
+
 async def test_an_unknown_processor_creates_nothing(server: str) -> None:
     pipeline = parse_pipeline(
         {"spec": {"sequential": [node("a"), {"name": "b", "processor": {"id": "nope"}}]}}

@@ -19,8 +19,8 @@ run's input is complete:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -35,6 +35,7 @@ from ..api import (
     State,
 )
 from ..client import AsyncClient, Event
+from ..errors import WizError
 from ._spec import Node, Pipeline, run_id_for
 
 
@@ -141,7 +142,8 @@ class PipelineRunner:
                 ),
                 Processor=node.configuration,
             )
-            nr.run = await self.client.configure(nr.proc_id, nr.run_id, configuration)
+            with _about(nr):
+                nr.run = await self.client.configure(nr.proc_id, nr.run_id, configuration)
             self._notify(nr, nr.run)
 
     async def _feed(self) -> None:
@@ -150,11 +152,12 @@ class PipelineRunner:
         for nr in self.runs.values():
             if not nr.node.first:
                 continue
-            for start in range(0, len(data), self.batch_size):
-                batch = data[start : start + self.batch_size]
-                await self.client.add_data(nr.proc_id, nr.run_id, batch)
-                nr.sent += len(batch)
-            await self.client.end_of_input(nr.proc_id, nr.run_id)
+            with _about(nr):
+                for start in range(0, len(data), self.batch_size):
+                    batch = data[start : start + self.batch_size]
+                    await self.client.add_data(nr.proc_id, nr.run_id, batch)
+                    nr.sent += len(batch)
+                await self.client.end_of_input(nr.proc_id, nr.run_id)
 
     async def _follow(self, nr: NodeRun, finished: anyio.Event) -> None:
         async with aclosing(self.client.follow(nr.proc_id, nr.run_id)) as items:
@@ -172,6 +175,17 @@ class PipelineRunner:
     def _notify(self, nr: NodeRun, item: Run | Event) -> None:
         if self.on_update is not None:
             self.on_update(nr, item)
+
+
+@contextmanager
+def _about(nr: NodeRun) -> Iterator[None]:
+    """Name the node in an API error, so a failing pipeline says where it failed."""
+    try:
+        yield
+    except WizError as exc:
+        exc.message = f"node {nr.node.name!r} ({nr.proc_id}/{nr.run_id}): {exc.message}"
+        exc.args = (exc.message,)
+        raise
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
