@@ -174,3 +174,18 @@ async def test_unreachable_and_unknown_downstreams_are_reported(tmp_path: Path) 
         ]
         assert f"{nowhere} noop/x: gave up after 2 attempts; last: ConnectError" in error
         assert f"{host(url)} noop/missing: HTTP 404: no run 'missing'" in error
+
+
+async def test_configure_refuses_a_downstream_location_with_empty_fields(
+    client: httpx.AsyncClient,
+) -> None:
+    for empty in ("Hostname", "ProcID", "RunID"):
+        location = {"Hostname": "127.0.0.1:1", "ProcID": "noop", "RunID": "next"}
+        location[empty] = ""
+        resp = await client.post(
+            "/processors/noop/runs/up/config",
+            json={"ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": [location]}},
+        )
+        assert resp.status_code == 400, resp.text
+        assert empty in resp.json()["value"]
+    assert (await client.get("/processors/noop/runs/up")).status_code == 404

@@ -282,3 +282,51 @@ async def test_an_output_nested_too_deep_fails_the_chunk(
     await wait_run_done(client, "too-deep", "r")
     error = (await outcome(client, "too-deep", "r"))["c"]["Error"]
     assert error == "processor output nests deeper than 200 levels"
+
+
+async def test_a_pool_worker_whose_blocking_call_timed_out_is_replaced(tmp_path: Any) -> None:
+    """The thread of a timed-out blocking `run` cannot be stopped and may still use its
+    instance, so POOL must not hand that instance another chunk."""
+    import threading
+
+    from wiz_executor import Registry, Settings
+
+    release = threading.Event()
+    instances: dict[str, int] = {}
+
+    class Sticky(Processor[ProcessorConfig]):
+        id = "sticky"
+        name = "blocks on its first chunk"
+
+        def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+            instances[data.chunk_id] = id(self)
+            if data.raw_data == "block":
+                release.wait(timeout=30)
+            return data.raw_data
+
+    registry = Registry([Sticky])
+    try:
+        async with (
+            Executor(Settings(data_dir=tmp_path), registry) as executor,
+            asgi_client(executor) as client,
+        ):
+            await configure(
+                client,
+                "sticky",
+                "r",
+                num_chunks=2,
+                MaxWorkers=1,
+                WorkModel="POOL",
+                ChunkTimeout=0.05,
+            )
+            assert (
+                await add(client, "sticky", "r", {"ChunkID": "a", "RawData": "block"})
+            ).is_success
+            assert (await add(client, "sticky", "r", {"ChunkID": "b", "RawData": "go"})).is_success
+            await wait_run_done(client, "sticky", "r")
+            result = await outcome(client, "sticky", "r")
+            assert result["a"]["State"] == "FAILED"
+            assert result["b"]["State"] == "SUCCEEDED"
+            assert instances["a"] != instances["b"]
+    finally:
+        release.set()

@@ -174,9 +174,11 @@ _ExpectedData = ExpectedData
 
 
 class DownstreamDataLocation(_Wire):
-    Hostname: str = Field(description="host:port of the executor serving the next run")
-    ProcID: str
-    RunID: str
+    Hostname: str = Field(
+        min_length=1, description="host:port (or a base URL) of the executor serving the next run"
+    )
+    ProcID: str = Field(min_length=1)
+    RunID: str = Field(min_length=1)
 
 
 class ExecutorConfig(_Wire):

@@ -350,7 +350,7 @@ class RunMap:
             self._notify(run, chunk)
 
     def _maybe_complete(self, run: Run) -> None:
-        if run.finished or run.deliveries_pending:
+        if run.finished or run.deliveries_pending or run.removed:
             return
         counts = run.counts
         if run.input_closed:

@@ -53,7 +53,12 @@ class ChunkRunner:
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
 
-    async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> None:
+    async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> bool:
+        """Run one chunk to SUCCEEDED or FAILED.
+
+        Returns whether `instance` may take another chunk: not when a blocking `run`
+        timed out, since its thread cannot be interrupted and may still be using it.
+        """
         runs = self.runs
         runs.start(run, chunk)
         cls = type(instance)
@@ -82,13 +87,13 @@ class ChunkRunner:
                 result = await self._call(instance, data, context)
         except TimeoutError:
             runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
-            return
+            return cls.is_async()
         except asyncio.CancelledError:
             runs.fail(run, chunk, cancelled_message(run, chunk))
             raise
         except WizError as exc:
             runs.fail(run, chunk, exc.message)
-            return
+            return True
         except PROCESSOR_ERRORS as exc:
             log.info(
                 "processor %s failed chunk %s of run %s",
@@ -98,8 +103,9 @@ class ChunkRunner:
                 exc_info=True,
             )
             runs.fail(run, chunk, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
-            return
+            return True
         self._record(run, chunk, result, data.raw_data)
+        return True
 
     async def _call(self, instance: Processor[Any], data: Input, context: Context[Any]) -> Any:
         if type(instance).is_async():

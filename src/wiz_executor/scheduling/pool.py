@@ -70,8 +70,9 @@ class PoolModel(WorkModelBase):
             return
         current = asyncio.current_task()
         assert current is not None
+        usable = True
         try:
-            while not (self.closing or pool.closing):
+            while usable and not (self.closing or pool.closing):
                 chunk = await pool.queue.get()
                 pool.busy += 1
                 try:
@@ -79,7 +80,7 @@ class PoolModel(WorkModelBase):
                         await self.limiter.acquire()
                     pool.running.add(current)
                     try:
-                        await self.runner.execute(run, chunk, instance)
+                        usable = await self.runner.execute(run, chunk, instance)
                     finally:
                         pool.running.discard(current)
                         self.limiter.release()
@@ -91,6 +92,12 @@ class PoolModel(WorkModelBase):
                     pool.busy -= 1
         finally:
             await discard_instance(instance)
+        if not usable:
+            # A blocking call timed out and may still hold the instance: leave the pool
+            # and let a fresh worker, with a fresh instance, take the next chunks.
+            pool.workers.discard(current)
+            if not (self.closing or pool.closing):
+                self.submit(run, [])
 
     async def release(self, run: Run, cancel: bool) -> None:
         pool: _RunPool | None = run.sched
