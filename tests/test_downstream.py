@@ -97,7 +97,35 @@ async def test_a_chain_across_servers_with_batches(tmp_path: Path) -> None:
         assert (await wait_run_done(a, "noop", "last"))["CurrentState"] == "SUCCEEDED"
         data = (await a.get(f"{run_path('noop', 'last')}/data")).json()
         assert sorted(c["RawData"]["i"] for c in data["Out"]) == list(range(20))
-        assert sorted(c["ChunkID"] for c in data["In"]) == sorted(f"out{i}-out" for i in range(20))
+        # Each hop asks the next run to name its output after that run.
+        assert sorted(c["ChunkID"] for c in data["In"]) == sorted(
+            f"out{i}-middle" for i in range(20)
+        )
+        assert sorted(c["ChunkID"] for c in data["Out"]) == sorted(
+            f"out{i}-middle-last" for i in range(20)
+        )
+
+
+async def test_parallel_branches_hand_a_join_distinct_chunks(tmp_path: Path) -> None:
+    """start fans out to b1 and b2, which both feed join: the join gets every output of
+    both branches, none taken for a resend of the other branch's."""
+    async with (
+        live_server(settings_for(tmp_path, "a")) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        here = host(url)
+        await configure(http, "noop", "join", num_chunks=6)
+        for branch in ("b1", "b2"):
+            await configure_sender(http, branch, 3, [location(here, "noop", "join")])
+        await configure_sender(
+            http, "start", 3, [location(here, "noop", "b1"), location(here, "noop", "b2")]
+        )
+        assert (await add(http, "noop", "start", chunks(3))).json()["Accepted"] == 3
+        assert (await wait_run_done(http, "noop", "join"))["CurrentState"] == "SUCCEEDED"
+        data = (await http.get(f"{run_path('noop', 'join')}/data")).json()
+        assert sorted(c["ChunkID"] for c in data["In"]) == sorted(
+            f"out{i}-{b}" for i in range(3) for b in ("b1", "b2")
+        )
 
 
 async def test_delivery_retries_until_the_downstream_accepts(tmp_path: Path) -> None:

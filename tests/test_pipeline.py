@@ -182,6 +182,8 @@ async def test_a_join_is_closed_only_after_its_slowest_branch(server: str) -> No
         for branch in ("fast", "slow"):
             outs = {c.ChunkID for c in (await client.data("noop", ids[branch])).Out}
             assert outs <= join_in
+        # Each branch's outputs reach the join under their own IDs: 3 chunks x 2 branches.
+        assert len(join_in) == 6
         config = await client.config("noop", ids["a"])
         assert config.ExpectedData.NumChunks == 3
         assert {(d.ProcID, d.RunID) for d in config.ExecutorConfig.DownstreamLocations or []} == {

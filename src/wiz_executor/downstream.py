@@ -2,7 +2,9 @@
 
 Each SUCCEEDED output of a run with `SendDownstream` goes, as an INPUT chunk whose
 ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
-`DownstreamLocations[].Hostname`. Connection errors, 5xx and 429 are retried with
+`DownstreamLocations[].Hostname`, asking that run to name its output
+`{ChunkID}-{RunID}` (so outputs of parallel branches never share an ID at a join).
+Connection errors, 5xx and 429 are retried with
 exponential backoff (honouring Retry-After); other 4xx answers are final. A delivery
 that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
 the run ERRORED: an output is never dropped silently.
@@ -80,20 +82,22 @@ class Downstream:
                     )
 
     async def _deliver(self, run: Run, chunk: Chunk) -> str | None:
-        body = self._encode(
-            {
-                "ChunkID": chunk.output_id,
-                "Format": chunk.out_format.value,
-                "Type": "INPUT",
-                "State": "WAITING",
-                "RawData": chunk.out_raw,
-                "FilesystemReference": {"Driver": chunk.out_driver, "Location": chunk.out_location},
-                "AssociatedChunkID": "",
-            }
-        )
+        chunk_id = chunk.output_id
+        message = {
+            "ChunkID": chunk_id,
+            "Format": chunk.out_format.value,
+            "Type": "INPUT",
+            "State": "WAITING",
+            "RawData": chunk.out_raw,
+            "FilesystemReference": {"Driver": chunk.out_driver, "Location": chunk.out_location},
+            "AssociatedChunkID": "",
+        }
         errors = []
         for loc in run.configuration.ExecutorConfig.DownstreamLocations or ():
-            error = await self._send(location_url(loc), body)
+            # Name the output the next run will make after that run, so that parallel
+            # branches fed the same chunk never hand a join two outputs with one ID.
+            message["AssociatedChunkID"] = f"{chunk_id}-{loc.RunID}"
+            error = await self._send(location_url(loc), self._encode(message))
             if error:
                 errors.append(f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}")
         return "; ".join(errors) or None

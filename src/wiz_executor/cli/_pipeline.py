@@ -89,12 +89,6 @@ def run(
         pipeline = load_pipeline(file)
     except InvalidInput as exc:
         fail(exc.message, EXIT_USAGE)
-    for node in pipeline.joins():
-        stderr().print(
-            f"note: node {node.name!r} joins {', '.join(node.upstream)}: outputs of different "
-            "branches that share a ChunkID are taken once if equal and rejected if not",
-            markup=False,
-        )
     with ExitStack() as stack:
         embedded = url is None
         if url is None:
