@@ -2,7 +2,7 @@
 
 All state lives in the `Executor`, which the app's lifespan starts and stops (or which
 the caller owns, when one is passed in). Rarely used endpoints get FastAPI's comforts;
-AddData, the hot path, is answered by `AddDataFastPath` before routing.
+AddData, the hot path, is answered by `AddDataFastPath` before any middleware.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..api import (
@@ -81,6 +82,28 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(encode(payload), status_code=status, media_type="application/json")
 
 
+class _ExecutorApp(FastAPI):
+    """FastAPI with the AddData fast path in front of all of its middleware.
+
+    AddData is the one request a pipeline sends per chunk; passing it through the
+    framework's middleware layers cost about a fifth of the server's CPU per request
+    (see benchmarks/results/history.md), so it is answered before any of them.
+    """
+
+    fast_path: AddDataFastPath | None = None
+
+    async def call_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything but the fast path: FastAPI, its middleware and its routes."""
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        if self.fast_path is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
     """The Processor API app. Without `executor`, the app makes and owns one."""
 
@@ -94,7 +117,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             app.state.executor = owned
             yield
 
-    app = FastAPI(
+    app = _ExecutorApp(
         title="wiz-executor",
         version=__version__,
         summary="The Wiz Processor API: runs processors on data chunks.",
@@ -106,8 +129,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     if executor is not None:
         app.state.executor = executor
     metrics = app.state.metrics = Metrics(executor_getter(app.state))
-    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # inside the fast path
-    app.add_middleware(AddDataFastPath, on_request=metrics.http.add_data_observer())
+    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)
+    app.fast_path = AddDataFastPath(app.call_stack, on_request=metrics.http.add_data_observer())
     _install_error_handlers(app)
     _add_routes(app)
     add_observability_routes(app, metrics, ERRORS)
