@@ -322,6 +322,21 @@ async def test_wait_times_out(wiz: AsyncClient) -> None:
         await wiz.wait("noop", "short", timeout=0.3)
 
 
+async def test_wait_times_out_on_a_stream_that_keeps_talking(settings: Settings) -> None:
+    # Keepalives (or progress events) arrive more often than the read timeout, so no
+    # single read ever times out: the deadline itself must end the wait.
+    async with live_server(settings) as (url, executor), AsyncClient(url) as wiz:
+        executor.events.keepalive = 0.02
+        await wiz.configure("noop", "chatty", {"ExpectedData": {"NumChunks": 2}})
+        timed_out = False
+        with anyio.move_on_after(10):  # a hang shows as timed_out staying False
+            try:
+                await wiz.wait("noop", "chatty", timeout=0.5)
+            except TimeoutError as exc:
+                timed_out = "did not finish within" in str(exc)
+        assert timed_out
+
+
 def test_sync_wait_times_out(embedded: EmbeddedExecutor) -> None:
     with Client(embedded.url) as wiz:
         wiz.configure("noop", "sync-short", {"ExpectedData": {"NumChunks": 2}})

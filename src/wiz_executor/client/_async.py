@@ -211,6 +211,9 @@ class AsyncClient:
                                 yield item
                             if plan.stream_over(item):
                                 break
+                            # Keepalives and events can keep every read short of
+                            # its timeout: the deadline is checked per line too.
+                            plan.check_deadline()
                 except EventsUnavailable:
                     plan.use_events = False
                 except _STREAM_ERRORS:

@@ -204,6 +204,9 @@ class Client:
                                 yield item
                             if plan.stream_over(item):
                                 break
+                            # Keepalives and events can keep every read short of
+                            # its timeout: the deadline is checked per line too.
+                            plan.check_deadline()
                 except EventsUnavailable:
                     plan.use_events = False
                 except _STREAM_ERRORS:
