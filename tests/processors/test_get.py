@@ -14,6 +14,7 @@ from conftest import wait_for, wait_run_done
 from processors._servers import LAST_MODIFIED, FixtureHTTP, etag_of
 from processors.conftest import Fixtures, failed_with, files_in, read_json, run_one, tree
 from wiz_executor import Executor, Settings
+from wiz_executor.processors.get import name_from_url
 
 
 def sha(body: bytes) -> str:
@@ -296,6 +297,31 @@ async def test_file_name_escape_is_refused(client: httpx.AsyncClient, web: Fixtu
         {"RawData": {"FileName": "../evil"}},
     )
     failed_with(out, "FileName", "plain file name")
+
+
+def test_name_from_url_is_one_plain_name() -> None:
+    assert name_from_url("http://h/dir/report.csv?x=1") == "report.csv"
+    assert name_from_url("http://h/..%2F..%2F..%2Fevil") == ".._.._.._evil"
+    assert name_from_url("http://h/a%2Fb%5Cc") == "a_b_c"
+    for url in ("http://h/", "http://h/%2E%2E", "http://h/x/..", "http://h/%2e%2e%2f"):
+        name = name_from_url(url)
+        assert "/" not in name
+        assert name not in ("", ".", "..")
+
+
+async def test_encoded_slashes_in_the_url_stay_in_the_chunks_folder(
+    client: httpx.AsyncClient, fixtures: Fixtures, settings: Settings
+) -> None:
+    # The URL's last segment, decoded, is "../../../pwned.txt": taken as a path it
+    # would put the file in the data directory's top level, next to other runs' files.
+    source = settings.data_dir / "x1" / "pwned.txt"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"moved\n")
+    url = (settings.data_dir / "x1").as_uri() + "/x2/x3/x4/..%2F..%2F..%2Fpwned.txt"
+    out = await run_one(client, "get", {"URL": url})
+    path = check_file(out, settings, b"moved\n")
+    assert path.parent == (settings.data_dir / "get" / "r" / "c0").resolve()
+    assert files_in(settings.data_dir) == ["get/r/c0/.._.._.._pwned.txt", "x1/pwned.txt"]
 
 
 async def test_unsupported_scheme_and_missing_url(client: httpx.AsyncClient) -> None:

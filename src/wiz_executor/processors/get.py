@@ -141,9 +141,14 @@ class Get(Processor[GetConfig]):
 
 
 def name_from_url(url: str) -> str:
-    """The last segment of the URL's path, made a safe file name ("download" if none)."""
+    """The last segment of the URL's path, made a safe file name ("download" if none).
+
+    The segment is split off before it is decoded, so an encoded `%2F` turns into a
+    `/` inside it: every separator becomes `_`, or `..%2F..%2Fx` would be a path that
+    leads out of the chunk's folder (to other runs' files, still in the data dir)."""
     segment = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
-    segment = segment.replace("\\", "_").replace("\x00", "_")
+    for bad in ("/", "\\", "\x00"):
+        segment = segment.replace(bad, "_")
     if segment in ("", ".", ".."):
         return "download"
     return segment.encode()[:200].decode("utf-8", "ignore") or "download"
