@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,20 @@ async def test_unreadable_start_page_fails(client: httpx.AsyncClient, web: Fixtu
     config["config"]["Sites"] = [web.url("/site/missing.html")]
     out = await run_one(client, "scrape", config)
     failed_with(out, "scrape could not read", "HTTP 404")
+
+
+async def test_a_failed_start_page_stops_the_other_fetches(
+    client: httpx.AsyncClient, web: FixtureHTTP
+) -> None:
+    # One start page fails at once while another is still being read: the chunk fails,
+    # and the read of the slow page must end with it, not go on as an orphan task
+    # (retrying on a closed client) after the chunk is over.
+    config = site_config(web, 1)
+    config["config"]["Sites"] = [web.url("/slow/page.html"), web.url("/status/404")]
+    out = await run_one(client, "scrape", config)
+    failed_with(out, "scrape could not read", "HTTP 404")
+    left = [t for t in asyncio.all_tasks() if "_Crawl._read" in repr(t.get_coro())]
+    assert left == []
 
 
 async def test_start_page_outside_allowed_domains(

@@ -189,6 +189,18 @@ async def with_retries(
             n += 1
 
 
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that stopped a task group of requests: the first that is not a
+    cancellation (the group cancels the others once one fails)."""
+    first: BaseException = group.exceptions[0]
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return first
+
+
 def _host(url: str) -> str:
     try:
         parsed = httpx.URL(url)

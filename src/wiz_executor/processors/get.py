@@ -30,7 +30,14 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 from ..errors import ChunkFailed
 from ._base import Context, Input, Output, Processor, ProcessorConfig
 from ._files import BlockFile, sha256_of
-from ._http import FetchError, make_client, status_error, transport_error, with_retries
+from ._http import (
+    FetchError,
+    first_error,
+    make_client,
+    status_error,
+    transport_error,
+    with_retries,
+)
 from ._http import http_date as _http_date
 from ._sandbox import Sandbox, plain_file_name, remove_if_empty, remove_quietly
 
@@ -343,7 +350,7 @@ class _Download:
                 for start in range(0, total, size):
                     group.create_task(self._part(start, min(start + size, total) - 1))
         except BaseExceptionGroup as errors:
-            error = _first_error(errors)
+            error = first_error(errors)
             if isinstance(error, FetchError):
                 error.transient = False  # each part has had its retries already
             raise error from None
@@ -427,17 +434,6 @@ def _check_range(resp: httpx.Response, start: int, end: int | None, total: int |
             f"Content-Range {resp.headers.get('content-range')!r}",
             transient=False,
         )
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that stopped a group of parts: the first that is not a cancellation."""
-    first: BaseException = group.exceptions[0]
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return first
 
 
 async def _copy_local(

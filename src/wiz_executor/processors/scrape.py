@@ -35,7 +35,7 @@ from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 from ..api import DataFormat
 from ..errors import ChunkFailed
 from ._base import Context, Input, Output, Processor, ProcessorConfig
-from ._http import make_client, status_error, transport_error, with_retries
+from ._http import first_error, make_client, status_error, transport_error, with_retries
 from ._sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -188,11 +188,18 @@ class _Crawl:
             limit = asyncio.Semaphore(sites.Parallelism)
             while level:
                 follow = max_depth == 0 or depth < max_depth
-                pages = await asyncio.gather(
-                    *(self._read(client, page, limit, depth == 1) for page in level)
-                )
+                # A task group, not gather: when a start page fails the chunk, the other
+                # reads are cancelled with it instead of running on as orphans.
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        reads = [
+                            group.create_task(self._read(client, page, limit, depth == 1))
+                            for page in level
+                        ]
+                except BaseExceptionGroup as errors:
+                    raise first_error(errors) from None
                 next_level: list[_Page] = []
-                for body, base in pages:
+                for body, base in (read.result() for read in reads):
                     if body is None:
                         continue
                     found, links = await asyncio.to_thread(
