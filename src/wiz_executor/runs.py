@@ -29,6 +29,8 @@ WAITING, RUNNING, SUCCEEDED, FAILED = (
     DataChunkState.FAILED,
 )
 FINISHED = frozenset({SUCCEEDED, FAILED})
+_TAKING = frozenset({State.CONFIGURED, State.RUNNING})
+"""Run states in which a run may take new chunks (unless its input is closed)."""
 
 
 class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
@@ -212,6 +214,16 @@ class RunMap:
 
         Nothing changes here, so a batch is checked whole before any of it is accepted.
         """
+        if len(chunks) == 1:  # the common request: one new chunk for a run taking more
+            chunk = chunks[0]
+            if (
+                chunk.id not in run.chunks
+                and chunk.output_id not in run.outputs
+                and run.state in _TAKING
+                and not run.input_closed
+                and (not run.expected or len(run.chunks) < run.expected)
+            ):
+                return chunks, 0
         new: list[Chunk] = []
         duplicates = 0
         seen: dict[str, Chunk] = {}

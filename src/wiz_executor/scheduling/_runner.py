@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,22 @@ OutputHook = Callable[[Run, Chunk], None]
 PROCESSOR_ERRORS = (Exception, SystemExit)
 """What a processor's code may raise to fail its chunk. SystemExit counts (a library
 calling `sys.exit` must not stop the server); cancellation and Ctrl-C do not."""
+
+
+class _Traits:
+    """What running a processor class's chunks depends on, worked out once per class."""
+
+    __slots__ = ("is_async", "override_fields")
+
+    def __init__(self, cls: type[Processor[Any]]) -> None:
+        self.is_async = cls.is_async()
+        base = getattr(Processor.config_for_chunk, "__func__", None)
+        own = getattr(cls.config_for_chunk, "__func__", None)
+        self.override_fields: frozenset[str] | None = (
+            frozenset(cls.Config.model_fields) if own is base else None
+        )
+        """The configuration fields a chunk's RawData may override; None when the class
+        has its own `config_for_chunk`, which is then asked about every chunk."""
 
 
 class ChunkRunner:
@@ -52,6 +69,9 @@ class ChunkRunner:
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
+        self._traits: dict[type[Processor[Any]], _Traits] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> bool:
         """Run one chunk to SUCCEEDED or FAILED.
@@ -62,10 +82,18 @@ class ChunkRunner:
         runs = self.runs
         runs.start(run, chunk)
         cls = type(instance)
+        traits = self._traits.get(cls)
+        if traits is None:
+            traits = self._traits[cls] = _Traits(cls)
         timeout = run.timeout or self.default_timeout
-        data = Input(chunk.id, chunk.in_format, chunk.raw_data, chunk.fs_driver, chunk.fs_location)
+        raw = chunk.raw_data
+        data = Input(chunk.id, chunk.in_format, raw, chunk.fs_driver, chunk.fs_location)
         try:
-            config = cls.config_for_chunk(run.processor_config, chunk.raw_data)
+            fields = traits.override_fields
+            if fields is None or (type(raw) is dict and not fields.isdisjoint(raw)):
+                config = cls.config_for_chunk(run.processor_config, raw)
+            else:  # nothing in this chunk can change the run's configuration
+                config = run.processor_config
             context = Context(
                 run.proc_id,
                 run.run_id,
@@ -78,16 +106,16 @@ class ChunkRunner:
             if timeout:
                 async with asyncio.timeout(timeout) as deadline:
                     try:
-                        result = await self._call(instance, data, context)
+                        result = await self._call(instance, data, context, traits.is_async)
                     except TimeoutError:
                         if deadline.expired():
                             raise
                         raise RuntimeError("TimeoutError raised by the processor") from None
             else:
-                result = await self._call(instance, data, context)
+                result = await self._call(instance, data, context, traits.is_async)
         except TimeoutError:
             runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
-            return cls.is_async()
+            return traits.is_async
         except asyncio.CancelledError:
             runs.fail(run, chunk, cancelled_message(run, chunk))
             raise
@@ -107,11 +135,15 @@ class ChunkRunner:
         self._record(run, chunk, result, data.raw_data)
         return True
 
-    async def _call(self, instance: Processor[Any], data: Input, context: Context[Any]) -> Any:
-        if type(instance).is_async():
-            return await instance.run(data, context)
+    def _call(
+        self, instance: Processor[Any], data: Input, context: Context[Any], is_async: bool
+    ) -> Awaitable[Any]:
+        # A plain function handing back what to await: no coroutine of its own per chunk.
+        if is_async:
+            result: Awaitable[Any] = instance.run(data, context)
+            return result
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, instance.run, data, context)
+        return loop.run_in_executor(self.threads, instance.run, data, context)
 
     def _record(self, run: Run, chunk: Chunk, result: Any, raw_in: Any) -> None:
         if isinstance(result, Output):
@@ -141,17 +173,17 @@ class ChunkRunner:
             self.on_output(run, chunk)
 
     def _progress_sink(self, run: Run, chunk: Chunk) -> Callable[[int, int | None], None]:
-        loop = asyncio.get_running_loop()
-        loop_thread = threading.get_ident()
-        runs = self.runs
+        if self._loop is None:  # the run map's loop, and the thread it runs on
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+        return partial(self._report, run, chunk)
 
-        def report(done: int, total: int | None) -> None:
-            if threading.get_ident() == loop_thread:
-                runs.progress(run, chunk, done, total)
-            else:
-                loop.call_soon_threadsafe(runs.progress, run, chunk, done, total)
-
-        return report
+    def _report(self, run: Run, chunk: Chunk, done: int, total: int | None) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self.runs.progress(run, chunk, done, total)
+        else:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.runs.progress, run, chunk, done, total)
 
 
 async def new_instance(cls: type[Processor[Any]], config: Any) -> Processor[Any]:
