@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from wiz_executor import Settings
+from wiz_executor.api import DataChunkState
 from wiz_executor.cli import app
-from wiz_executor.client import Client
+from wiz_executor.cli._progress import RunTracker, render_run
+from wiz_executor.client import ChunkEvent, Client
 from wiz_executor.pipelines import EmbeddedExecutor
 
 
@@ -191,3 +195,37 @@ def test_usage_errors_exit_2(url: str, tmp_path: Path) -> None:
 def test_url_from_the_environment(url: str) -> None:
     result = CliRunner().invoke(app, ["processors", "--json"], env={"WIZ_URL": url})
     assert "noop" in [p["ProcID"] for p in json.loads(ok(result).stdout)]
+
+
+def test_run_tracker_can_be_drawn_while_it_is_updated() -> None:
+    # `wiz watch` and `wiz pipeline run` update a tracker from the main thread while
+    # rich's Live draws it from its refresh thread: a draw must never see the tracker
+    # half-changed ("dictionary changed size during iteration" killed the refresh).
+    tracker = RunTracker("noop", "r")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            try:
+                render_run(tracker)
+            except RuntimeError as exc:
+                errors.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    try:
+        for i in range(3000):
+            state = DataChunkState.RUNNING if i % 2 else DataChunkState.SUCCEEDED
+            tracker.update(ChunkEvent(ProcID="noop", RunID="r", ChunkID=f"c{i}", State=state))
+            if errors:
+                break
+    finally:
+        stop.set()
+        drawer.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert sum(tracker.counts.values()) == 3000

@@ -4,9 +4,14 @@
 a change since the subscription). A tracker keeps the latest snapshot and the chunk
 states learned since; the counts it shows never go backwards and equal the snapshot's
 when the run ends, since the last item of `follow()` is the final Run.
+
+A tracker is changed by the thread that follows the run and drawn by rich's `Live`
+refresh thread, so a lock keeps a draw from seeing it half-changed.
 """
 
 from __future__ import annotations
+
+import threading
 
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
@@ -34,8 +39,13 @@ class RunTracker:
         self.snapshot = dict.fromkeys(DataChunkState, 0)
         self.chunks: dict[str, DataChunkState] = {}
         self.errors: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def update(self, item: Run | Event) -> None:
+        with self._lock:
+            self._update(item)
+
+    def _update(self, item: Run | Event) -> None:
         if isinstance(item, Run | RunEvent):
             self.state = item.CurrentState
             self.input_closed = bool(item.InputClosed)
@@ -52,13 +62,15 @@ class RunTracker:
     @property
     def counts(self) -> dict[DataChunkState, int]:
         seen = dict.fromkeys(DataChunkState, 0)
-        for state in self.chunks.values():
-            seen[state] += 1
-        snap = self.snapshot
-        total = max(sum(snap.values()), len(self.chunks))
+        with self._lock:
+            for state in self.chunks.values():
+                seen[state] += 1
+            snap = self.snapshot
+            chunks = len(self.chunks)
+        total = max(sum(snap.values()), chunks)
         succeeded = max(snap[DataChunkState.SUCCEEDED], seen[DataChunkState.SUCCEEDED])
         failed = max(snap[DataChunkState.FAILED], seen[DataChunkState.FAILED])
-        running = seen[DataChunkState.RUNNING] if self.chunks else snap[DataChunkState.RUNNING]
+        running = seen[DataChunkState.RUNNING] if chunks else snap[DataChunkState.RUNNING]
         running = min(running, total - succeeded - failed)
         return {
             DataChunkState.WAITING: total - succeeded - failed - running,
@@ -74,6 +86,11 @@ class RunTracker:
         if self.input_closed:
             return held
         return self.expected or None
+
+    def last_errors(self, n: int) -> list[tuple[str, str]]:
+        """The errors of the last `n` chunks that failed, oldest first."""
+        with self._lock:
+            return list(self.errors.items())[-n:]
 
     @property
     def finished(self) -> bool:
@@ -116,11 +133,12 @@ def render_run(tracker: RunTracker, max_errors: int = 5) -> RenderableType:
         state_text(tracker.state),
         counts_text(tracker),
     )
-    if not tracker.errors:
+    errors_seen = tracker.last_errors(max_errors)
+    if not errors_seen:
         return table
     errors = Table(title="failed chunks", title_justify="left", show_edge=False)
     errors.add_column("chunk")
     errors.add_column("error")
-    for chunk_id, error in list(tracker.errors.items())[-max_errors:]:
+    for chunk_id, error in errors_seen:
         errors.add_row(chunk_id, Text(error, style="red"))
     return Group(table, errors)
