@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
 from wiz_executor.errors import ChunkFailed
-from wiz_executor.processors._sandbox import Sandbox, plain_file_name
+from wiz_executor.processors._sandbox import Sandbox, partial_result, plain_file_name
 
 
 @pytest.fixture
@@ -97,3 +98,30 @@ def test_plain_file_names(name: str) -> None:
 
 def test_plain_file_name_accepts_a_name() -> None:
     assert plain_file_name("report.csv") == "report.csv"
+
+
+async def make_partial(part: Path, folder: Path, limit: float, fail: BaseException | None) -> None:
+    """Write half a result inside `partial_result`, then fail with `fail` or hang."""
+    async with partial_result(part, folder, limit, "copy of x"):
+        await asyncio.to_thread(part.write_bytes, b"half")
+        if fail is not None:
+            raise fail
+        await asyncio.Event().wait()
+
+
+async def test_partial_result_is_removed_at_the_deadline(tmp_path: Path) -> None:
+    folder = tmp_path / "chunk"
+    folder.mkdir()
+    with pytest.raises(ChunkFailed, match=r"copy of x did not finish within Timeout=0.05 s"):
+        await make_partial(folder / "file.part", folder, 0.05, None)
+    assert not folder.exists()  # the partial file, then the folder it left empty
+
+
+async def test_partial_result_passes_other_timeouts_on(tmp_path: Path) -> None:
+    # A TimeoutError from inside (an OS call that timed out) is not our deadline: it
+    # is passed on as it is, not reported as "did not finish within Timeout=0 s".
+    folder = tmp_path / "chunk"
+    folder.mkdir()
+    with pytest.raises(TimeoutError, match="connection timed out"):
+        await make_partial(folder / "file.part", folder, 0, TimeoutError("connection timed out"))
+    assert not folder.exists()

@@ -12,9 +12,11 @@ This module is the one place that rule lives, so a reviewer can check it at a gl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,11 +53,6 @@ class Sandbox:
     def writable(self, user_path: str | Path, what: str = "path") -> Path:
         """Like `readable`, but only the data directory counts: writes never leave it."""
         return self._check(user_path, (self.data_dir,), what)
-
-    def contains(self, path: str | Path) -> bool:
-        """Whether `path`, fully resolved, lies inside the data directory or a root."""
-        real = Path(os.path.realpath(path))
-        return any(real.is_relative_to(root) for root in self.roots)
 
     def _check(self, user_path: str | Path, roots: tuple[Path, ...], what: str) -> Path:
         text = str(user_path)
@@ -134,3 +131,27 @@ def remove_if_empty(folder: Path) -> None:
     run's folder) stay: another chunk of the run may be creating its own folder there."""
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+def _remove_result(path: Path, folder: Path) -> None:
+    remove_quietly(path)
+    remove_if_empty(folder)
+
+
+@contextlib.asynccontextmanager
+async def partial_result(path: Path, folder: Path, limit: float, what: str) -> AsyncIterator[None]:
+    """Make `path` (in the chunk's `folder`) within `limit` seconds (0 = no limit).
+
+    On any failure, cancellation included, the partial `path` is removed, and `folder`
+    too if that leaves it empty: a failed chunk leaves nothing behind. Running out of
+    time fails the chunk saying so; only our own deadline counts as that, not an OS
+    call that timed out inside.
+    """
+    try:
+        async with asyncio.timeout(limit or None) as deadline:
+            yield
+    except BaseException as exc:
+        await asyncio.shield(asyncio.to_thread(_remove_result, path, folder))
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            raise ChunkFailed(f"{what} did not finish within Timeout={limit:g} s") from None
+        raise

@@ -39,7 +39,7 @@ from ._http import (
     with_retries,
 )
 from ._http import http_date as _http_date
-from ._sandbox import Sandbox, plain_file_name, remove_if_empty, remove_quietly
+from ._sandbox import Sandbox, partial_result, plain_file_name
 
 BLOCK = 512 * 1024
 """Bytes handed to the disk at a time: the download's whole memory footprint."""
@@ -126,24 +126,15 @@ class Get(Processor[GetConfig]):
         folder = context.scratch_dir
         name = config.FileName or name_from_url(url)
         part = folder / f"{name}.part"
-        try:
+        async with partial_result(part, folder, config.Timeout, f"download of {url}"):
             target = sandbox.writable(folder / name, "download target")
             part = sandbox.writable(part, "download target")
-            async with asyncio.timeout(config.Timeout or None):
-                if scheme == "file":
-                    source = sandbox.file_url_path(url)
-                    state = await _copy_local(source, part, url, config, context)
-                else:
-                    state = await _Download(url, part, config, context).run()
+            if scheme == "file":
+                source = sandbox.file_url_path(url)
+                state = await _copy_local(source, part, url, config, context)
+            else:
+                state = await _Download(url, part, config, context).run()
             await asyncio.to_thread(os.replace, part, target)
-        except TimeoutError:
-            await asyncio.to_thread(_clean, part, folder)
-            raise ChunkFailed(
-                f"download of {url} did not finish within Timeout={config.Timeout:g} s"
-            ) from None
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(_clean, part, folder))
-            raise
         return Output.file(target, state)
 
 
@@ -159,11 +150,6 @@ def name_from_url(url: str) -> str:
     if segment in ("", ".", ".."):
         return "download"
     return segment.encode()[:200].decode("utf-8", "ignore") or "download"
-
-
-def _clean(part: Path, folder: Path) -> None:
-    remove_quietly(part)
-    remove_if_empty(folder)
 
 
 def _too_big(url: str, size: int, limit: int, known: bool) -> ChunkFailed:

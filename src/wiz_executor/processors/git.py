@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..errors import ChunkFailed
 from ._base import Context, Input, Output, Processor, ProcessorConfig
-from ._sandbox import Sandbox, remove_if_empty, remove_quietly
+from ._sandbox import Sandbox, partial_result, remove_quietly
 
 SCHEMES = ("https", "http", "git", "file")
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
@@ -116,24 +116,10 @@ class Git(Processor[GitConfig]):
         folder = context.scratch_dir
         dest = folder / _repo_name(config.URL)
         clone = _Clone(git, source, dest, config, context)
-        try:
-            await asyncio.to_thread(remove_quietly, dest)  # left by an earlier run of this ID
-            async with asyncio.timeout(config.Timeout or None):
-                state = await clone.run()
-        except TimeoutError:
-            await asyncio.to_thread(_clean, dest, folder)
-            raise ChunkFailed(
-                f"clone of {config.URL} did not finish within Timeout={config.Timeout:g} s"
-            ) from None
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(_clean, dest, folder))
-            raise
+        await asyncio.to_thread(remove_quietly, dest)  # left by an earlier run of this ID
+        async with partial_result(dest, folder, config.Timeout, f"clone of {config.URL}"):
+            state = await clone.run()
         return Output.file(dest, state)
-
-
-def _clean(dest: Path, folder: Path) -> None:
-    remove_quietly(dest)
-    remove_if_empty(folder)
 
 
 def _source(url: str, sandbox: Sandbox) -> str:
