@@ -88,6 +88,10 @@ def test_the_original_shape_children_and_top_level_parallel() -> None:
     ("document", "message"),
     [
         ({"spec": {"sequential": [node("a"), node("a")]}}, "two nodes are named 'a'"),
+        (
+            {"spec": {"parallel": [node("Left side"), node("left-side")]}},
+            "nodes 'Left side' and 'left-side' would get the same run ID",
+        ),
         ({"spec": {"sequential": [{"name": "a"}]}}, "node 'a' needs a `processor`"),
         ({"spec": {"sequential": [{"name": "a", "processor": {}}]}}, "needs an `id`"),
         ({"spec": {"sequential": [node("a", executor={"Bogus": 1})]}}, "`executor` may set"),

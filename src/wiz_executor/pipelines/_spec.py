@@ -132,6 +132,8 @@ def _chunks(data: Any) -> list[Data]:
 class _Builder:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
+        self.slugs: dict[str, str] = {}
+        """Node names by the part of the run ID they give (`run_id_for`)."""
 
     def block(self, block: Any, preds: list[str], where: str) -> list[str]:
         """Add a block's nodes fed by `preds`; return the nodes that feed what follows."""
@@ -167,6 +169,13 @@ class _Builder:
             raise InvalidInput(f"{where}: a node needs a `name`")
         if name in self.nodes:
             raise InvalidInput(f"{where}: two nodes are named {name!r}; names must be unique")
+        other = self.slugs.setdefault(_slug(name), name)
+        if other != name:
+            # Two nodes on one run would silently share its chunks and its output.
+            raise InvalidInput(
+                f"{where}: nodes {other!r} and {name!r} would get the same run ID; "
+                "make their names differ by more than case and punctuation"
+            )
         where = f"{where} ({name})"
         processor = item["processor"]
         if isinstance(processor, str):
