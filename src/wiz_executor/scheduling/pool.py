@@ -9,6 +9,7 @@ fails fails the chunk it took with that message and ends; the next chunk gets a 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from ..processors import Processor
@@ -23,12 +24,65 @@ from ._runner import (
 )
 
 
+class _ChunkQueue:
+    """A run's waiting chunks, and the idle workers waiting for one.
+
+    `asyncio.Queue` without what the pool does not use (bounds, `join`): a worker takes
+    a chunk that is there with `pop`, without awaiting, and awaits `get` only when the
+    queue is empty. (Its put and get were a fifth of POOL's cost per chunk.)
+    """
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: deque[Chunk] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def put_nowait(self, chunk: Chunk) -> None:
+        self._items.append(chunk)
+        self._wake_one()
+
+    def pop(self) -> Chunk | None:
+        """The next chunk, or None when there is none."""
+        return self._items.popleft() if self._items else None
+
+    def get_nowait(self) -> Chunk:
+        return self._items.popleft()
+
+    async def get(self) -> Chunk:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if not waiter.done():
+                    self._waiters.remove(waiter)
+                elif self._items:
+                    self._wake_one()  # woken just as it was cancelled: pass the turn on
+                raise
+        return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class _RunPool:
     __slots__ = ("busy", "closing", "cls", "queue", "running", "workers")
 
     def __init__(self, cls: type[Processor[Any]]) -> None:
         self.cls = cls
-        self.queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        self.queue = _ChunkQueue()
         self.workers: set[asyncio.Task[None]] = set()
         self.running: set[asyncio.Task[None]] = set()
         """Workers in the middle of a chunk."""
@@ -72,8 +126,10 @@ class PoolModel(WorkModelBase):
         assert current is not None
         usable = True
         try:
+            queue = pool.queue
             while usable and not (self.closing or pool.closing):
-                chunk = await pool.queue.get()
+                taken = queue.pop()
+                chunk = taken if taken is not None else await queue.get()
                 pool.busy += 1
                 try:
                     if not self.limiter.try_acquire():
