@@ -2,8 +2,9 @@
 
 - `FixtureHTTP`: an HTTP server (http.server in a thread) with fixture files served with
   ETag, Last-Modified and byte ranges; endpoints that are slow, fail, fail a few times,
-  break off mid-body, redirect, echo the request, or stream a generated body of any
-  size; a small web site to crawl; and git's smart HTTP through `git http-backend`.
+  break off mid-body, redirect (on this host or to any URL), echo the request, or
+  stream a generated body of any size; a small web site to crawl; and git's smart HTTP
+  through `git http-backend`.
 - `GitDaemon`: the real `git daemon`, run per connection in `--inetd` mode behind a
   socket we bind to port 0 (git daemon itself cannot listen on an ephemeral port).
 
@@ -136,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             (r"/flaky/([^/]+)/(\d+)", self._flaky),
             (r"/truncate-once/(.+)", self._truncate_once),
             (r"/redirect/(.+)", self._redirect),
+            (r"/goto", self._goto),
             (r"/echo", self._echo),
             (r"/site/(.*)", self._site),
             (r"/git/(.*)", self._git),
@@ -301,6 +303,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _goto(self) -> None:
+        """A redirect to the URL in the query's `to` (another host, for instance)."""
+        target = parse_qs(urlsplit(self.path).query)["to"][0]
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _echo(self) -> None:
         body = self._body()
         answer = {
@@ -312,7 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(answer).encode(), "application/json")
 
     def _site(self, page: str) -> None:
-        """A small site: index links to a, b, an image, an external host and a dead page."""
+        """A small site: index links to a, b, an image, an external host and a dead page;
+        b links to a redirect to the external host."""
         port = self.server_state.port
         pages = {
             "": (
@@ -329,7 +340,11 @@ class _Handler(BaseHTTPRequestHandler):
                 '<html><body><h1 class="title">Page A</h1>'
                 '<a href="deep.html">deeper</a></body></html>'
             ),
-            "b.html": '<html><body><h1 class="title">Page B</h1></body></html>',
+            "b.html": (
+                '<html><body><h1 class="title">Page B</h1>'
+                f'<a href="/goto?to=http://localhost:{port}/site/external.html">away</a>'
+                "</body></html>"
+            ),
             "deep.html": '<html><body><h1 class="title">Deep</h1></body></html>',
             "external.html": '<html><body><h1 class="title">External</h1></body></html>',
         }

@@ -145,6 +145,25 @@ async def test_start_page_outside_allowed_domains(
     failed_with(await run_one(client, "scrape", config), "outside colly.AllowedDomains")
 
 
+async def test_a_redirect_cannot_leave_the_allowed_domains(
+    client: httpx.AsyncClient, web: FixtureHTTP
+) -> None:
+    # localhost is another domain than 127.0.0.1: the redirect must not be followed
+    # there (colly checks every request, redirects included).
+    elsewhere = f"http://localhost:{web.port}/site/external.html"
+    before = len(web.seen("/site/external.html"))
+    config = site_config(web, 1)
+    config["config"]["Sites"] = [web.url(f"/goto?to={elsewhere}")]
+    out = await run_one(client, "scrape", config)
+    failed_with(out, "scrape could not read", "redirected to", "outside colly.AllowedDomains")
+    # A linked page that redirects out is skipped, as a dead link is.
+    config = site_config(web, 2)
+    config["config"]["Sites"] = [web.url("/site/b.html")]
+    out = await run_one(client, "scrape", config, run="linked")
+    assert titles(out) == ["Page B"]
+    assert len(web.seen("/site/external.html")) == before
+
+
 async def test_nothing_to_scrape_or_extract(client: httpx.AsyncClient, web: FixtureHTTP) -> None:
     failed_with(await run_one(client, "scrape", {"scraper": TITLES}), "no page to read")
     out = await run_one(client, "scrape", {"config": {"Sites": [web.url("/site/")]}}, run="r2")

@@ -178,12 +178,22 @@ class _Crawl:
         host = (urlsplit(url).hostname or "").lower()
         return not self.allowed or host in self.allowed
 
+    async def _check_redirect(self, request: httpx.Request) -> None:
+        """Before every request, redirects included (pages are checked before they are
+        queued): a redirect may not take the crawl out of AllowedDomains, as in colly."""
+        if not self._domain_ok(str(request.url)):
+            raise ChunkFailed(
+                f"redirected to {request.url}, outside colly.AllowedDomains {sorted(self.allowed)}"
+            )
+
     async def run(self) -> dict[str, list[dict[str, str]]]:
         sites = self.config.config
         max_depth = self.config.colly.MaxDepth
         async with make_client(sites.Timeout) as client:
             if self.config.colly.UserAgent:
                 client.headers["User-Agent"] = self.config.colly.UserAgent
+            if self.allowed:
+                client.event_hooks["request"] = [self._check_redirect]
             level, depth = self.starts, 1
             limit = asyncio.Semaphore(sites.Parallelism)
             while level:
