@@ -80,6 +80,7 @@ class Run:
         "deliveries_failed",
         "deliveries_pending",
         "done",
+        "expected",
         "input_closed",
         "max_workers",
         "outputs",
@@ -106,6 +107,9 @@ class Run:
         self.proc_id = proc_id
         self.run_id = run_id
         self.configuration = configuration
+        self.expected = configuration.ExpectedData.NumChunks
+        """Chunks the run will receive (0: not known in advance); a run's configuration
+        never changes, so this is read once rather than through the model per chunk."""
         self.processor_config = processor_config
         self.max_workers = max_workers
         self.work_model = work_model
@@ -121,10 +125,6 @@ class Run:
         self.removed = False
         self.sched: Any = None
         """Owned by the run's work model (its queue and workers); opaque here."""
-
-    @property
-    def expected(self) -> int:
-        return self.configuration.ExpectedData.NumChunks
 
     @property
     def finished(self) -> bool:
@@ -338,20 +338,21 @@ class RunMap:
         if not run.removed:  # a deleted run's chunks no longer count executor-wide
             self.counts[old] -= 1
             self.counts[state] += 1
-        if self.listeners:
-            self._notify(run, chunk)
+        for listener in self.listeners:
+            listener(run, chunk)
 
     def _maybe_complete(self, run: Run) -> None:
-        if run.finished or run.deliveries_pending or run.removed:
-            return
-        counts = run.counts
+        # Called after every finished chunk: the cheap reasons to stop come first.
         if run.input_closed:
             target = len(run.chunks)
         elif run.expected:
             target = run.expected
         else:
             return  # NumChunks 0: only the end-of-input call can complete the run
+        counts = run.counts
         if counts[SUCCEEDED] + counts[FAILED] < target:
+            return
+        if run.finished or run.deliveries_pending or run.removed:
             return
         run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
         run.done.set()

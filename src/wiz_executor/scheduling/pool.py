@@ -100,8 +100,8 @@ class PoolModel(WorkModelBase):
         put = pool.queue.put_nowait
         for chunk in chunks:
             put(chunk)
-        if self.closing:
-            return
+        if self.closing or len(pool.workers) >= run.max_workers:
+            return  # (the common case under load: every worker is already there)
         idle = len(pool.workers) - pool.busy
         while pool.queue.qsize() > idle and len(pool.workers) < run.max_workers:
             task = asyncio.create_task(self._work(run, pool))
