@@ -316,6 +316,27 @@ async def test_subscriber_that_never_reads_is_dropped(executor: Executor) -> Non
     assert "fell behind" in event.data["reason"]
 
 
+async def test_dropping_the_last_subscriber_mid_change_skips_no_other_listener(
+    executor: Executor,
+) -> None:
+    # The hub leaves the run map's listeners while the run map is calling them (its
+    # last consumer is dropped inside a change notice): listeners after it in the list
+    # must still hear of that change, and of every one after it.
+    before: list[Any] = []
+    after: list[Any] = []
+    executor.runs.listeners.insert(0, lambda run, chunk: before.append(chunk))
+    hub = executor.events
+    hub.buffer_size = 2
+    unread = hub.subscribe()
+    executor.runs.listeners.append(lambda run, chunk: after.append(chunk))
+    executor.configure("noop", "r", _config(5))
+    executor.add_data("noop", "r", [_data(f"c{i}") for i in range(5)])
+    await executor.wait("noop", "r", timeout=30)
+    assert unread.reason == "dropped"
+    assert not hub.listening
+    assert len(after) == len(before)
+
+
 async def test_a_consumer_that_keeps_up_takes_bursts_larger_than_its_buffer(
     executor: Executor,
 ) -> None:

@@ -227,7 +227,9 @@ class EventHub:
             self._by_run.setdefault(run, set()).add(sub)
         if not self._listening:
             self._listening = True
-            self._runs.listeners.append(self._on_change)
+            # A new list, never an edit in place: the run map may be iterating the old
+            # one right now (see `unsubscribe`).
+            self._runs.listeners = [*self._runs.listeners, self._on_change]
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -241,7 +243,9 @@ class EventHub:
                     del self._by_run[sub.run]
         if self._listening and not self._all and not self._by_run:
             self._listening = False
-            self._runs.listeners.remove(self._on_change)
+            # The last subscriber may be dropped inside `_on_change`, while the run map
+            # iterates its listeners: removing in place would skip the next listener.
+            self._runs.listeners = [f for f in self._runs.listeners if f != self._on_change]
 
     def drop(self, sub: Subscription, reason: str) -> None:
         self.dropped += 1
