@@ -24,13 +24,11 @@ from ..api import (
 from . import _operations as ops
 from ._errors import EventsUnavailable
 from ._events import Event, EventDecoder
-from ._follow import FollowPlan, is_finished
+from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import RetryPolicy
 from ._state import DEFAULT_URL, Lifecycle
 
 T = TypeVar("T")
-
-_STREAM_ERRORS = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 
 
 class AsyncClient:
@@ -216,7 +214,7 @@ class AsyncClient:
                             plan.check_deadline()
                 except EventsUnavailable:
                     plan.use_events = False
-                except _STREAM_ERRORS:
+                except STREAM_ERRORS:
                     pass  # a quiet or cut stream: read the run, then reopen
             current = await self.run(proc_id, run_id)
             yield current

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from ..api import Run, State
 from ._events import ChunkEvent, DoneEvent, DroppedEvent, Event, RunEvent
 
 FINISHED = frozenset({State.SUCCEEDED, State.ERRORED})
+
+STREAM_ERRORS = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+"""A quiet stream (no line within the read timeout) or a cut one: read the run, reopen."""
 
 
 def is_finished(run: Run | RunEvent) -> bool:
