@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import Any
 
 from ..processors import Processor
@@ -90,7 +91,21 @@ class _RunPool:
         self.closing = False
 
 
+TURN = 0.001
+"""Seconds POOL's workers may keep the event loop before they let it serve others.
+
+A worker takes the next queued chunk without awaiting, and a processor that never
+awaits (noop) would then run a whole backlog without the loop polling its sockets once:
+a burst of queued chunks held every request for as long as it took. Once a turn is
+used up, each worker yields before its next chunk; the first one back, if no other has
+started a turn since it yielded, starts the next one, so the loop polls its sockets at
+least once per turn, however many workers there are."""
+
+
 class PoolModel(WorkModelBase):
+    _turn_ends = 0.0
+    _turn = 0
+
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
         run.sched = _RunPool(cls)
         self._runs.add(run)
@@ -128,6 +143,9 @@ class PoolModel(WorkModelBase):
         try:
             queue = pool.queue
             while usable and not (self.closing or pool.closing):
+                if monotonic() >= self._turn_ends:
+                    await self._yield_turn()
+                    continue  # the pool may have closed meanwhile
                 taken = queue.pop()
                 chunk = taken if taken is not None else await queue.get()
                 pool.busy += 1
@@ -154,6 +172,14 @@ class PoolModel(WorkModelBase):
             pool.workers.discard(current)
             if not (self.closing or pool.closing):
                 self.submit(run, [])
+
+    async def _yield_turn(self) -> None:
+        turn = self._turn
+        await asyncio.sleep(0)  # to the end of the loop's queue: its sockets are polled
+        if self._turn == turn:
+            self._turn += 1
+            # (monotonic, not loop.time(): uvloop's stands still within a pass)
+            self._turn_ends = monotonic() + TURN
 
     async def release(self, run: Run, cancel: bool) -> None:
         pool: _RunPool | None = run.sched
