@@ -18,8 +18,11 @@ class Settings:
     """A run's worker limit when its `MaxWorkers` is 0."""
     max_pending: int = 100_000
     """Bound on WAITING chunks across all runs; past it AddData answers 429."""
-    work_model: WorkModel = WorkModel.LIFETIME
-    """Work model of runs that do not choose one."""
+    work_model: WorkModel = WorkModel.POOL
+    """Work model of runs that do not choose one. POOL, because `make bench` says so:
+    it wins on CPU per chunk, chunk latency and throughput for cheap and expensive
+    processors alike, ties on start-up and idle CPU, and loses only on the memory an
+    expensive `setup` holds while a run is open (benchmarks/results/latest.md)."""
     chunk_timeout: float | None = None
     """Seconds a chunk may take when its run sets none; None = no limit."""
     max_body_bytes: int = 16 * 1024 * 1024
