@@ -228,8 +228,10 @@ class RunMap:
         duplicates = 0
         seen: dict[str, Chunk] = {}
         claimed_outputs: set[str] = set()
+        held_chunks, outputs = run.chunks, run.outputs
+        closed = run.finished or run.input_closed
         for chunk in chunks:
-            held = run.chunks.get(chunk.id) or seen.get(chunk.id)
+            held = held_chunks.get(chunk.id) or seen.get(chunk.id)
             if held is not None:
                 if not held.same_input(chunk):
                     raise Conflict(
@@ -238,13 +240,13 @@ class RunMap:
                     )
                 duplicates += 1
                 continue
-            if run.finished or run.input_closed:
+            if closed:
                 raise Conflict(
                     f"run {run.run_id!r} takes no more chunks: "
                     + ("it has " + run.state.value if run.finished else "its input is closed")
                 )
             out = chunk.output_id
-            if out in run.outputs or out in claimed_outputs:
+            if out in outputs or out in claimed_outputs:
                 if not chunk.generated_output_id:
                     raise Conflict(
                         f"output chunk ID {out!r} (AssociatedChunkID of {chunk.id!r}) is "

@@ -90,23 +90,33 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def _to_chunk(item: _InChunk, index: int | None) -> Chunk:
-    where = f" (item {index})" if index is not None else ""
+    # Once per chunk of every AddData: the error messages are built only when needed.
     fmt = _FORMATS.get(item.Format)
-    if fmt is None:
-        raise InvalidInput(
-            f"chunk {item.ChunkID!r}{where}: Format {item.Format!r} is not RAW (1) or "
-            "FILESYSTEM_REF (2)"
-        )
+    chunk_id = item.ChunkID
+    if fmt is None or not chunk_id:
+        raise _invalid(item, index, fmt)
     ref = item.FilesystemReference
-    return _new_chunk(
-        item.ChunkID,
-        item.AssociatedChunkID,
+    output_id = item.AssociatedChunkID
+    # An empty AssociatedChunkID asks the executor to name the output.
+    return Chunk(
+        chunk_id,
+        output_id or f"{chunk_id}-out",
         fmt,
         item.RawData,
         ref.Driver if ref else "",
         ref.Location if ref else "",
-        where,
+        not output_id,
     )
+
+
+def _invalid(item: _InChunk, index: int | None, fmt: DataFormat | None) -> InvalidInput:
+    where = f" (item {index})" if index is not None else ""
+    if fmt is None:
+        return InvalidInput(
+            f"chunk {item.ChunkID!r}{where}: Format {item.Format!r} is not RAW (1) or "
+            "FILESYSTEM_REF (2)"
+        )
+    return InvalidInput(f"chunk{where} has no ChunkID")
 
 
 def chunk_from_data(data: Data) -> Chunk:
