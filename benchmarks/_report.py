@@ -232,7 +232,10 @@ def _http_section(http: dict[str, Any], default: str) -> list[str]:
     lines = [
         "## 2. HTTP: AddData, executor vs a bare app",
         "",
-        "Both servers: separate processes, uvicorn with uvloop + httptools, 127.0.0.1. "
+        "Both servers run as separate processes on 127.0.0.1: the executor as shipped "
+        "(`wiz executor`, its bound on waiting chunks raised so that no load is cut short "
+        "by 429s), the bare app under `uvicorn`; both on uvicorn's automatic choice, "
+        f"{http.get('stack', '?')}. "
         f"Load: {gen_text}, unique ChunkIDs, {http['requests'][1]:,} requests of one chunk "
         f"or {http['requests'][100]:,} requests of 100 per load. The bare app only decodes "
         "the body with msgspec and answers 200. Executor runs use the defaults "

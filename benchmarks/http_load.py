@@ -1,7 +1,9 @@
 """Scenario 2: AddData over HTTP, the executor against the bare app, in the same run.
 
-Both servers run as their own processes on 127.0.0.1 with identical uvicorn settings
-(`benchmarks.serve`); a load generator process (wrk, one thread) sends AddData requests
+Both servers run as their own processes on 127.0.0.1, on a port the kernel picks: the
+executor as shipped (`wiz executor`), the bare app under uvicorn's own command line, so
+both get uvicorn's automatic choices (uvloop and httptools, installed with
+uvicorn[standard]). A load generator process (wrk, one thread) sends AddData requests
 with unique ChunkIDs: one chunk per request or batches of 100, over 16 or 64
 connections. Each load is a fixed number of requests sent as fast as the server
 answers; executor and bare loads alternate, so both see the same machine noise, and
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.util import find_spec
 from typing import Any
 
 import httpx
@@ -30,45 +34,80 @@ from ._stats import Summary
 
 BATCHES = (1, 100)
 CONNECTIONS = (16, 64)
+MAX_PENDING = 2_000_000
+"""The executor's bound on waiting chunks during the loads. wrk does not honour
+Retry-After, so the default bound (100,000) would turn the batch loads into a measure
+of how fast the executor answers 429; with room for every chunk of a load, they
+measure how fast it takes and runs them."""
 MAX_SECONDS = 60.0
 """A cap on one load: past it the server is too slow for the numbers to matter."""
 METRICS = ("req_per_s", "chunks_per_s", "e2e_chunks_per_s", "p50_ms", "p99_ms", "ratio")
 
 
+def _command(kind: str, data_dir: str) -> list[str]:
+    local = ["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
+    if kind == "executor":
+        return [
+            *(sys.executable, "-m", "wiz_executor", "executor", *local),
+            *("--max-pending", str(MAX_PENDING), "--data-dir", data_dir),
+        ]
+    return [sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", *local, "--no-access-log"]
+
+
+def stack() -> str:
+    """The event loop and HTTP parser uvicorn's automatic choice gives both servers."""
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    http = "httptools" if find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
 @contextmanager
 def server(kind: str) -> Iterator[tuple[str, int]]:
-    """Start `benchmarks.serve kind`; yield its base URL and PID; stop it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.serve", kind],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"{kind} server did not start: {line}{proc.communicate()[1]}")
-        url = f"http://127.0.0.1:{int(line)}"
-        _wait_ready(url, proc)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
+    """Start the executor or the bare app; yield its base URL and PID; stop it."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        proc = subprocess.Popen(
+            _command(kind, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            url = f"http://127.0.0.1:{_listening_port(proc)}"
+            _wait_ready(url, proc)
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+def _exited(proc: subprocess.Popen[bytes]) -> RuntimeError:
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    return RuntimeError(f"server {proc.args} exited ({proc.returncode}): {err[-2000:]}")
+
+
+def _listening_port(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """The port the server bound (it was started with --port 0)."""
+    deadline = time.monotonic() + timeout
+    ps = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _exited(proc)
+        for conn in ps.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                return int(conn.laddr.port)
+        time.sleep(0.05)  # polling a server that is still starting
+    raise RuntimeError(f"server {proc.args} did not listen within {timeout}s")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=2) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.communicate()[1]}")
+                raise _exited(proc)
             try:
-                http.post("/processors/noop/runs/ready/data", content=b"{}")
+                http.get("/healthz")
                 return
             except httpx.TransportError:
                 time.sleep(0.05)  # polling a server that is still starting
@@ -169,6 +208,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
     }
     return {
         "generator": generator(),
+        "stack": stack(),
         "requests": {batch: requests_per_load(batch, quick) for batch in BATCHES},
         "raw": raw,
         "summary": summary,
