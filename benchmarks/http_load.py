@@ -182,9 +182,10 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
         httpx.Client(base_url=ex_url, timeout=30) as http,
     ):
         urls = {"executor": ex_url, "bare": bare_url}
-        for kind in urls:  # warm-up, not counted
-            n += 1
-            _measure(kind, urls[kind], http, 1, 16, 5000, n)
+        for kind in urls:  # warm-up, not counted (the first loads also fault in memory)
+            for batch in BATCHES:
+                n += 1
+                _measure(kind, urls[kind], http, batch, 64, requests_per_load(batch, quick), n)
         peak_rss = 0
         for rep in range(reps):
             order = ("executor", "bare") if rep % 2 == 0 else ("bare", "executor")
