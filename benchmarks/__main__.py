@@ -31,8 +31,8 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 REPS = {
     # scenario: (full, quick)
-    "work_models": (3, 2),
-    "http": (3, 2),
+    "work_models": (5, 2),
+    "http": (5, 2),
     "in_process": (5, 3),
     "memory": (3, 1),
 }
