@@ -66,13 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "default_work_model": Settings().work_model.value,
     }
-    reps_used = []
+    reps_used = {}
     for name in chosen:
-        reps = REPS[name][1 if args.quick else 0]
-        reps_used.append(reps)
+        reps = reps_used[name] = REPS[name][1 if args.quick else 0]
         log(f"{name}: {reps} repetitions")
         results[name] = SCENARIOS[name](quick=args.quick, reps=reps, log=log)
-    results["reps"] = "/".join(str(r) for r in sorted(set(reps_used)))
+    results["reps"] = reps_used
     results["load_end"] = os.getloadavg()[0]
     results["seconds"] = time.perf_counter() - started
 

@@ -333,10 +333,11 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     default = results["default_work_model"]
+    reps = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in results["reps"].items())
     lines = [
         "# wiz-executor benchmarks",
         "",
-        f"Measured {m['date']} ({results['mode']} mode, {results['reps']} repetitions) on "
+        f"Measured {m['date']} ({results['mode']} mode; repetitions: {reps}) on "
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; {m['python']}; "
         f"{pk}. Load average (1 min) {m['load_start']:.2f} at the start, "
         f"{results['load_end']:.2f} at the end; the whole run took "
