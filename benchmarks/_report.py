@@ -417,9 +417,10 @@ def charts(results: dict[str, Any], out_dir: Any) -> list[str]:
                 if log:
                     ax.set_yscale("log")
                 ax.set_title(f"{title}: {label.split(',')[0].split(' (')[0]}")
-                ax.legend()
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper right", ncols=2)
         fig.suptitle("Work models: LIFETIME vs POOL (medians, bars show the range)")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
         path = out_dir / "work_models.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
