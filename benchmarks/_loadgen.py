@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._child import params_from_argv, report, run_on_uvloop
+from ._child import params_from_argv, report, run_child, run_on_uvloop
 from ._stats import percentile
 
 LUA = Path(__file__).with_name("adddata.lua")
@@ -99,8 +99,6 @@ def _python(load: Load) -> dict[str, Any]:
         "prefix": load.prefix,
         "requests": load.requests,
     }
-    from ._child import run_child
-
     return run_child("benchmarks._loadgen", params, timeout=load.seconds + 60)
 
 
