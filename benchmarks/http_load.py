@@ -63,14 +63,19 @@ def stack() -> str:
 
 @contextmanager
 def server(kind: str) -> Iterator[tuple[str, int]]:
-    """Start the executor or the bare app; yield its base URL and PID; stop it."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        proc = subprocess.Popen(
-            _command(kind, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+    """Start the executor or the bare app; yield its base URL and PID; stop it.
+
+    Its log goes to a file (a pipe nobody reads could fill up and stall the server)."""
+    with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(_command(kind, data_dir), stdout=subprocess.DEVNULL, stderr=log)
         try:
-            url = f"http://127.0.0.1:{_listening_port(proc)}"
-            _wait_ready(url, proc)
+            try:
+                url = f"http://127.0.0.1:{_listening_port(proc)}"
+                _wait_ready(url, proc)
+            except RuntimeError as exc:
+                log.seek(0)
+                output = log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{exc}:\n{output}") from None
             yield url, proc.pid
         finally:
             proc.terminate()
@@ -82,8 +87,7 @@ def server(kind: str) -> Iterator[tuple[str, int]]:
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> RuntimeError:
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    return RuntimeError(f"server {proc.args} exited ({proc.returncode}): {err[-2000:]}")
+    return RuntimeError(f"server {proc.args} exited with status {proc.returncode}")
 
 
 def _listening_port(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
