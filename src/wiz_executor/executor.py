@@ -19,7 +19,6 @@ from .api import Processor as ProcessorInfo
 from .downstream import Downstream
 from .errors import Conflict, ExecutorFull, InvalidInput, ShuttingDown
 from .events import EventHub
-from .metrics import ChunkStats
 from .registry import Registry
 from .runs import WAITING, Chunk, Run, RunMap
 from .scheduling import Scheduler
@@ -53,7 +52,7 @@ class Executor:
         self.scheduler = Scheduler(self.runs, self.settings, self.threads)
         self.events = EventHub(self.runs)
         """Run and chunk state changes as event streams (costs nothing unsubscribed)."""
-        self.stats = ChunkStats(self.runs)
+        self.stats = self.scheduler.runner.stats
         """Finished chunks and their durations, per processor, for the metrics."""
         self._http: httpx.AsyncClient | None = None
         self.downstream: Downstream | None = None

@@ -2,8 +2,10 @@
 
 Current state (chunks by state, runs, busy workers, queue depth) is read from the run
 map and the limiter when metrics are scraped, so it costs nothing in between. What
-cannot be read back later (how many chunks finished, how long each ran) is counted here
-as it happens, by a run-map listener that does O(1) work per state change.
+cannot be read back later is counted as it happens, without a listener per state
+change: the run map counts finished chunks in the transition itself
+(`RunMap.finished_totals`), and the chunk runner times each chunk it runs into the
+histograms here.
 
 Everything runs on the event loop's thread, like the run map, so plain integers and
 lists are enough: no lock, and no `prometheus_client` object on the hot path (its
@@ -15,12 +17,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from time import perf_counter
 
-from .api import DataChunkState
-from .runs import Chunk, Run, RunMap
-
-__all__ = ["CHUNK_BUCKETS", "ChunkStats", "Histogram", "ProcessorStats"]
+__all__ = ["CHUNK_BUCKETS", "ChunkStats", "Histogram"]
 
 CHUNK_BUCKETS = (
     0.0001,
@@ -45,11 +43,6 @@ CHUNK_BUCKETS = (
 )
 """Upper bounds (seconds) of the chunk-duration buckets: a no-op chunk takes tens of
 microseconds, a real processor seconds to minutes."""
-
-_WAITING = DataChunkState.WAITING
-_RUNNING = DataChunkState.RUNNING
-_SUCCEEDED = DataChunkState.SUCCEEDED
-_FAILED = DataChunkState.FAILED
 
 
 class Histogram:
@@ -81,55 +74,16 @@ class Histogram:
         return out
 
 
-class ProcessorStats:
-    """Chunks one processor finished, and how long those that ran took."""
-
-    __slots__ = ("duration", "failed", "succeeded")
-
-    def __init__(self, buckets: Iterable[float]) -> None:
-        self.succeeded = 0
-        self.failed = 0
-        self.duration = Histogram(buckets)
-        """Seconds from RUNNING to SUCCEEDED or FAILED."""
-
-
 class ChunkStats:
-    """Counts finished chunks and their run time per processor, from run-map changes."""
+    """How long the chunks of each processor ran, timed by the chunk runner."""
 
-    def __init__(self, runs: RunMap, buckets: Iterable[float] = CHUNK_BUCKETS) -> None:
+    def __init__(self, buckets: Iterable[float] = CHUNK_BUCKETS) -> None:
         self._buckets = tuple(buckets)
-        self._started: dict[Chunk, float] = {}
-        """RUNNING chunks and when they started; a chunk leaves it when it finishes."""
-        self.processors: dict[str, ProcessorStats] = {}
-        runs.listeners.append(self._on_change)
+        self.durations: dict[str, Histogram] = {}
+        """Per processor: seconds from RUNNING to SUCCEEDED or FAILED."""
 
-    def of(self, proc_id: str) -> ProcessorStats:
-        stats = self.processors.get(proc_id)
-        if stats is None:
-            stats = self.processors[proc_id] = ProcessorStats(self._buckets)
-        return stats
-
-    def _on_change(self, run: Run, chunk: Chunk | None) -> None:
-        # Called three times per chunk on the hot path: kept flat on purpose.
-        if chunk is None:
-            return
-        state = chunk.state
-        if state is _WAITING:
-            return
-        if state is _RUNNING:
-            if chunk.progress is None:  # the start itself, not a progress report
-                self._started[chunk] = perf_counter()
-            return
-        started = self._started.pop(chunk, None)
-        if started is None and state is _SUCCEEDED:
-            return  # a later notice about a finished chunk (a failed delivery)
-        stats = self.processors.get(run.proc_id) or self.of(run.proc_id)
-        if state is _SUCCEEDED:
-            stats.succeeded += 1
-        else:
-            stats.failed += 1
-        if started is not None:  # else it failed before it ran (deleted, shut down)
-            elapsed = perf_counter() - started
-            hist = stats.duration
-            hist.counts[bisect_left(hist.bounds, elapsed)] += 1
-            hist.sum += elapsed
+    def duration(self, proc_id: str) -> Histogram:
+        hist = self.durations.get(proc_id)
+        if hist is None:
+            hist = self.durations[proc_id] = Histogram(self._buckets)
+        return hist

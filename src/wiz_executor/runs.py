@@ -81,6 +81,7 @@ class Run:
         "deliveries_pending",
         "done",
         "expected",
+        "finished_totals",
         "input_closed",
         "max_workers",
         "outputs",
@@ -115,6 +116,8 @@ class Run:
         self.work_model = work_model
         self.timeout = timeout
         self.state = State.CONFIGURED
+        self.finished_totals: dict[DataChunkState, int] = {}
+        """The run map's count of its processor's finished chunks, shared by its runs."""
         self.chunks: dict[str, Chunk] = {}
         self.outputs: dict[str, Chunk] = {}
         self.counts = dict.fromkeys(DataChunkState, 0)
@@ -158,6 +161,9 @@ class RunMap:
         """Told when a run is deleted (its streams end; it will have no more state)."""
         self.counts = dict.fromkeys(DataChunkState, 0)
         """Input chunks by state across all runs (WAITING is the queue depth)."""
+        self.finished_totals: dict[str, dict[DataChunkState, int]] = {}
+        """Per processor, chunks that ever ended SUCCEEDED or FAILED (deleted runs' too):
+        counted here, in the transition itself, so metrics need no listener per chunk."""
 
     # -- reads -------------------------------------------------------------------------
 
@@ -189,6 +195,10 @@ class RunMap:
         if existing is not None:
             return existing
         runs[run.run_id] = run
+        totals = self.finished_totals.get(run.proc_id)
+        if totals is None:
+            totals = self.finished_totals[run.proc_id] = {SUCCEEDED: 0, FAILED: 0}
+        run.finished_totals = totals
         self._notify(run, None)
         return run
 
@@ -340,6 +350,8 @@ class RunMap:
         if not run.removed:  # a deleted run's chunks no longer count executor-wide
             self.counts[old] -= 1
             self.counts[state] += 1
+        if state is not RUNNING:
+            run.finished_totals[state] += 1
         for listener in self.listeners:
             listener(run, chunk)
 

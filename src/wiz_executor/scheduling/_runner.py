@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import msgspec
 
 from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
+from ..metrics import ChunkStats
 from ..processors import Context, Input, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
@@ -37,9 +39,10 @@ calling `sys.exit` must not stop the server); cancellation and Ctrl-C do not."""
 class _Traits:
     """What running a processor class's chunks depends on, worked out once per class."""
 
-    __slots__ = ("is_async", "override_fields")
+    __slots__ = ("duration", "is_async", "override_fields")
 
-    def __init__(self, cls: type[Processor[Any]]) -> None:
+    def __init__(self, cls: type[Processor[Any]], stats: ChunkStats) -> None:
+        self.duration = stats.duration(cls.id)
         self.is_async = cls.is_async()
         base = getattr(Processor.config_for_chunk, "__func__", None)
         own = getattr(cls.config_for_chunk, "__func__", None)
@@ -70,6 +73,8 @@ class ChunkRunner:
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
         self._traits: dict[type[Processor[Any]], _Traits] = {}
+        self.stats = ChunkStats()
+        """How long chunks ran, per processor, for the metrics."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -84,56 +89,60 @@ class ChunkRunner:
         cls = type(instance)
         traits = self._traits.get(cls)
         if traits is None:
-            traits = self._traits[cls] = _Traits(cls)
-        timeout = run.timeout or self.default_timeout
-        raw = chunk.raw_data
-        data = Input(chunk.id, chunk.in_format, raw, chunk.fs_driver, chunk.fs_location)
+            traits = self._traits[cls] = _Traits(cls, self.stats)
+        started = perf_counter()
         try:
-            fields = traits.override_fields
-            if fields is None or (type(raw) is dict and not fields.isdisjoint(raw)):
-                config = cls.config_for_chunk(run.processor_config, raw)
-            else:  # nothing in this chunk can change the run's configuration
-                config = run.processor_config
-            context = Context(
-                run.proc_id,
-                run.run_id,
-                chunk.id,
-                config,
-                self.data_dir,
-                self._progress_sink(run, chunk),
-                self.allowed_roots,
-            )
-            if timeout:
-                async with asyncio.timeout(timeout) as deadline:
-                    try:
-                        result = await self._call(instance, data, context, traits.is_async)
-                    except TimeoutError:
-                        if deadline.expired():
-                            raise
-                        raise RuntimeError("TimeoutError raised by the processor") from None
-            else:
-                result = await self._call(instance, data, context, traits.is_async)
-        except TimeoutError:
-            runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
-            return traits.is_async
-        except asyncio.CancelledError:
-            runs.fail(run, chunk, cancelled_message(run, chunk))
-            raise
-        except WizError as exc:
-            runs.fail(run, chunk, exc.message)
+            timeout = run.timeout or self.default_timeout
+            raw = chunk.raw_data
+            data = Input(chunk.id, chunk.in_format, raw, chunk.fs_driver, chunk.fs_location)
+            try:
+                fields = traits.override_fields
+                if fields is None or (type(raw) is dict and not fields.isdisjoint(raw)):
+                    config = cls.config_for_chunk(run.processor_config, raw)
+                else:  # nothing in this chunk can change the run's configuration
+                    config = run.processor_config
+                context = Context(
+                    run.proc_id,
+                    run.run_id,
+                    chunk.id,
+                    config,
+                    self.data_dir,
+                    self._progress_sink(run, chunk),
+                    self.allowed_roots,
+                )
+                if timeout:
+                    async with asyncio.timeout(timeout) as deadline:
+                        try:
+                            result = await self._call(instance, data, context, traits.is_async)
+                        except TimeoutError:
+                            if deadline.expired():
+                                raise
+                            raise RuntimeError("TimeoutError raised by the processor") from None
+                else:
+                    result = await self._call(instance, data, context, traits.is_async)
+            except TimeoutError:
+                runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
+                return traits.is_async
+            except asyncio.CancelledError:
+                runs.fail(run, chunk, cancelled_message(run, chunk))
+                raise
+            except WizError as exc:
+                runs.fail(run, chunk, exc.message)
+                return True
+            except PROCESSOR_ERRORS as exc:
+                log.info(
+                    "processor %s failed chunk %s of run %s",
+                    cls.id,
+                    chunk.id,
+                    run.run_id,
+                    exc_info=True,
+                )
+                runs.fail(run, chunk, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
+                return True
+            self._record(run, chunk, result, data.raw_data)
             return True
-        except PROCESSOR_ERRORS as exc:
-            log.info(
-                "processor %s failed chunk %s of run %s",
-                cls.id,
-                chunk.id,
-                run.run_id,
-                exc_info=True,
-            )
-            runs.fail(run, chunk, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
-            return True
-        self._record(run, chunk, result, data.raw_data)
-        return True
+        finally:  # every chunk that ran, whatever its end, is timed for the metrics
+            traits.duration.observe(perf_counter() - started)
 
     def _call(
         self, instance: Processor[Any], data: Input, context: Context[Any], is_async: bool

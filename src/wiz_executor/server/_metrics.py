@@ -171,11 +171,12 @@ def _executor_metrics(ex: Executor) -> Iterator[Metric]:
         "Seconds a chunk ran, from RUNNING to SUCCEEDED or FAILED.",
         labels=["processor"],
     )
-    for proc in dict.fromkeys([*processors, *ex.stats.processors]):
-        stats = ex.stats.of(proc)
-        finished.add_metric([proc, DataChunkState.SUCCEEDED.value], stats.succeeded)
-        finished.add_metric([proc, DataChunkState.FAILED.value], stats.failed)
-        _add_histogram(duration, [proc], stats.duration)
+    totals = ex.runs.finished_totals
+    for proc in dict.fromkeys([*processors, *totals, *ex.stats.durations]):
+        counts = totals.get(proc, {})
+        for state in (DataChunkState.SUCCEEDED, DataChunkState.FAILED):
+            finished.add_metric([proc, state.value], counts.get(state, 0))
+        _add_histogram(duration, [proc], ex.stats.duration(proc))
     yield finished
     yield duration
 
