@@ -118,6 +118,18 @@ async def test_http_labels_are_route_templates_never_raw_paths(client: httpx.Asy
     assert not any("secret" in v or "xyz" in v for v in labels), labels
 
 
+async def test_the_framework_own_routes_are_labelled_by_their_path(
+    client: httpx.AsyncClient,
+) -> None:
+    """/docs and /openapi.json are plain Starlette routes: they are still routes."""
+    assert (await client.get("/openapi.json")).status_code == 200
+    assert (await client.get("/docs")).status_code == 200
+    m = await scrape(client)
+    for route in ("/openapi.json", "/docs"):
+        assert value(m, "wiz_http_requests_total", method="GET", route=route, status="200") == 1
+    assert ("wiz_http_requests_total", _labels("GET", "unmatched", "200")) not in m
+
+
 async def test_each_app_has_its_own_registry(executor: Executor) -> None:
     async with _client(executor) as a, _client(executor) as b:
         for _ in range(3):

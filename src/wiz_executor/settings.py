@@ -48,3 +48,9 @@ class Settings:
             raise ValueError("default_run_workers must be at least 1")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        # Absolute once, here: output Locations are handed to other runs (and other
+        # processes), which must not read them against their own working directory.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+        object.__setattr__(
+            self, "allowed_roots", tuple(Path(root).absolute() for root in self.allowed_roots)
+        )

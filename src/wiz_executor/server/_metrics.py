@@ -95,6 +95,7 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, stats: HttpStats) -> None:
         self.app = app
         self.stats = stats
+        self._by_endpoint: dict[Any, str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,8 +114,23 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
+            template = getattr(route, "path", None) or self._plain_route(scope) or UNMATCHED
             self.stats.observe(scope["method"], template, status, perf_counter() - started)
+
+    def _plain_route(self, scope: Scope) -> str | None:
+        """The template of a plain Starlette route (FastAPI's /docs, /openapi.json):
+        those set only the endpoint they matched in the scope, not the route."""
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return None
+        if self._by_endpoint is None:
+            app = scope.get("app")
+            self._by_endpoint = {
+                r.endpoint: r.path
+                for r in getattr(app, "routes", ())
+                if hasattr(r, "endpoint") and hasattr(r, "path")
+            }
+        return self._by_endpoint.get(endpoint)
 
 
 class ExecutorCollector(Collector):

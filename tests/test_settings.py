@@ -1,0 +1,63 @@
+"""Settings: defaults that hold, and paths made absolute once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _gates import asgi_client, configure, run_path
+from conftest import wait_run_done
+from wiz_executor import (
+    Context,
+    Executor,
+    Input,
+    Output,
+    Processor,
+    ProcessorConfig,
+    Registry,
+    Settings,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("wiz-data"), allowed_roots=(Path("shared"),))
+    assert settings.data_dir == tmp_path / "wiz-data"
+    assert settings.allowed_roots == (tmp_path / "shared",)
+
+
+@pytest.mark.parametrize("bad", ["max_workers", "default_run_workers", "max_pending"])
+def test_limits_below_one_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        Settings(**{bad: 0})
+
+
+class Scratch(Processor[ProcessorConfig]):
+    id = "scratch"
+    name = "answers with its scratch folder"
+
+    async def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        return Output.file(context.scratch_dir)
+
+
+async def test_file_outputs_are_absolute_with_a_relative_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Location is handed to other runs and processes: it must not depend on the
+    executor's working directory (the default data dir, ./wiz-data, is relative)."""
+    monkeypatch.chdir(tmp_path)
+    async with (
+        Executor(Settings(data_dir=Path("wiz-data")), Registry([Scratch])) as executor,
+        asgi_client(executor) as client,
+    ):
+        await configure(client, "scratch", "r", num_chunks=1)
+        await client.post(f"{run_path('scratch', 'r')}/data", json={"ChunkID": "c"})
+        assert (await wait_run_done(client, "scratch", "r"))["CurrentState"] == "SUCCEEDED"
+        out = (await client.get(f"{run_path('scratch', 'r')}/data/output/c-out")).json()
+        location = Path(out["FilesystemReference"]["Location"])
+        assert location.is_absolute()
+        assert location == tmp_path / "wiz-data" / "scratch" / "r" / "c"
