@@ -187,8 +187,11 @@ class Executor:
     async def delete_run(self, proc_id: str, run_id: str) -> Run:
         """Forget a run, cancelling its waiting and running chunks, so memory is given back."""
         run = self.get_run(proc_id, run_id)
-        self.runs.remove(run)
+        unfinished = self.runs.remove(run)
         await self.scheduler.delete(run)
+        # Its running chunks failed as they were cancelled; the queued ones never ran.
+        for chunk in unfinished:
+            self.runs.fail(run, chunk, "run was deleted before the chunk finished")
         run.chunks.clear()
         run.outputs.clear()
         return run

@@ -1,0 +1,59 @@
+"""Regression tests for defects found in the pre-release review of the executor core."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
+from conftest import wait_for
+from wiz_executor import DataChunkState, Executor
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("work_model", ["LIFETIME", "POOL"])
+async def test_delete_fails_the_queued_chunks_too(executor: Executor, work_model: str) -> None:
+    """A deleted run's queued chunks are cancelled like its running ones: none is left
+    WAITING in the answer, and every cancelled chunk counts as failed in the metrics."""
+    gate = Gate()
+    executor.registry.register(gate_processor(gate))
+    async with asgi_client(executor) as client:
+        await configure(client, "gate", "r", num_chunks=4, MaxWorkers=1, WorkModel=work_model)
+        assert (await add(client, "gate", "r", [{"ChunkID": f"c{i}"} for i in range(4)])).is_success
+        await wait_for(lambda: gate.active == 1)
+        run = executor.runs.get("gate", "r")
+        chunks = list(run.chunks.values())
+
+        resp = await client.delete(run_path("gate", "r"))
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["ChunkCounts"] == {
+            "WAITING": 0,
+            "RUNNING": 0,
+            "SUCCEEDED": 0,
+            "FAILED": 4,
+        }
+        assert {c.state for c in chunks} == {DataChunkState.FAILED}
+        assert {c.error for c in chunks} == {"run was deleted before the chunk finished"}
+        assert run.finished_totals[DataChunkState.FAILED] == 4
+        assert sum(executor.runs.counts.values()) == 0
+        gate.release_all()
+
+
+async def test_an_infinite_chunk_timeout_is_refused(client: httpx.AsyncClient) -> None:
+    """`1e400` reads as infinity: it must be a 400, not a run whose configuration then
+    reads back as `"ChunkTimeout": null` (and conflicts with itself when resent)."""
+    body = b'{"ExecutorConfig": {"ChunkTimeout": 1e400}}'
+    resp = await client.post(run_path("noop", "r") + "/config", content=body)
+    assert resp.status_code == 400, resp.text
+    assert "ChunkTimeout" in resp.json()["value"]
+    assert (await client.get(run_path("noop", "r"))).status_code == 404
+
+
+async def test_a_configuration_with_nan_is_refused(client: httpx.AsyncClient) -> None:
+    """pydantic reads `NaN` in the processor's configuration; NaN equals nothing, so the
+    same Configure sent again would be a 409, and it reads back as null."""
+    body = b'{"Processor": {"Anything": NaN}}'
+    resp = await client.post(run_path("noop", "r") + "/config", content=body)
+    assert resp.status_code == 400, resp.text
+    assert "finite" in resp.json()["value"]
