@@ -158,6 +158,24 @@ class _Wire(BaseModel):
         return out
 
 
+def _finite_json(value: Any) -> Any:
+    """Refuse NaN and infinities anywhere in a value. pydantic's JSON parser reads `NaN`,
+    `Infinity` and `1e400`; JSON, Go and the AddData fast path (msgspec) do not, and an
+    output holding one could not be written back as JSON."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                raise ValueError("JSON numbers must be finite (no NaN, Infinity or 1e400)")
+        elif kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.values())
+    return value
+
+
 class Processor(_Wire):
     ProcID: str = Field(examples=["noop"])
     Name: str = Field(examples=["No Operation Processor"])
@@ -194,6 +212,7 @@ class ExecutorConfig(_Wire):
     )
     ChunkTimeout: NonNegativeFloat | None = Field(
         None,
+        allow_inf_nan=False,  # `1e400` reads as infinity, which reads back as null
         description="*Extension*: seconds a chunk may take before it fails; "
         "unset or 0 = the executor's default",
     )
@@ -205,7 +224,7 @@ _ExecutorConfig = ExecutorConfig
 class Configuration(_Wire):
     ExpectedData: _ExpectedData = Field(default_factory=lambda: _ExpectedData())
     ExecutorConfig: _ExecutorConfig = Field(default_factory=lambda: _ExecutorConfig())
-    Processor: Any = Field(
+    Processor: Annotated[Any, AfterValidator(_finite_json)] = Field(
         None, description="the processor's own configuration; null = its defaults"
     )
 
@@ -251,24 +270,6 @@ class Progress(_Wire):
 
 
 _Progress = Progress
-
-
-def _finite_json(value: Any) -> Any:
-    """Refuse NaN and infinities anywhere in a value. pydantic's JSON parser reads `NaN`,
-    `Infinity` and `1e400`; JSON, Go and the AddData fast path (msgspec) do not, and an
-    output holding one could not be written back as JSON."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if not math.isfinite(item):
-                raise ValueError("JSON numbers must be finite (no NaN, Infinity or 1e400)")
-        elif kind is list:
-            stack.extend(item)
-        elif kind is dict:
-            stack.extend(item.values())
-    return value
 
 
 def _null_is_zero(value: Any) -> Any:
