@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
 from conftest import wait_for
-from wiz_executor import DataChunkState, Executor
+from wiz_executor import DataChunkState, Executor, Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -57,3 +59,25 @@ async def test_a_configuration_with_nan_is_refused(client: httpx.AsyncClient) ->
     resp = await client.post(run_path("noop", "r") + "/config", content=body)
     assert resp.status_code == 400, resp.text
     assert "finite" in resp.json()["value"]
+
+
+async def test_delete_stops_the_run_s_deliveries(tmp_path: Path) -> None:
+    """A deleted run's outputs are cancelled with it: a delivery being retried stops,
+    so the run's memory is given back rather than held through every retry."""
+    posts: list[httpx.Request] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        posts.append(request)
+        return httpx.Response(503, json={"value": "busy"})
+
+    settings = Settings(data_dir=tmp_path, downstream_attempts=1_000_000, downstream_backoff=0.001)
+    async with Executor(settings) as executor, asgi_client(executor) as client:
+        assert executor.downstream is not None
+        executor.downstream.client = httpx.AsyncClient(transport=httpx.MockTransport(busy))
+        location = {"Hostname": "127.0.0.1:9", "ProcID": "noop", "RunID": "next"}
+        await configure(client, "noop", "r", SendDownstream=True, DownstreamLocations=[location])
+        assert (await add(client, "noop", "r", {"ChunkID": "c"})).is_success
+        await wait_for(lambda: len(posts) >= 2, what="the delivery being retried")
+        assert (await client.delete(run_path("noop", "r"))).status_code == 200
+        await wait_for(lambda: not executor.downstream._senders, what="the sender to stop")
+        await executor.downstream.client.aclose()

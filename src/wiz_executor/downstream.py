@@ -7,7 +7,8 @@ ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
 Connection errors, 5xx and 429 are retried with
 exponential backoff (honouring Retry-After); other 4xx answers are final. A delivery
 that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
-the run ERRORED: an output is never dropped silently.
+the run ERRORED: an output is never dropped silently. Deleting a run cancels its
+deliveries still queued or being retried.
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
@@ -71,6 +72,9 @@ class Downstream:
                 run, chunk = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            if run.removed:  # deleted: its outputs are cancelled with it
+                self.runs.delivery_finished(run, chunk, None)
+                continue
             error: str | None = "executor shut down before the output was delivered"
             try:
                 error = await self._deliver(run, chunk)
@@ -97,15 +101,17 @@ class Downstream:
             # Name the output the next run will make after that run, so that parallel
             # branches fed the same chunk never hand a join two outputs with one ID.
             message["AssociatedChunkID"] = f"{chunk_id}-{loc.RunID}"
-            error = await self._send(location_url(loc), self._encode(message))
+            error = await self._send(run, location_url(loc), self._encode(message))
             if error:
                 errors.append(f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}")
         return "; ".join(errors) or None
 
-    async def _send(self, url: str, body: bytes) -> str | None:
+    async def _send(self, run: Run, url: str, body: bytes) -> str | None:
         delay = self.backoff
         last = ""
         for attempt in range(1, self.attempts + 1):
+            if run.removed:  # deleted while retrying: stop, and let go of its memory
+                return "run was deleted before the output was delivered"
             wait = delay
             try:
                 resp = await self.client.post(
