@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,17 @@ import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
 from conftest import wait_for
-from wiz_executor import DataChunkState, Executor, Settings
+from wiz_executor import (
+    Configuration,
+    DataChunkState,
+    DataFormat,
+    Executor,
+    ProcessorConfig,
+    Settings,
+    WorkModel,
+)
+from wiz_executor.downstream import Downstream
+from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +92,40 @@ async def test_delete_stops_the_run_s_deliveries(tmp_path: Path) -> None:
         assert (await client.delete(run_path("noop", "r"))).status_code == 200
         await wait_for(lambda: not executor.downstream._senders, what="the sender to stop")
         await executor.downstream.client.aclose()
+
+
+async def test_an_output_queued_as_the_last_sender_ends_is_still_sent() -> None:
+    """A sender that found the queue empty has ended, but its task leaves the sender
+    set only in a later loop pass. An output queued in between must still get a
+    sender, or it waits for the next output (never, for a run's last one: the run
+    would stay RUNNING)."""
+    posted: list[bytes] = []
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        posted.append(request.content)
+        return httpx.Response(200, json={"Accepted": 1, "Duplicates": 0})
+
+    runs = RunMap()
+    config = Configuration.model_validate(
+        {
+            "ExecutorConfig": {
+                "SendDownstream": True,
+                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
+            }
+        }
+    )
+    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(accept)) as http:
+        downstream = Downstream(runs, http, senders=1)
+        for name in ("a", "b"):
+            chunk = Chunk(name, f"{name}-out", DataFormat.RAW, None, "", "", False)
+            runs.delivery_started(run)
+            downstream.deliver(run, chunk)
+            (sender,) = downstream._senders
+            # One loop pass at a time, to act right after the sender ends (an event
+            # would be set by a done-callback, a pass too late).
+            while not sender.done():  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        await wait_for(lambda: run.deliveries_pending == 0, what="both outputs delivered")
+    assert len(posted) == 2

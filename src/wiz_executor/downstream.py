@@ -61,7 +61,7 @@ class Downstream:
     def deliver(self, run: Run, chunk: Chunk) -> None:
         """Queue an output for delivery (the run map already counts it as pending)."""
         self._queue.put_nowait((run, chunk))
-        if len(self._senders) < self._senders_max and self._queue.qsize() > 0:
+        if len(self._senders) < self._senders_max:
             task = asyncio.create_task(self._send_loop())
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
@@ -71,6 +71,9 @@ class Downstream:
             try:
                 run, chunk = self._queue.get_nowait()
             except asyncio.QueueEmpty:
+                # Leave the set now, not in a done-callback a loop pass later: an
+                # output queued meanwhile would find the set full and get no sender.
+                self._senders.discard(asyncio.current_task())
                 return
             if run.removed:  # deleted: its outputs are cancelled with it
                 self.runs.delivery_finished(run, chunk, None)
