@@ -129,3 +129,19 @@ async def test_an_output_queued_as_the_last_sender_ends_is_still_sent() -> None:
                 await asyncio.sleep(0)
         await wait_for(lambda: run.deliveries_pending == 0, what="both outputs delivered")
     assert len(posted) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_body_bytes", 0),
+        ("downstream_attempts", 0),
+        ("chunk_timeout", -1.0),
+        ("chunk_timeout", float("nan")),
+        ("shutdown_grace", -1.0),
+        ("downstream_backoff", -0.5),
+    ],
+)
+def test_settings_that_would_fail_everything_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]

@@ -48,6 +48,15 @@ class Settings:
             raise ValueError("default_run_workers must be at least 1")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        # Out of range, these would fail every chunk, delivery or request at once.
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        if self.downstream_attempts < 1:
+            raise ValueError("downstream_attempts must be at least 1")
+        if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
+            raise ValueError("chunk_timeout must be None or at least 0")
+        if not self.shutdown_grace >= 0 or not self.downstream_backoff >= 0:
+            raise ValueError("shutdown_grace and downstream_backoff must be at least 0")
         # Absolute once, here: output Locations are handed to other runs (and other
         # processes), which must not read them against their own working directory.
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
