@@ -121,32 +121,19 @@ def _invalid(item: _InChunk, index: int | None, fmt: DataFormat | None) -> Inval
 
 def chunk_from_data(data: Data) -> Chunk:
     """A WAITING chunk from a validated wire model (the library's convenient form)."""
+    if not data.ChunkID:
+        raise InvalidInput("chunk has no ChunkID")
     ref = data.FilesystemReference
-    return _new_chunk(
+    output_id = data.AssociatedChunkID
+    # An empty AssociatedChunkID asks the executor to name the output.
+    return Chunk(
         data.ChunkID,
-        data.AssociatedChunkID,
+        output_id or f"{data.ChunkID}-out",
         data.Format,
         data.RawData,
         ref.Driver,
         ref.Location,
-        "",
-    )
-
-
-def _new_chunk(
-    chunk_id: str,
-    output_id: str,
-    fmt: DataFormat,
-    raw: Any,
-    driver: str,
-    location: str,
-    where: str,
-) -> Chunk:
-    if not chunk_id:
-        raise InvalidInput(f"chunk{where} has no ChunkID")
-    # An empty AssociatedChunkID asks the executor to name the output.
-    return Chunk(
-        chunk_id, output_id or f"{chunk_id}-out", fmt, raw, driver, location, not output_id
+        not output_id,
     )
 
 
