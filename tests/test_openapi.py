@@ -44,7 +44,7 @@ async def test_every_operation_is_documented(openapi: dict[str, Any]) -> None:
 
 async def test_error_answers_are_documented(openapi: dict[str, Any]) -> None:
     add_data = openapi["paths"][RUN + "/data"]["post"]
-    for code in ("400", "404", "409", "413", "429"):
+    for code in ("400", "404", "409", "413", "429", "503"):
         schema = add_data["responses"][code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}
     error_body = openapi["components"]["schemas"]["ErrorBody"]

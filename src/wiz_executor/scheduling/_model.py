@@ -1,7 +1,7 @@
 """The work-model interface: how a run's chunks get workers.
 
 It is kept small on purpose: later models (worker processes, a distributed engine)
-implement the same four calls and the rest of the executor does not change.
+implement the same calls and the rest of the executor does not change.
 """
 
 from __future__ import annotations

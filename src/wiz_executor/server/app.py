@@ -46,6 +46,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         409: "conflicts with what the executor holds",
         413: "body too large",
         429: "the executor is full; retry after `Retry-After` seconds",
+        503: "the executor is shutting down and takes no new runs or chunks",
     }.items()
 }
 
@@ -286,8 +287,9 @@ def _add_routes(app: FastAPI) -> None:
         run_path + "/end-of-input", tags=["data"], response_model=EndOfInputResult, responses=ERRORS
     )
     async def end_of_input(request: Request, procID: str, runID: str) -> Response:
-        """*Extension*: no more chunks will come. A run whose NumChunks is 0 completes
-        once the chunks it holds have finished; later AddData calls get 409."""
+        """*Extension*: no more chunks will come. The run completes once the chunks it
+        holds have finished (even fewer than a nonzero NumChunks); later AddData calls
+        get 409."""
         run = _executor(request).end_of_input(procID, runID)
         return _json(
             {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": len(run.chunks)}
