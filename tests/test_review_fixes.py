@@ -145,3 +145,28 @@ async def test_an_output_queued_as_the_last_sender_ends_is_still_sent() -> None:
 def test_settings_that_would_fail_everything_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         Settings(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [(True, 1), (0, False), ({"a": [True]}, {"a": [1]}), ([1.0, False], [1, 0])],
+)
+async def test_a_resend_with_true_for_1_is_a_conflict(
+    client: httpx.AsyncClient, first: object, again: object
+) -> None:
+    """Python's `True == 1` must not make different JSON content a no-op resend."""
+    await configure(client, "noop", "r", num_chunks=2)
+    assert (await add(client, "noop", "r", {"ChunkID": "c", "RawData": first})).is_success
+    resp = await add(client, "noop", "r", {"ChunkID": "c", "RawData": again})
+    assert resp.status_code == 409, resp.text
+    assert "different content" in resp.json()["value"]
+
+
+async def test_a_resend_with_the_same_number_written_differently_is_a_no_op(
+    client: httpx.AsyncClient,
+) -> None:
+    """1 and 1.0 are one number in JSON (Go reads both as float64): a no-op resend."""
+    await configure(client, "noop", "r", num_chunks=2)
+    assert (await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1}})).is_success
+    resp = await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1.0}})
+    assert resp.json() == {"Accepted": 0, "Duplicates": 1}

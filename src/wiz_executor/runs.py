@@ -63,11 +63,27 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
         """Whether a resent chunk is the one already held (State and Type never count)."""
         return (
             self.in_format is other.in_format
-            and self.raw_data == other.raw_data
+            and same_json(self.raw_data, other.raw_data)
             and self.fs_driver == other.fs_driver
             and self.fs_location == other.fs_location
             and (other.generated_output_id or self.output_id == other.output_id)
         )
+
+
+_NUMBERS = (int, float)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two decoded JSON values are the same JSON: `==` without Python's
+    `True == 1` (and `0 == False`), but with 1 and 1.0 alike, as Go reads both."""
+    kind = type(a)
+    if kind is not type(b):
+        return kind in _NUMBERS and type(b) in _NUMBERS and a == b
+    if kind is dict:
+        return a.keys() == b.keys() and all(same_json(v, b[k]) for k, v in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(map(same_json, a, b))
+    return bool(a == b)
 
 
 class Run:
