@@ -170,3 +170,14 @@ async def test_a_resend_with_the_same_number_written_differently_is_a_no_op(
     assert (await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1}})).is_success
     resp = await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1.0}})
     assert resp.json() == {"Accepted": 0, "Duplicates": 1}
+
+
+async def test_configure_again_with_true_for_1_is_a_conflict(client: httpx.AsyncClient) -> None:
+    """The same `True == 1` trap in the processor's own configuration: noop reads
+    either as true, but they are two different configurations."""
+    path = run_path("noop", "r") + "/config"
+    first = await client.post(path, json={"Processor": {"Fail": True}})
+    assert first.status_code == 200, first.text
+    again = await client.post(path, json={"Processor": {"Fail": 1}})
+    assert again.status_code == 409, again.text
+    assert (await client.post(path, json={"Processor": {"Fail": True}})).status_code == 200

@@ -20,7 +20,7 @@ from .downstream import Downstream
 from .errors import Conflict, ExecutorFull, InvalidInput, ShuttingDown
 from .events import EventHub
 from .registry import Registry
-from .runs import WAITING, Chunk, Run, RunMap
+from .runs import WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
@@ -129,7 +129,8 @@ class Executor:
             raise InvalidInput("a run needs a non-empty run ID")
         existing = self.runs.find(proc_id, run_id)
         if existing is not None:
-            if existing.configuration != configuration:
+            # As JSON, not with `==`: `true` and `1` are different configurations.
+            if not same_json(existing.configuration.model_dump(), configuration.model_dump()):
                 raise Conflict(
                     f"run {run_id!r} of processor {proc_id!r} is already configured "
                     "differently; delete it first to configure it again"
