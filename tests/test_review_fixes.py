@@ -181,3 +181,23 @@ async def test_configure_again_with_true_for_1_is_a_conflict(client: httpx.Async
     again = await client.post(path, json={"Processor": {"Fail": 1}})
     assert again.status_code == 409, again.text
     assert (await client.post(path, json={"Processor": {"Fail": True}})).status_code == 200
+
+
+@pytest.mark.parametrize("hostname", ["bad host:abc", "127.0.0.1:99999"])
+async def test_a_downstream_address_httpx_cannot_use_is_a_delivery_error(
+    executor: Executor, client: httpx.AsyncClient, hostname: str
+) -> None:
+    """An address that is not a URL at all (httpx raises InvalidURL, or an exception
+    group for a port out of range) fails the delivery with that reason; it used to
+    kill the sender and be reported as "executor shut down"."""
+    location = {"Hostname": hostname, "ProcID": "noop", "RunID": "next"}
+    await configure(
+        client, "noop", "r", num_chunks=1, SendDownstream=True, DownstreamLocations=[location]
+    )
+    assert (await add(client, "noop", "r", {"ChunkID": "c"})).is_success
+    await executor.wait("noop", "r", timeout=10)
+    output = (await client.get(run_path("noop", "r") + "/data/output/c-out")).json()
+    assert output["State"] == "SUCCEEDED"
+    assert "shut down" not in output["DeliveryError"]
+    assert hostname in output["DeliveryError"]
+    assert executor.runs.get("noop", "r").state.value == "ERRORED"

@@ -122,6 +122,8 @@ class Downstream:
                 )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except Exception as exc:  # not an address httpx can send to: final
+                return f"cannot send to {url}: {type(exc).__name__}: {exc}"
             else:
                 if resp.status_code < 300:
                     return None
