@@ -219,13 +219,23 @@ async def test_payload_too_large_and_executor_full(settings: Settings) -> None:
         with pytest.raises(PayloadTooLarge) as too_large:
             await wiz.add_data("noop", "r", {"ChunkID": "big", "RawData": "x" * 5000})
         assert too_large.value.limit == 2000
+        # Two chunks can never fit under max_pending=1: a 413 saying so, not a 429 that
+        # a retrying client would follow for ever.
+        with pytest.raises(PayloadTooLarge) as never_fits:
+            await wiz.add_data("noop", "r", [{"ChunkID": "a"}, {"ChunkID": "b"}])
+        assert "smaller batches" in never_fits.value.message
+        # One chunk running, one waiting: the queue (max_pending=1) is full, so a third
+        # is a 429 that a later retry can get through.
+        await wiz.configure("noop", "q", {"ExecutorConfig": {"MaxWorkers": 1}})
+        await wiz.add_data("noop", "q", {"ChunkID": "held", "RawData": {"SleepMs": 60_000}})
+        await wiz.add_data("noop", "q", {"ChunkID": "waits"})
         no_retry = AsyncClient(url, retry=RetryPolicy(attempts=1))
         async with no_retry:
-            # Two chunks can never fit under max_pending=1: always 429.
             with pytest.raises(ExecutorFull) as full:
-                await no_retry.add_data("noop", "r", [{"ChunkID": "a"}, {"ChunkID": "b"}])
+                await no_retry.add_data("noop", "q", {"ChunkID": "one-more"})
         assert full.value.retry_after == small.retry_after
         assert "retry later" in full.value.message
+        await wiz.delete("noop", "q")
 
 
 async def test_429_is_retried_after_retry_after(settings: Settings) -> None:

@@ -69,8 +69,10 @@ class Conflict(WizError):
 
 
 class PayloadTooLarge(WizError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is larger than the limit of {limit} bytes")
+    """The request is larger than the executor would ever accept: retrying cannot help."""
+
+    def __init__(self, limit: int, message: str | None = None) -> None:
+        super().__init__(message or f"request body is larger than the limit of {limit} bytes")
         self.limit = limit
 
 

@@ -17,7 +17,7 @@ import httpx
 from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream
-from .errors import Conflict, ExecutorFull, InvalidInput, ShuttingDown
+from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, ShuttingDown
 from .events import EventHub
 from .registry import Registry
 from .runs import WAITING, Chunk, Run, RunMap, same_json
@@ -165,6 +165,13 @@ class Executor:
                 raise ShuttingDown()
             waiting = self.runs.counts[WAITING]
             if waiting + len(new) > self.settings.max_pending:
+                if len(new) > self.settings.max_pending:  # would never fit: not a 429
+                    raise PayloadTooLarge(
+                        self.settings.max_pending,
+                        f"the batch adds {len(new)} chunks, more than the executor ever "
+                        f"holds waiting ({self.settings.max_pending}, --max-pending); "
+                        "send it in smaller batches",
+                    )
                 raise ExecutorFull(
                     f"the executor holds {waiting} waiting chunks and takes at most "
                     f"{self.settings.max_pending}; retry later",
