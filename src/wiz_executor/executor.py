@@ -94,6 +94,7 @@ class Executor:
         await self.scheduler.shutdown(grace)
         if self.downstream is not None:
             await self.downstream.close(grace)
+            await self.scheduler.drain()  # runs that completed on their last delivery
         if self._http is not None:
             await self._http.aclose()
         self.threads.shutdown(wait=False, cancel_futures=True)

@@ -85,4 +85,10 @@ class Scheduler:
             await asyncio.gather(*late, return_exceptions=True)
         for model in self.models.values():
             await model.close()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Await the tasks that let finished runs' workers go, including those of runs
+        that finish late in shutdown (on their last downstream delivery)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
