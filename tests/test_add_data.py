@@ -11,7 +11,10 @@ import pytest
 
 from _gates import Gate, add, asgi_client, chunk_counts, configure, gate_processor, run_path
 from conftest import wait_for, wait_run_done
-from wiz_executor import Executor, Settings
+from wiz_executor import (
+    Executor,
+    Settings,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +305,28 @@ async def test_any_chunk_id_can_be_read_back(client: httpx.AsyncClient, chunk_id
     out = await client.get(f"{DATA}/output/{quote(chunk_id + '-out', safe='')}")
     assert out.status_code == 200, out.text
     assert out.json()["AssociatedChunkID"] == chunk_id
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [(True, 1), (0, False), ({"a": [True]}, {"a": [1]}), ([1.0, False], [1, 0])],
+)
+async def test_a_resend_with_true_for_1_is_a_conflict(
+    client: httpx.AsyncClient, first: object, again: object
+) -> None:
+    """Python's `True == 1` must not make different JSON content a no-op resend."""
+    await configure(client, "noop", "r", num_chunks=2)
+    assert (await add(client, "noop", "r", {"ChunkID": "c", "RawData": first})).is_success
+    resp = await add(client, "noop", "r", {"ChunkID": "c", "RawData": again})
+    assert resp.status_code == 409, resp.text
+    assert "different content" in resp.json()["value"]
+
+
+async def test_a_resend_with_the_same_number_written_differently_is_a_no_op(
+    client: httpx.AsyncClient,
+) -> None:
+    """1 and 1.0 are one number in JSON (Go reads both as float64): a no-op resend."""
+    await configure(client, "noop", "r", num_chunks=2)
+    assert (await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1}})).is_success
+    resp = await add(client, "noop", "r", {"ChunkID": "c", "RawData": {"n": 1.0}})
+    assert resp.json() == {"Accepted": 0, "Duplicates": 1}

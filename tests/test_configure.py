@@ -11,7 +11,10 @@ import httpx
 import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
-from wiz_executor import Executor, Settings
+from wiz_executor import (
+    Executor,
+    Settings,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -213,3 +216,33 @@ async def test_concurrent_configures_of_one_run_agree(client: httpx.AsyncClient)
     winner = bodies[codes.index(200)]
     config = (await client.get("/processors/noop/runs/race/config")).json()
     assert config["ExpectedData"] == winner["ExpectedData"]
+
+
+async def test_an_infinite_chunk_timeout_is_refused(client: httpx.AsyncClient) -> None:
+    """`1e400` reads as infinity: it must be a 400, not a run whose configuration then
+    reads back as `"ChunkTimeout": null` (and conflicts with itself when resent)."""
+    body = b'{"ExecutorConfig": {"ChunkTimeout": 1e400}}'
+    resp = await client.post(run_path("noop", "r") + "/config", content=body)
+    assert resp.status_code == 400, resp.text
+    assert "ChunkTimeout" in resp.json()["value"]
+    assert (await client.get(run_path("noop", "r"))).status_code == 404
+
+
+async def test_a_configuration_with_nan_is_refused(client: httpx.AsyncClient) -> None:
+    """pydantic reads `NaN` in the processor's configuration; NaN equals nothing, so the
+    same Configure sent again would be a 409, and it reads back as null."""
+    body = b'{"Processor": {"Anything": NaN}}'
+    resp = await client.post(run_path("noop", "r") + "/config", content=body)
+    assert resp.status_code == 400, resp.text
+    assert "finite" in resp.json()["value"]
+
+
+async def test_configure_again_with_true_for_1_is_a_conflict(client: httpx.AsyncClient) -> None:
+    """The same `True == 1` trap in the processor's own configuration: noop reads
+    either as true, but they are two different configurations."""
+    path = run_path("noop", "r") + "/config"
+    first = await client.post(path, json={"Processor": {"Fail": True}})
+    assert first.status_code == 200, first.text
+    again = await client.post(path, json={"Processor": {"Fail": 1}})
+    assert again.status_code == 409, again.text
+    assert (await client.post(path, json={"Processor": {"Fail": True}})).status_code == 200

@@ -214,3 +214,53 @@ async def test_a_live_server_stops_gracefully(tmp_path: Path) -> None:
         "done": ("SUCCEEDED", None),
         "sleepy": ("FAILED", "executor shut down before the chunk finished"),
     }
+
+
+@pytest.mark.parametrize("work_model", ["LIFETIME", "POOL"])
+async def test_delete_fails_the_queued_chunks_too(executor: Executor, work_model: str) -> None:
+    """A deleted run's queued chunks are cancelled like its running ones: none is left
+    WAITING in the answer, and every cancelled chunk counts as failed in the metrics."""
+    gate = Gate()
+    executor.registry.register(gate_processor(gate))
+    async with asgi_client(executor) as client:
+        await configure(client, "gate", "r", num_chunks=4, MaxWorkers=1, WorkModel=work_model)
+        assert (await add(client, "gate", "r", [{"ChunkID": f"c{i}"} for i in range(4)])).is_success
+        await wait_for(lambda: gate.active == 1)
+        run = executor.runs.get("gate", "r")
+        chunks = list(run.chunks.values())
+
+        resp = await client.delete(run_path("gate", "r"))
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["ChunkCounts"] == {
+            "WAITING": 0,
+            "RUNNING": 0,
+            "SUCCEEDED": 0,
+            "FAILED": 4,
+        }
+        assert {c.state for c in chunks} == {DataChunkState.FAILED}
+        assert {c.error for c in chunks} == {"run was deleted before the chunk finished"}
+        assert run.finished_totals[DataChunkState.FAILED] == 4
+        assert sum(executor.runs.counts.values()) == 0
+        gate.release_all()
+
+
+async def test_delete_stops_the_run_s_deliveries(tmp_path: Path) -> None:
+    """A deleted run's outputs are cancelled with it: a delivery being retried stops,
+    so the run's memory is given back rather than held through every retry."""
+    posts: list[httpx.Request] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        posts.append(request)
+        return httpx.Response(503, json={"value": "busy"})
+
+    settings = Settings(data_dir=tmp_path, downstream_attempts=1_000_000, downstream_backoff=0.001)
+    async with Executor(settings) as executor, asgi_client(executor) as client:
+        assert executor.downstream is not None
+        executor.downstream.client = httpx.AsyncClient(transport=httpx.MockTransport(busy))
+        location = {"Hostname": "127.0.0.1:9", "ProcID": "noop", "RunID": "next"}
+        await configure(client, "noop", "r", SendDownstream=True, DownstreamLocations=[location])
+        assert (await add(client, "noop", "r", {"ChunkID": "c"})).is_success
+        await wait_for(lambda: len(posts) >= 2, what="the delivery being retried")
+        assert (await client.delete(run_path("noop", "r"))).status_code == 200
+        await wait_for(lambda: not executor.downstream._senders, what="the sender to stop")
+        await executor.downstream.client.aclose()

@@ -4,6 +4,7 @@ retries; a delivery that finally fails is recorded and makes the run ERRORED."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,17 @@ import pytest
 
 from _gates import add, configure, run_path
 from _stub_server import FlakyDownstream, closed_port, serve_asgi
-from conftest import live_server, wait_run_done
-from wiz_executor import Settings
+from conftest import live_server, wait_for, wait_run_done
+from wiz_executor import (
+    Configuration,
+    DataFormat,
+    Executor,
+    ProcessorConfig,
+    Settings,
+    WorkModel,
+)
+from wiz_executor.downstream import Downstream
+from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -217,3 +227,60 @@ async def test_configure_refuses_a_downstream_location_with_empty_fields(
         assert resp.status_code == 400, resp.text
         assert empty in resp.json()["value"]
     assert (await client.get("/processors/noop/runs/up")).status_code == 404
+
+
+async def test_an_output_queued_as_the_last_sender_ends_is_still_sent() -> None:
+    """A sender that found the queue empty has ended, but its task leaves the sender
+    set only in a later loop pass. An output queued in between must still get a
+    sender, or it waits for the next output (never, for a run's last one: the run
+    would stay RUNNING)."""
+    posted: list[bytes] = []
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        posted.append(request.content)
+        return httpx.Response(200, json={"Accepted": 1, "Duplicates": 0})
+
+    runs = RunMap()
+    config = Configuration.model_validate(
+        {
+            "ExecutorConfig": {
+                "SendDownstream": True,
+                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
+            }
+        }
+    )
+    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(accept)) as http:
+        downstream = Downstream(runs, http, senders=1)
+        for name in ("a", "b"):
+            chunk = Chunk(name, f"{name}-out", DataFormat.RAW, None, "", "", False)
+            runs.delivery_started(run)
+            downstream.deliver(run, chunk)
+            (sender,) = downstream._senders
+            # One loop pass at a time, to act right after the sender ends (an event
+            # would be set by a done-callback, a pass too late).
+            while not sender.done():  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        await wait_for(lambda: run.deliveries_pending == 0, what="both outputs delivered")
+    assert len(posted) == 2
+
+
+@pytest.mark.parametrize("hostname", ["bad host:abc", "127.0.0.1:99999"])
+async def test_a_downstream_address_httpx_cannot_use_is_a_delivery_error(
+    executor: Executor, client: httpx.AsyncClient, hostname: str
+) -> None:
+    """An address that is not a URL at all (httpx raises InvalidURL, or an exception
+    group for a port out of range) fails the delivery with that reason; it used to
+    kill the sender and be reported as "executor shut down"."""
+    location = {"Hostname": hostname, "ProcID": "noop", "RunID": "next"}
+    await configure(
+        client, "noop", "r", num_chunks=1, SendDownstream=True, DownstreamLocations=[location]
+    )
+    assert (await add(client, "noop", "r", {"ChunkID": "c"})).is_success
+    await executor.wait("noop", "r", timeout=10)
+    output = (await client.get(run_path("noop", "r") + "/data/output/c-out")).json()
+    assert output["State"] == "SUCCEEDED"
+    assert "shut down" not in output["DeliveryError"]
+    assert hostname in output["DeliveryError"]
+    assert executor.runs.get("noop", "r").state.value == "ERRORED"

@@ -61,3 +61,19 @@ async def test_file_outputs_are_absolute_with_a_relative_data_dir(
         location = Path(out["FilesystemReference"]["Location"])
         assert location.is_absolute()
         assert location == tmp_path / "wiz-data" / "scratch" / "r" / "c"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_body_bytes", 0),
+        ("downstream_attempts", 0),
+        ("chunk_timeout", -1.0),
+        ("chunk_timeout", float("nan")),
+        ("shutdown_grace", -1.0),
+        ("downstream_backoff", -0.5),
+    ],
+)
+def test_settings_that_would_fail_everything_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]
