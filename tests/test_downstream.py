@@ -261,7 +261,7 @@ async def test_an_output_queued_as_the_last_sender_ends_is_still_sent() -> None:
             # One loop pass at a time, to act right after the sender ends (an event
             # would be set by a done-callback, a pass too late).
             while not sender.done():  # noqa: ASYNC110
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # noqa: sleep-ok (one loop pass, not a wait)
         await wait_for(lambda: run.deliveries_pending == 0, what="both outputs delivered")
     assert len(posted) == 2
 
