@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from .. import __version__
 from ._serve import serve
 from ._verbs import register as _register_client_verbs
 
@@ -17,8 +20,25 @@ app.command("executor")(serve)
 _register_client_verbs(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wiz-executor {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            metavar="",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
     """Wiz executor: serve the Wiz Processor API and drive it."""
 
 
