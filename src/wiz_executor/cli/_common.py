@@ -34,7 +34,15 @@ UrlOption = Annotated[
         show_envvar=True,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def flag(name: str, help: str) -> Any:
+    """A boolean option given alone (`--json`), shown in `--help` without a value: typer
+    otherwise labels every flag `<bool>`, as if it took one."""
+    return typer.Option(name, help=help, metavar="")
+
+
+JsonOption = Annotated[bool, flag("--json", "Print machine-readable JSON.")]
 ProcArg = Annotated[str, typer.Argument(metavar="PROC", help="Processor ID, e.g. noop.")]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run ID.")]
 
@@ -48,6 +56,18 @@ def stdout() -> Console:
 
 def stderr() -> Console:
     return Console(file=sys.stderr, highlight=False)
+
+
+def print_warnings(warnings: list[str] | None, seen: set[str] | None = None) -> None:
+    """The executor's `Warnings` (what it did with a request that the sender should
+    know), one `warning: ...` line each on stderr; those already in `seen` are skipped,
+    so a warning every batch repeats is printed once."""
+    for warning in warnings or ():
+        if seen is not None:
+            if warning in seen:
+                continue
+            seen.add(warning)
+        stderr().print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
