@@ -243,7 +243,7 @@ _ChunkCounts = ChunkCounts
 
 
 class Run(_Wire):
-    _extensions = frozenset({"ChunkCounts", "InputClosed"})
+    _extensions = frozenset({"ChunkCounts", "InputClosed", "Warnings"})
 
     RunID: str
     Configuration: _Configuration
@@ -253,6 +253,11 @@ class Run(_Wire):
     )
     InputClosed: bool | None = Field(
         None, description="*Extension*: true once end of input was declared"
+    )
+    Warnings: list[str] | None = Field(
+        None,
+        description="*Extension*: what the executor did with the configuration "
+        "that its sender should know (e.g. an unknown field ignored)",
     )
 
 
@@ -318,8 +323,15 @@ class ErrorBody(BaseModel):
 class AddDataResult(_Wire):
     """*Extension*: what AddData did (the original answered `null`)."""
 
+    _extensions = frozenset({"Warnings"})
+
     Accepted: int = Field(description="new chunks queued by this request")
     Duplicates: int = Field(description="chunks already held with the same content (no-ops)")
+    Warnings: list[str] | None = Field(
+        None,
+        description="*Extension*: what the executor did with the chunks that their "
+        "sender should know (e.g. an unknown field ignored)",
+    )
 
 
 class EndOfInputResult(_Wire):

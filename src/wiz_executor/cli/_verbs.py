@@ -26,6 +26,7 @@ from ._common import (
     fail,
     load_json_text,
     print_json,
+    print_warnings,
     stdout,
 )
 from ._progress import state_text
@@ -163,6 +164,7 @@ def configure(
         fail(f"invalid configuration: {exc}", EXIT_USAGE)
     with api_errors(url), Client(url) as wiz:
         created = wiz.configure(proc, run, configuration)
+    print_warnings(created.Warnings)
     if json:
         return print_json(created)
     stdout().print(f"configured {proc}/{created.RunID}: {created.CurrentState.value}")
