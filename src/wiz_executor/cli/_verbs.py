@@ -1,5 +1,5 @@
 """The client verbs that read or change one thing: processors, runs, run, configure,
-data, delete. Each is a call on `wiz_executor.client.Client` and a table (or `--json`)."""
+end, data, delete. Each is a call on `wiz_executor.client.Client` and a table (or `--json`)."""
 
 from __future__ import annotations
 
@@ -217,6 +217,19 @@ def _data_table(spec: DataSpec) -> Table:
     return table
 
 
+def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """Declare end of input: no more chunks will come, so the run completes once the
+    chunks it holds have finished (for a run whose NumChunks is 0, the only way)."""
+    with api_errors(url), Client(url) as wiz:
+        closed = wiz.end_of_input(proc, run)
+    if json:
+        return print_json(closed)
+    stdout().print(
+        f"end of input declared for {proc}/{closed.RunID}: {closed.CurrentState.value}, "
+        f"{closed.Accepted} chunks held"
+    )
+
+
 def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
     with api_errors(url), Client(url) as wiz:
@@ -238,6 +251,7 @@ def register(app: typer.Typer) -> None:
         ("run", run),
         ("configure", configure),
         ("send", send),
+        ("end", end),
         ("watch", watch),
         ("data", data),
         ("delete", delete),
