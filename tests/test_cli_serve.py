@@ -52,6 +52,8 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
     )
     monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(app=app, **kw))
+    # Logging is the process's: configured for real, it would outlive this test.
+    monkeypatch.setattr(_serve, "configure_logging", lambda level: seen.update(logs=level))
     result = runner.invoke(
         app,
         [
@@ -88,6 +90,8 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert settings.max_body_bytes == 1000
     assert seen["app"] is settings
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 9999)
+    assert seen["logs"] == "warning"
+    assert seen["log_config"] is None  # uvicorn keeps the one format configure_logging set
 
 
 @pytest.mark.parametrize("bad", [["--max-workers", "0"], ["--work-model", "fork"]])

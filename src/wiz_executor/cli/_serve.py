@@ -7,13 +7,13 @@ get the grace period, the rest fail with a message saying why).
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .._logs import configure_logging
 from ..api import WorkModel
 from ..server import create_app
 from ..server._serving import run as run_server
@@ -73,7 +73,13 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body accepted (413 past it).")
     ] = DEFAULTS.max_body_bytes,
-    log_level: Annotated[LogLevel, typer.Option(help="Logging level.")] = LogLevel.info,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="Logging level: info logs the executor's lifecycle (runs, failed chunks); "
+            "debug adds every request, outbound HTTP and processor tracebacks."
+        ),
+    ] = LogLevel.info,
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
     settings = Settings(
@@ -87,13 +93,12 @@ def serve(
         allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,
     )
-    logging.basicConfig(
-        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level.value)
     run_server(
         create_app(settings),
         host=host,
         port=port,
+        log_config=None,  # configure_logging's, for uvicorn's lines too
         log_level=log_level.value,
         access_log=log_level is LogLevel.debug,
         timeout_graceful_shutdown=int(shutdown_grace) + 1,
