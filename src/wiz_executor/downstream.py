@@ -85,7 +85,11 @@ class Downstream:
                 self.runs.delivery_finished(run, chunk, error)
                 if error:
                     log.warning(
-                        "output %s of run %s not delivered: %s", chunk.output_id, run.run_id, error
+                        "output %s of run %s/%s not delivered downstream: %s",
+                        chunk.output_id,
+                        run.proc_id,
+                        run.run_id,
+                        error,
                     )
 
     async def _deliver(self, run: Run, chunk: Chunk) -> str | None:

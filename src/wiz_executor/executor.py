@@ -14,13 +14,14 @@ from types import TracebackType
 
 import httpx
 
+from ._runlog import RunLog
 from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream
 from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, ShuttingDown
 from .events import EventHub
 from .registry import Registry
-from .runs import WAITING, Chunk, Run, RunMap, same_json
+from .runs import RUNNING, WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
@@ -50,6 +51,8 @@ class Executor:
             max_workers=self.settings.max_workers, thread_name_prefix="wiz-processor"
         )
         self.scheduler = Scheduler(self.runs, self.settings, self.threads)
+        self.run_log = RunLog(self.runs, lambda: self.closing)
+        """The runs' lifecycle lines (configured, started, finished, failed chunks)."""
         self.events = EventHub(self.runs)
         """Run and chunk state changes as event streams (costs nothing unsubscribed)."""
         self.stats = self.scheduler.runner.stats
@@ -91,6 +94,14 @@ class Executor:
             return
         self.closing = True
         grace = self.settings.shutdown_grace if grace is None else grace
+        counts = self.runs.counts
+        log.info(
+            "executor stopping: %d runs, %d chunks running, %d waiting; %g s of grace",
+            len(self.runs),
+            counts[RUNNING],
+            counts[WAITING],
+            grace,
+        )
         await self.scheduler.shutdown(grace)
         if self.downstream is not None:
             await self.downstream.close(grace)
@@ -99,6 +110,11 @@ class Executor:
             await self._http.aclose()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.events.close()  # after the chunks' last changes, so streams can end with them
+        failed = self.run_log.failed_by_shutdown
+        log.info(
+            "executor stopped%s",
+            f" ({failed} unfinished chunks failed by the shutdown)" if failed else "",
+        )
 
     # -- processors --------------------------------------------------------------------
 
@@ -153,6 +169,7 @@ class Executor:
             timeout=ec.ChunkTimeout or None,
         )
         self.runs.insert(run)
+        self.run_log.configured(run)
         self.scheduler.open(run, cls)
         return run, True
 

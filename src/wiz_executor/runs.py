@@ -172,7 +172,12 @@ class RunMap:
     def __init__(self) -> None:
         self._runs: dict[str, dict[str, Run]] = {}
         self.listeners: list[Listener] = []
+        self.on_run_started: list[Callable[[Run], None]] = []
+        """Told when a run takes its first chunks (CONFIGURED → RUNNING)."""
         self.on_run_finished: list[Callable[[Run], None]] = []
+        self.on_chunk_failed: list[Callable[[Run, Chunk], None]] = []
+        """Told when a chunk fails. Failures are rare; nothing is told of a success, so
+        the success path costs nothing more."""
         self.on_run_removed: list[Callable[[Run], None]] = []
         """Told when a run is deleted (its streams end; it will have no more state)."""
         self.counts = dict.fromkeys(DataChunkState, 0)
@@ -302,6 +307,8 @@ class RunMap:
         if run.state is State.CONFIGURED and n:
             run.state = State.RUNNING
             self._notify(run, None)
+            for hook in self.on_run_started:
+                hook(run)
         if self.listeners:
             for chunk in new:
                 self._notify(run, chunk)
@@ -337,6 +344,8 @@ class RunMap:
         chunk.error = error
         chunk.progress = None
         self._move(run, chunk, FAILED)
+        for hook in self.on_chunk_failed:
+            hook(run, chunk)
         self._maybe_complete(run)
 
     def delivery_started(self, run: Run) -> None:

@@ -130,10 +130,13 @@ class ChunkRunner:
                 runs.fail(run, chunk, exc.message)
                 return True
             except PROCESSOR_ERRORS as exc:
-                log.info(
-                    "processor %s failed chunk %s of run %s",
+                # The failure itself is a WARNING line of the run log; the traceback,
+                # for processor authors, only at DEBUG.
+                log.debug(
+                    "processor %s failed chunk %s of run %s/%s",
                     cls.id,
                     chunk.id,
+                    run.proc_id,
                     run.run_id,
                     exc_info=True,
                 )

@@ -10,6 +10,7 @@ event streams first (each one completes cleanly), then shuts down as uvicorn doe
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import sys
 from contextlib import suppress
@@ -17,17 +18,51 @@ from typing import Any
 
 import uvicorn
 
+from ..settings import Settings
+
 STARTUP_FAILURE = 3
 """The exit code uvicorn uses when the server could not start."""
 
 
+log = logging.getLogger("wiz_executor.server")
+
+
 class Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        executor = getattr(getattr(self.config.app, "state", None), "executor", None)
+        if self.started and executor is not None:
+            log.info("executor started on %s: %s", self._address(), describe(executor.settings))
+
+    def _address(self) -> str:
+        """Where it listens: the socket bound (so port 0 shows the real port)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    host, port = sock.getsockname()[:2]
+                    host = f"[{host}]" if ":" in host else host
+                    return f"http://{host}:{port}"
+        return f"http://{self.config.host}:{self.config.port}"
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self.config.app, "state", None)
         executor = getattr(state, "executor", None)
         if executor is not None:
             executor.events.close()
         await super().shutdown(sockets)
+
+
+def describe(settings: Settings) -> str:
+    """The settings an operator checks first, on one line."""
+    timeout = f"{settings.chunk_timeout:g} s" if settings.chunk_timeout else "none"
+    roots = ", ".join(str(root) for root in settings.allowed_roots) or "none"
+    return (
+        f"work model {settings.work_model.value}, max workers {settings.max_workers}, "
+        f"run workers {settings.default_run_workers}, max pending {settings.max_pending}, "
+        f"chunk timeout {timeout}, shutdown grace {settings.shutdown_grace:g} s, "
+        f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
+        f"allowed roots {roots}"
+    )
 
 
 def run(app: Any, **options: Any) -> None:

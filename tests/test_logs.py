@@ -1,0 +1,190 @@
+"""The executor's log: one format for every logger, lifecycle lines with run and chunk
+IDs at INFO, nothing per outbound request at INFO, one line per record whatever an ID
+holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _stub_server import FlakyDownstream, closed_port, serve_asgi
+from conftest import wait_for, wait_run_done
+from wiz_executor import Executor
+from wiz_executor._logs import LogFormatter, escape
+
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"
+)
+"""A record's first line, e.g. `2026-11-28 04:50:00.123 INFO wiz_executor.runs: run ...`."""
+
+
+def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(
+        "wiz_executor.runs", logging.INFO, __file__, 1, message, args, exc_info
+    )
+
+
+def test_the_format() -> None:
+    line = LogFormatter().format(record("run %s/%s finished", "noop", "r1"))
+    assert LINE.match(line), line
+    assert line.endswith(" INFO wiz_executor.runs: run noop/r1 finished")
+
+
+def test_control_characters_in_a_message_are_escaped() -> None:
+    line = LogFormatter().format(record("chunk %s failed: %s", "a\nb\r\x1b[31m", "x\ty\x00"))
+    assert "\n" not in line
+    assert line.endswith(r"chunk a\nb\r\x1b[31m failed: x\ty\x00")
+    assert escape("line\u2028sep\x7f") == r"line\u2028sep\x7f"
+    assert escape("plain ü ✓") == "plain ü ✓"
+
+
+def test_a_traceback_keeps_its_lines() -> None:
+    """The escaping is of the message: a traceback is the format's own multi-line part."""
+    text = LogFormatter().format(record("chunk %s failed", "a\nb", exc=True))
+    first, *rest = text.splitlines()
+    assert first.endswith(r"chunk a\nb failed")
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "ValueError: boom"
+
+
+async def test_lifecycle_lines_name_runs_and_chunks(
+    client: httpx.AsyncClient, executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serve_asgi(FlakyDownstream([])) as good:
+        downstream = [
+            {"Hostname": good, "ProcID": "noop", "RunID": "next"},
+            {"Hostname": closed_port(), "ProcID": "noop", "RunID": "gone"},
+        ]
+        config = {
+            "ExpectedData": {"NumChunks": 2},
+            "ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": downstream},
+        }
+        assert (await client.post("/processors/noop/runs/r1/config", json=config)).is_success
+        batch = [{"ChunkID": "ok"}, {"ChunkID": "bad", "RawData": {"Fail": True}}]
+        assert (await client.post("/processors/noop/runs/r1/data", json=batch)).is_success
+        await wait_run_done(client, "noop", "r1")
+    messages = [(r.levelno, r.name, r.getMessage()) for r in caplog.records]
+    info = [m for level, _, m in messages if level == logging.INFO]
+    warnings = [m for level, _, m in messages if level == logging.WARNING]
+    assert any(m.startswith("run noop/r1 configured") for m in info), info
+    assert any(m.startswith("run noop/r1 started") for m in info), info
+    finished = [m for m in info if m.startswith("run noop/r1 finished")]
+    assert len(finished) == 1, info
+    assert "ERRORED" in finished[0]
+    assert "2 chunks, 1 failed" in finished[0]
+    assert "1 not delivered" in finished[0]
+    assert re.search(r" in \d+\.\d+ s", finished[0]), finished[0]
+    [failed] = [m for m in warnings if m.startswith("chunk bad of run noop/r1 failed")]
+    assert "noop was asked to fail" in failed
+    [undelivered] = [m for m in warnings if "not delivered" in m]
+    assert "output ok-out of run noop/r1" in undelivered
+    assert "gone" in undelivered
+    # Success is not logged per chunk, and outbound requests are not logged at INFO
+    # by the executor itself.
+    assert not any("chunk ok " in m for m in info), info
+
+
+async def test_a_deleted_runs_chunks_are_one_line_not_one_each(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = {"ExpectedData": {"NumChunks": 0}, "Processor": {"SleepMs": 60_000}}
+    assert (await client.post("/processors/noop/runs/d/config", json=config)).is_success
+    batch = [{"ChunkID": f"c{i}"} for i in range(20)]
+    assert (await client.post("/processors/noop/runs/d/data", json=batch)).is_success
+    assert (await client.delete("/processors/noop/runs/d")).is_success
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("chunk ") for m in messages), messages
+    [deleted] = [m for m in messages if m.startswith("run noop/d deleted")]
+    assert "20 unfinished chunks" in deleted
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_wiz_executor_logs_in_one_format(tmp_path: Path) -> None:
+    """`wiz executor` as shipped, at the default level: uvicorn's lines and the
+    executor's share the format, a downstream delivery logs no httpx line, and a chunk ID
+    holding a newline stays on its record's line."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wiz_executor",
+        "executor",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--shutdown-grace",
+        "1",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def up() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    assert proc.returncode is None, "the server exited"
+                    return False
+
+            await wait_for(up, timeout=20, what="wiz executor to serve")
+            here = {"Hostname": f"127.0.0.1:{port}", "ProcID": "noop", "RunID": "sink"}
+            source = {
+                "ExpectedData": {"NumChunks": 2},
+                "ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": [here]},
+            }
+            assert (await http.post("/processors/noop/runs/sink/config", json={})).is_success
+            assert (await http.post("/processors/noop/runs/src/config", json=source)).is_success
+            batch = [{"ChunkID": "ok"}, {"ChunkID": "bad\nline", "RawData": {"Fail": True}}]
+            assert (await http.post("/processors/noop/runs/src/data", json=batch)).is_success
+            await wait_run_done(http, "noop", "src", timeout=20)
+            sink = (await http.get("/processors/noop/runs/sink")).json()
+            assert sum(sink["ChunkCounts"].values()) == 1  # the delivery happened
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = err.decode().splitlines()
+    assert lines, "nothing logged"
+    for line in lines:
+        assert LINE.match(line), line
+    text = "\n".join(lines)
+    assert " INFO uvicorn.error: " in text  # uvicorn's own lines, in the same format
+    assert " INFO wiz_executor.server: executor started on http://127.0.0.1:" in text
+    assert "run noop/src configured" in text
+    assert "run noop/src started" in text
+    assert re.search(r"WARNING wiz_executor\.runs: chunk bad\\nline of run noop/src failed", text)
+    assert re.search(r"INFO wiz_executor\.runs: run noop/src finished ERRORED", text)
+    assert "executor stopping" in text
+    assert "executor stopped" in text
+    assert "httpx" not in text  # the delivery to the sink logged nothing per request
+    assert "HTTP Request" not in text
