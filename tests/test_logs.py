@@ -188,3 +188,29 @@ async def test_wiz_executor_logs_in_one_format(tmp_path: Path) -> None:
     assert "executor stopped" in text
     assert "httpx" not in text  # the delivery to the sink logged nothing per request
     assert "HTTP Request" not in text
+
+
+def test_pipeline_run_keeps_the_run_log_out_of_its_live_display(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`wiz pipeline run` shows failed chunks itself; its embedded executor's WARNING per
+    failed chunk would be written over the live display."""
+    from typer.testing import CliRunner
+
+    from wiz_executor.cli import app
+
+    caplog.set_level(logging.INFO)
+    spec = tmp_path / "failing.yaml"
+    spec.write_text(
+        "name: failing\n"
+        "data: [{a: 1}, {a: 2}]\n"
+        "spec:\n"
+        "  sequential:\n"
+        "    - name: only\n"
+        "      processor: {id: noop, configuration: {Fail: true}}\n"
+    )
+    result = CliRunner().invoke(app, ["pipeline", "run", str(spec), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 3, result.output
+    runs = [r for r in caplog.records if r.name == "wiz_executor.runs"]
+    assert not [r for r in runs if r.levelno >= logging.WARNING], [r.getMessage() for r in runs]
+    assert logging.getLogger("wiz_executor.runs").level == logging.NOTSET  # restored

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Annotated, Any
@@ -97,6 +99,7 @@ def run(
             # It lives only as long as this command: when the pipeline has ended (or
             # failed, or timed out) no chunk is worth a long shutdown grace.
             settings = Settings(data_dir=data_dir, shutdown_grace=1.0)
+            stack.enter_context(_quiet_run_log())
             executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname
         else:
@@ -131,6 +134,19 @@ async def _run(
             pipeline, client, hostname, batch_size=batch_size, on_update=on_update
         )
         return await runner.run(deadline)
+
+
+@contextmanager
+def _quiet_run_log() -> Iterator[None]:
+    """The embedded executor's run log (a WARNING per failed chunk) stays out of the
+    live display: the display and the final report say which chunks failed."""
+    logger = logging.getLogger("wiz_executor.runs")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _hostname(url: str) -> str:
