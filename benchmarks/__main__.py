@@ -1,8 +1,10 @@
 """`python -m benchmarks [--quick] [--only SCENARIO,...]`: run the suite, write the report.
 
 A full run writes `benchmarks/results/latest.md` (and `latest.json`, `work_models.png`,
-`http.png`); a quick run (`--quick`, fewer and smaller repetitions, under two minutes)
-writes the same files under `benchmarks/results/quick/`, which git ignores, so the
+`http.png`) and, when it ran every scenario, copies the report into the README's
+"Latest results", so that the README's numbers are always a run's own. A quick run
+(`--quick`, fewer and smaller repetitions, under two minutes) writes the same files under
+`benchmarks/results/quick/`, which git ignores, and leaves the README alone, so the
 committed results always come from a full run. Either prints the report at the end.
 """
 
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     charts = _report.charts(results, out)
     print(report)
     log(f"wrote {out / 'latest.md'}, latest.json, {', '.join(charts)}")
+    if not args.quick and args.out is None and set(chosen) == set(SCENARIOS):
+        readme = Path("README.md")
+        block = _report.readme_block(results)
+        readme.write_text(_report.replace_readme_block(readme.read_text(), block))
+        log(f"wrote the report into {readme}'s Latest results")
+    else:
+        log("README.md not changed (only a full run of every scenario writes it)")
     return 0
 
 

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from ._rss import RssSampler
+
 T = TypeVar("T")
 
 MARK = "BENCH-RESULT "
@@ -19,20 +21,45 @@ MARK = "BENCH-RESULT "
 
 def run_child(module: str, params: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     """Run `python -m module '<params>'` and return the JSON object it reported."""
-    proc = subprocess.run(
+    result, _ = _run(module, params, timeout, sample_rss=False)
+    return result
+
+
+def run_child_sampled(
+    module: str, params: dict[str, Any], timeout: float = 300
+) -> tuple[dict[str, Any], list[tuple[float, int]]]:
+    """`run_child`, sampling the child's RSS all along (see `_rss`): its result and the
+    (time.monotonic(), RSS bytes) samples."""
+    return _run(module, params, timeout, sample_rss=True)
+
+
+def _run(
+    module: str, params: dict[str, Any], timeout: float, sample_rss: bool
+) -> tuple[dict[str, Any], list[tuple[float, int]]]:
+    with subprocess.Popen(
         [sys.executable, "-m", module, json.dumps(params)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
-    for line in proc.stdout.splitlines():
+    ) as proc:
+        sampler = RssSampler(proc.pid) if sample_rss else None
+        try:
+            if sampler is not None:
+                with sampler:
+                    stdout, stderr = proc.communicate(timeout=timeout)
+            else:
+                stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    for line in stdout.splitlines():
         if line.startswith(MARK):
             result: dict[str, Any] = json.loads(line[len(MARK) :])
-            return result
+            return result, sampler.samples if sampler is not None else []
     raise RuntimeError(
         f"benchmark child {module} {params} failed (exit {proc.returncode}):\n"
-        f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        f"{stdout[-2000:]}\n{stderr[-4000:]}"
     )
 
 

@@ -1,7 +1,8 @@
 """Load generators for the HTTP benchmark: wrk when it is installed, else a Python one.
 
 Either runs as its own process, apart from the server under test, and returns the same
-record: requests answered, seconds, non-2xx answers, errors, latency percentiles.
+record: requests answered, seconds, non-2xx answers and how many of them were 429,
+errors, latency percentiles.
 wrk (one thread, as in the reference measurements) is preferred: the Python generator
 needs about as much CPU per request as the server, so on a small machine it may be the
 bottleneck; the report says which one ran.
@@ -81,6 +82,7 @@ def _wrk(load: Load) -> dict[str, Any]:
                 "requests": raw["requests"],
                 "seconds": seconds,
                 "non_2xx": raw["status_errors"],
+                "rejected": raw["rejected"],
                 "errors": errors + raw["timeouts"],
                 "p50_ms": raw["p50_us"] / 1000,
                 "p90_ms": raw["p90_us"] / 1000,
@@ -121,12 +123,12 @@ async def _python_load(
     head = f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
     latencies: list[float] = []
     counter = 0
-    non_2xx = errors = 0
+    non_2xx = rejected = errors = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
 
     async def connection() -> None:
-        nonlocal counter, non_2xx, errors
+        nonlocal counter, non_2xx, rejected, errors
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while loop.time() < deadline and not (requests and len(latencies) >= requests):
@@ -147,6 +149,7 @@ async def _python_load(
                 latencies.append(time.perf_counter() - start)
                 if not status_line.startswith(b"HTTP/1.1 2"):
                     non_2xx += 1
+                    rejected += status_line.startswith(b"HTTP/1.1 429")
         except (OSError, asyncio.IncompleteReadError):
             errors += 1
         finally:
@@ -159,6 +162,7 @@ async def _python_load(
         "requests": len(latencies),
         "seconds": elapsed,
         "non_2xx": non_2xx,
+        "rejected": rejected,
         "errors": errors,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p90_ms": percentile(latencies, 90) * 1000,

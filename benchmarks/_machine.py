@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -10,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psutil
+
+from wiz_executor import Settings, WorkModel
 
 PACKAGES = (
     "wiz-executor",
@@ -51,3 +54,24 @@ def describe() -> dict[str, Any]:
         "packages": packages,
         "load_start": os.getloadavg()[0],
     }
+
+
+_FLAGS = {"default_run_workers": "run-workers", "allowed_roots": "allow-root"}
+_PLACEMENT = ("data_dir",)
+"""Where the executor writes: set per measurement (a temporary directory), and no
+bearing on the numbers."""
+
+
+def flags(settings: Settings) -> str:
+    """The settings that differ from a fresh `wiz executor`'s, as its flags ("defaults"
+    when none do), so that every table can say what it measured."""
+    defaults = Settings()
+    out = []
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        if field.name in _PLACEMENT or value == getattr(defaults, field.name):
+            continue
+        if isinstance(value, WorkModel):
+            value = value.value.lower()
+        out.append(f"--{_FLAGS.get(field.name, field.name.replace('_', '-'))} {value}")
+    return " ".join(out) or "defaults"

@@ -58,3 +58,23 @@ def percentile(samples: Sequence[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+MIN_WINDOW = 0.5
+"""Seconds of work every reported rate must come from. A load that ends in a fraction
+of a millisecond measures the clock and the scheduler more than the code, so each
+scenario repeats or sizes its loads until the measured window is at least this long,
+records the window with the rate, and the report marks any rate whose window was
+shorter (or was not recorded)."""
+SHORT_MARK = "†"
+
+
+def short_window(window: Summary | None) -> bool:
+    """Whether any repetition's window was under MIN_WINDOW, or none was recorded."""
+    return window is None or window.n == 0 or not window.lo >= MIN_WINDOW
+
+
+def rate_cell(rate: Summary, window: Summary | None, digits: int = 0) -> str:
+    """A rate's table cell, marked when it came from too short a window."""
+    text = rate.fmt(digits)
+    return f"{text} {SHORT_MARK}" if short_window(window) else text

@@ -1,18 +1,26 @@
 """Scenario 2: AddData over HTTP, the executor against the bare app, in the same run.
 
-Both servers run as their own processes on 127.0.0.1, on a port the kernel picks: the
-executor as shipped (`wiz executor`), the bare app under uvicorn's own command line, so
-both get uvicorn's automatic choices (uvloop and httptools, installed with
-uvicorn[standard]). A load generator process (wrk, one thread) sends AddData requests
-with unique ChunkIDs: one chunk per request or batches of 100, over 16 or 64
-connections. Each load is a fixed number of requests sent as fast as the server
-answers; executor and bare loads alternate, so both see the same machine noise, and
-the ratio executor/bare is taken per pair.
+The servers run as their own processes on 127.0.0.1, on a port the kernel picks: the
+executor as shipped (`wiz executor` with its default flags: only where it listens and
+where it writes are set), the same with a queue big enough to hold a whole batch load
+(`--max-pending 2000000`, named as such in the report), and the bare app under uvicorn's
+own command line, so all get uvicorn's automatic choices (uvloop and httptools,
+installed with uvicorn[standard]). A load generator process (wrk, one thread) sends
+AddData requests with unique ChunkIDs for a fixed time, at least `MIN_WINDOW`, as fast
+as the server answers: one chunk per request or batches of 100, over 16 or 64
+connections. Loads of the variants alternate, so all see the same machine noise, and
+the ratio executor/bare is taken per interleaved set.
+
+wrk does not honour Retry-After, so when the executor's queue is full its 429 answers
+come back at once and wrk sends the next request: the report gives their count and
+share next to the requests/s, and counts only accepted requests in the chunks/s and in
+the ratio to the bare app.
 
 For the executor, each load goes to a new run (NumChunks 0, the executor's default
-worker limit and work model). End to end chunks/s counts from the start of the load to
-the moment the run is SUCCEEDED (end of input is declared as soon as the load stops);
-then the run is deleted so the next load starts from the same memory.
+worker limit and work model). End to end chunks/s counts the chunks the run completed
+from the start of the load to the moment the run is SUCCEEDED (end of input is
+declared as soon as the load stops); then the run is deleted so the next load starts
+from the same memory. The executor processes' RSS is sampled throughout (`_rss`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib.util import find_spec
 from typing import Any
 
@@ -30,31 +38,55 @@ import httpx
 import psutil
 
 from ._loadgen import Load, generator, run_load
+from ._rss import RssSampler
 from ._stats import Summary
 
 BATCHES = (1, 100)
 CONNECTIONS = (16, 64)
-MAX_PENDING = 2_000_000
-"""The executor's bound on waiting chunks during the loads. wrk does not honour
-Retry-After, so the default bound (100,000) would turn the batch loads into a measure
-of how fast the executor answers 429; with room for every chunk of a load, they
-measure how fast it takes and runs them."""
-MAX_SECONDS = 60.0
-"""A cap on one load: past it the server is too slow for the numbers to matter."""
-METRICS = ("req_per_s", "chunks_per_s", "e2e_chunks_per_s", "p50_ms", "p99_ms", "ratio")
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "executor": (),
+    "executor-queue": ("--max-pending", "2000000"),
+}
+"""Executor variants: flags beyond where it listens and writes. `executor` is as shipped;
+`executor-queue` has room for every chunk of a batch load, so it shows what the
+as-shipped queue bound costs when a client does not slow down for 429s."""
+QUEUE_BATCHES = (100,)
+"""Batch sizes the big-queue variant is measured at: one chunk per request does not fill
+the default queue (the executor runs chunks about as fast as it takes them)."""
+METRICS = (
+    "req_per_s",
+    "accepted_req_per_s",
+    "chunks_per_s",
+    "e2e_chunks_per_s",
+    "rejected",
+    "rejected_share",
+    "p50_ms",
+    "p99_ms",
+    "ratio",
+    "window_s",
+    "e2e_window_s",
+)
 
 
 def _command(kind: str, data_dir: str) -> list[str]:
-    local = ["--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
-    if kind == "executor":
+    local = ["--host", "127.0.0.1", "--port", "0"]
+    if kind in VARIANTS:
         return [
             *(sys.executable, "-m", "wiz_executor", "executor", *local),
-            *("--max-pending", str(MAX_PENDING), "--data-dir", data_dir),
+            *("--data-dir", data_dir, *VARIANTS[kind]),
         ]
-    return [sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", *local, "--no-access-log"]
+    return [
+        *(sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", *local),
+        *("--log-level", "warning", "--no-access-log"),
+    ]
 
 
-def stack() -> str:
+def flags(kind: str) -> str:
+    """The flags an executor variant ran with, beyond --host, --port and --data-dir."""
+    return " ".join(VARIANTS[kind]) or "defaults"
+
+
+def stack_name() -> str:
     """The event loop and HTTP parser uvicorn's automatic choice gives both servers."""
     loop = "uvloop" if find_spec("uvloop") else "asyncio"
     http = "httptools" if find_spec("httptools") else "h11"
@@ -146,15 +178,16 @@ class _ExecutorRun:
 
 
 def _measure(
-    kind: str, url: str, http: httpx.Client, batch: int, conns: int, requests: int, n: int
+    kind: str, url: str, http: httpx.Client | None, load_s: int, batch: int, conns: int, n: int
 ) -> dict[str, Any]:
+    """One load of `load_s` seconds; `http` talks to the executor (None: the bare app)."""
     tool = generator()
     prefix = f"{kind}{n}"
     target = f"{url}/processors/noop/runs/{prefix}/data"
-    load = Load(target, conns, MAX_SECONDS, batch, prefix, requests)
-    if kind == "bare":
+    load = Load(target, conns, load_s, batch, prefix)
+    if http is None:
         result = run_load(load, tool)
-        result["chunks"] = result["requests"] * batch
+        result["chunks"] = (result["requests"] - result["rejected"]) * batch
         result["e2e_seconds"] = result["seconds"]
     else:
         with _ExecutorRun(http, prefix) as run:
@@ -165,56 +198,84 @@ def _measure(
         result["failed"] = info["ChunkCounts"]["FAILED"]
         result["state"] = info["CurrentState"]
         result["e2e_seconds"] = done - start
-    result["req_per_s"] = result["requests"] / result["seconds"]
-    result["chunks_per_s"] = result["req_per_s"] * batch
-    result["e2e_chunks_per_s"] = result["chunks"] / result["e2e_seconds"]
-    return result
+    return derive(result, batch)
 
 
-def requests_per_load(batch: int, quick: bool) -> int:
-    """About 3 s (1 s quick) of the executor's AddData at one chunk per request."""
-    single = 15_000 if quick else 50_000
-    return single if batch == 1 else single // 20
+def derive(result: dict[str, Any], batch: int) -> dict[str, Any]:
+    """The rates of one load, each with the window it was measured over."""
+    answered, seconds = result["requests"], result["seconds"]
+    accepted = answered - result["rejected"]
+    return {
+        **result,
+        "req_per_s": answered / seconds,
+        "accepted_req_per_s": accepted / seconds,
+        "chunks_per_s": accepted * batch / seconds,
+        "rejected_share": result["rejected"] / answered if answered else 0.0,
+        "e2e_chunks_per_s": result["chunks"] / result["e2e_seconds"],
+        "window_s": seconds,
+        "e2e_window_s": result["e2e_seconds"],
+    }
+
+
+def seconds_per_load(batch: int, quick: bool) -> int:
+    """How long one load sends: whole seconds (wrk's -d takes no fractions), so at least
+    `_stats.MIN_WINDOW`. Batch loads are kept short: at the bigger queue, every second of one
+    leaves a few hundred thousand chunks to hold and run."""
+    return 1 if quick or batch > 1 else 2
 
 
 def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
     raw: dict[str, list[dict[str, Any]]] = {}
     n = 0
-    with (
-        server("executor") as (ex_url, ex_pid),
-        server("bare") as (bare_url, _),
-        httpx.Client(base_url=ex_url, timeout=30) as http,
-    ):
-        urls = {"executor": ex_url, "bare": bare_url}
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        samplers: dict[str, RssSampler] = {}
+        for kind in (*VARIANTS, "bare"):
+            urls[kind], pid = stack.enter_context(server(kind))
+            if kind in VARIANTS:
+                samplers[kind] = stack.enter_context(RssSampler(pid, interval=0.01))
+        clients = {
+            kind: stack.enter_context(httpx.Client(base_url=urls[kind], timeout=30))
+            for kind in VARIANTS
+        }
+
+        def measure(kind: str, batch: int, conns: int) -> dict[str, Any]:
+            nonlocal n
+            n += 1
+            load_s = seconds_per_load(batch, quick)
+            return _measure(kind, urls[kind], clients.get(kind), load_s, batch, conns, n)
+
         for kind in urls:  # warm-up, not counted (the first loads also fault in memory)
             for batch in BATCHES:
-                n += 1
-                _measure(kind, urls[kind], http, batch, 64, requests_per_load(batch, quick), n)
-        peak_rss = 0
+                measure(kind, batch, 64)
         for rep in range(reps):
-            order = ("executor", "bare") if rep % 2 == 0 else ("bare", "executor")
             for batch in BATCHES:
+                kinds = ["executor", "bare"]
+                if batch in QUEUE_BATCHES:
+                    kinds.append("executor-queue")
+                if rep % 2:
+                    kinds.reverse()
                 for conns in CONNECTIONS:
-                    pair = {}
-                    for kind in order:
-                        n += 1
-                        requests = requests_per_load(batch, quick)
-                        pair[kind] = _measure(kind, urls[kind], http, batch, conns, requests, n)
-                    pair["executor"]["ratio"] = (
-                        pair["executor"]["req_per_s"] / pair["bare"]["req_per_s"]
-                    )
-                    for kind, result in pair.items():
+                    loads = {}
+                    for kind in kinds:
+                        loads[kind] = measure(kind, batch, conns)
+                    bare = loads["bare"]["accepted_req_per_s"]
+                    for kind, result in loads.items():
+                        if kind != "bare":
+                            result["ratio"] = result["accepted_req_per_s"] / bare
                         raw.setdefault(f"{kind}/{batch}/{conns}", []).append(result)
-                    peak_rss = max(peak_rss, psutil.Process(ex_pid).memory_info().rss)
             log(f"  HTTP: repetition {rep + 1}/{reps} done")
+        peak_rss = {kind: sampler.peak() / 2**20 for kind, sampler in samplers.items()}
     summary = {
         key: {m: Summary.of([r[m] for r in results if m in r]) for m in METRICS}
         for key, results in raw.items()
     }
     return {
         "generator": generator(),
-        "stack": stack(),
-        "requests": {batch: requests_per_load(batch, quick) for batch in BATCHES},
+        "stack": stack_name(),
+        "seconds": {batch: seconds_per_load(batch, quick) for batch in BATCHES},
+        "flags": {kind: flags(kind) for kind in VARIANTS},
+        "peak_rss_mb": peak_rss,
         "raw": raw,
         "summary": summary,
         "problems": _problems(raw),
@@ -222,14 +283,16 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
 
 
 def _problems(raw: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Anything that makes a measurement suspect: errors, non-2xx answers, failed chunks."""
+    """Anything that makes a measurement suspect: errors, answers other than 2xx and 429
+    (429s are part of the results), failed chunks, runs that did not succeed."""
     out = []
     for key, results in raw.items():
         for r in results:
-            if r.get("errors") or r.get("non_2xx") or r.get("failed"):
+            other = r.get("non_2xx", 0) - r.get("rejected", 0)
+            if r.get("errors") or other or r.get("failed"):
                 out.append(
-                    f"{key}: {r.get('errors', 0)} socket errors, {r.get('non_2xx', 0)} "
-                    f"non-2xx answers, {r.get('failed', 0)} failed chunks"
+                    f"{key}: {r.get('errors', 0)} socket errors, {other} answers other than "
+                    f"2xx and 429, {r.get('failed', 0)} failed chunks"
                 )
             if r.get("state") not in (None, "SUCCEEDED"):
                 out.append(f"{key}: run ended {r['state']}")

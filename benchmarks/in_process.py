@@ -15,6 +15,10 @@ For reference the textbook LIFETIME loop is measured too: a task per chunk that 
 `async with semaphore` itself (every waiting chunk is then a task already started).
 
 Executor and bare measurements alternate, in one process, on uvloop (the server's loop).
+Each measurement repeats its chunks (through a new run each time, for the executor)
+until the rounds add up to `MIN_WINDOW` seconds: one round of 50,000 chunks takes the
+bare loops well under that. The settings are the defaults but for `max_pending`, raised
+so that no chunk of a round is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import gc
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +46,15 @@ from wiz_executor.api import DataFormat
 from wiz_executor.runs import Chunk
 
 from ._child import params_from_argv, report, run_child, run_on_uvloop
-from ._stats import Summary
+from ._machine import flags
+from ._stats import MIN_WINDOW, Summary
 
 MODELS = ("LIFETIME", "POOL")
+
+
+def settings(n: int, data_dir: Path = Path("wiz-data")) -> Settings:
+    """The defaults, but room for ten rounds of `n` chunks waiting at once."""
+    return Settings(max_pending=10 * n, data_dir=data_dir)
 
 
 async def _work(data: Any) -> Any:
@@ -139,41 +151,67 @@ def _chunks(n: int, rep: int) -> list[Chunk]:
     ]
 
 
+async def timed(once: Callable[[int], Awaitable[float]]) -> tuple[int, float]:
+    """Call `once(k)` for k = 0, 1, … until the seconds it returns (the time of its
+    measured part) add up to MIN_WINDOW: (rounds, seconds). Each round does `n` chunks,
+    and at the executor's speed one round can take well under MIN_WINDOW."""
+    rounds, seconds = 0, 0.0
+    while seconds < MIN_WINDOW:
+        seconds += await once(rounds)
+        rounds += 1
+    return rounds, seconds
+
+
 async def measure(n: int, workers: int, reps: int) -> dict[str, Any]:
     rates: dict[str, list[float]] = {}
+    runs = 0
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(max_workers=64, max_pending=10 * n, data_dir=Path(tmp))
-        async with Executor(settings) as ex:
+        async with Executor(settings(n, Path(tmp))) as ex:
+
+            async def executor_once(model: str, k: int) -> float:
+                nonlocal runs
+                runs += 1
+                chunks = _chunks(n, runs)
+                gc.collect()
+                start = time.perf_counter()
+                await executor_run(ex, model, chunks, workers, runs)
+                return time.perf_counter() - start
+
+            async def bare_once(
+                loop: Callable[[list[Any], int], Awaitable[list[Any]]], items: list[Any], k: int
+            ) -> float:
+                gc.collect()
+                start = time.perf_counter()
+                results = await loop(items, workers)
+                elapsed = time.perf_counter() - start
+                assert len(results) == n
+                return elapsed
+
+            def record(key: str, rounds: int, seconds: float) -> float:
+                rate = rounds * n / seconds
+                rates.setdefault(key, []).append(rate)
+                rates.setdefault(f"{key}_window_s", []).append(seconds)
+                return rate
+
+            items = [c.raw_data for c in _chunks(n, 0)]
             for rep in range(reps + 1):  # the first round warms up and is not counted
                 for model in MODELS:
-                    chunks = _chunks(n, rep)
-                    gc.collect()
-                    start = time.perf_counter()
-                    await executor_run(ex, model, chunks, workers, rep * 10 + len(rates))
-                    executor_rate = n / (time.perf_counter() - start)
-
-                    items = [c.raw_data for c in chunks]
-                    bare = bare_lifetime if model == "LIFETIME" else bare_pool
-                    gc.collect()
-                    start = time.perf_counter()
-                    results = await bare(items, workers)
-                    bare_rate = n / (time.perf_counter() - start)
-                    assert len(results) == n
-                    if rep:
-                        rates.setdefault(f"{model}/executor", []).append(executor_rate)
-                        rates.setdefault(f"{model}/bare", []).append(bare_rate)
-                        rates.setdefault(f"{model}/ratio", []).append(executor_rate / bare_rate)
+                    bare_loop = bare_lifetime if model == "LIFETIME" else bare_pool
+                    executor = await timed(partial(executor_once, model))
+                    bare = await timed(partial(bare_once, bare_loop, items))
+                    textbook = None
                     if model == "LIFETIME":
-                        gc.collect()
-                        start = time.perf_counter()
-                        results = await textbook_lifetime(items, workers)
-                        textbook_rate = n / (time.perf_counter() - start)
-                        assert len(results) == n
-                        if rep:
-                            rates.setdefault("LIFETIME/textbook", []).append(textbook_rate)
-                            rates.setdefault("LIFETIME/textbook_ratio", []).append(
-                                executor_rate / textbook_rate
-                            )
+                        textbook = await timed(partial(bare_once, textbook_lifetime, items))
+                    if not rep:
+                        continue
+                    executor_rate = record(f"{model}/executor", *executor)
+                    bare_rate = record(f"{model}/bare", *bare)
+                    rates.setdefault(f"{model}/ratio", []).append(executor_rate / bare_rate)
+                    if textbook is not None:
+                        textbook_rate = record("LIFETIME/textbook", *textbook)
+                        rates.setdefault("LIFETIME/textbook_ratio", []).append(
+                            executor_rate / textbook_rate
+                        )
     return rates
 
 
@@ -185,6 +223,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
     return {
         "n": n,
         "workers": workers,
+        "flags": flags(settings(n)),
         "raw": raw,
         "summary": {key: Summary.of(values) for key, values in raw.items()},
     }

@@ -31,9 +31,16 @@ from wiz_executor import Configuration, Executor, ExpectedData, Settings, State
 from wiz_executor.wire import decode_chunks
 
 from ._child import params_from_argv, report, run_child, run_on_uvloop
+from ._machine import flags
 from ._stats import Summary
 
 CHUNKS = 100_000
+
+
+def settings(n: int, data_dir: Path = Path("wiz-data")) -> Settings:
+    """The defaults, with room for all `n` chunks waiting at once (the default bound is
+    100,000, so for CHUNKS this is the default)."""
+    return Settings(max_pending=n, data_dir=data_dir)
 
 
 def _batches(n: int) -> list[bytes]:
@@ -64,7 +71,7 @@ async def measure(n: int, traced: bool) -> dict[str, Any]:
 
     bodies = _batches(n)
     with tempfile.TemporaryDirectory() as tmp:
-        async with Executor(Settings(data_dir=Path(tmp), max_pending=n)) as ex:
+        async with Executor(settings(n, Path(tmp))) as ex:
             ex.configure("noop", "mem", Configuration(ExpectedData=ExpectedData(NumChunks=n)))
             if traced:
                 tracemalloc.start()
@@ -100,6 +107,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
     metrics = ("per_chunk_bytes", "after_delete_bytes", "after_trim_bytes")
     return {
         "chunks": CHUNKS,
+        "flags": flags(settings(CHUNKS)),
         "raw": raw,
         "summary": {
             kind: {m: Summary.of([r[m] for r in results]) for m in metrics}

@@ -9,13 +9,18 @@ in-process (no HTTP, so only the work model differs) through four phases:
 2. *latency*: MaxWorkers clients each send a chunk and wait for its result before
    sending the next, so a worker is always free: the latency of a new chunk, without
    queueing (p50, p99);
-3. *load*: a burst of chunks, sent in batches of 100; chunks/s until the last is done,
-   and the CPU time the process spent per 1000 chunks;
+3. *load*: a burst of chunks, sent in batches of 100, until the last is done;
 4. *rest*: the run stays open with nothing to do (once set-ups still in flight after
-   the burst have finished); the RSS it holds, and the CPU it burns per idle second.
+   the burst have finished); the RSS it holds, and the CPU it burns per idle second;
+5. *rate*: more bursts like the first, on the same run, until the bursts together
+   took at least `MIN_WINDOW` (a burst of noop chunks ends in tens of milliseconds):
+   chunks/s and the CPU time per 1000 chunks over all of them. They come after the rest
+   phase so that the RSS at rest counts the same chunks for both models.
 
 RSS figures are above the same process's RSS with the executor started and no run
-configured; peak RSS is the kernel's high-water mark over all phases.
+configured. Peak RSS is the highest RSS from that reading to the one at rest: sampled
+every few ms by the parent process (`_rss`), and never below a reading the child took
+(so never below the RSS at rest).
 Repetitions interleave the two models, so machine noise hits both alike.
 """
 
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import resource
 import sys
 import tempfile
 import time
@@ -36,9 +40,11 @@ from wiz_executor import Configuration, Executor, ExecutorConfig, ExpectedData, 
 from wiz_executor.api import DataFormat
 from wiz_executor.runs import FINISHED, SUCCEEDED, Chunk, Run
 
-from ._child import params_from_argv, report, run_child, run_on_uvloop
+from ._child import params_from_argv, report, run_child_sampled, run_on_uvloop
+from ._machine import flags
 from ._processors import PROCESSORS, registry
-from ._stats import Summary, percentile
+from ._rss import peak_of
+from ._stats import MIN_WINDOW, Summary, percentile
 
 MODELS = ("LIFETIME", "POOL")
 WORKERS = (1, 8, 64)
@@ -52,7 +58,15 @@ METRICS = (
     "rest_rss_mb",
     "peak_rss_mb",
     "rest_cpu_ms_per_s",
+    "load_window_s",
+    "rest_window_s",
 )
+
+MAX_WORKERS = 64
+MAX_PENDING = 1_000_000
+"""The executor-wide settings of every measurement (work model and MaxWorkers vary per
+row): 64 executor-wide workers (the default) and room for every chunk of a burst, so no
+burst is refused with 429 (the default bound is 100,000 waiting chunks)."""
 
 
 def sizes(proc: str, workers: int, quick: bool) -> tuple[int, int]:
@@ -111,8 +125,8 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
     cls = PROCESSORS[proc]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
-            max_workers=64,
-            max_pending=1_000_000,
+            max_workers=MAX_WORKERS,
+            max_pending=MAX_PENDING,
             work_model=WorkModel(model),
             data_dir=Path(tmp),
         )
@@ -122,6 +136,7 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
             loop = asyncio.get_running_loop()
             gc.collect()
             rss_idle = _rss()
+            t_idle = time.monotonic()
 
             config = Configuration(
                 ExpectedData=ExpectedData(NumChunks=0),
@@ -139,6 +154,16 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
             # 1. start-up: the first chunk of a new run.
             first_result = await one("first", 0)
 
+            async def burst(chunks: list[Chunk]) -> tuple[float, float]:
+                """Add `chunks` in batches of 100, wait for the last; (seconds, CPU s)."""
+                tracker.target = tracker.finished + len(chunks)
+                tracker.all_done.clear()
+                cpu0, t0 = time.process_time(), time.perf_counter()
+                for i in range(0, len(chunks), 100):
+                    ex.add_chunks(cls.id, "bench", chunks[i : i + 100])
+                await tracker.all_done.wait()
+                return time.perf_counter() - t0, time.process_time() - cpu0
+
             # 2. latency: `workers` closed-loop clients, so a worker is always free.
             latencies: list[float] = []
 
@@ -153,13 +178,7 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
 
             # 3. load: a burst in batches of 100.
             chunks = [_chunk(f"load-{i}", i) for i in range(n_load)]
-            tracker.target = tracker.finished + n_load
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            for i in range(0, n_load, 100):
-                ex.add_chunks(cls.id, "bench", chunks[i : i + 100])
-            await tracker.all_done.wait()
-            load_s = time.perf_counter() - t0
-            load_cpu = time.process_time() - cpu0
+            load_s, load_cpu = await burst(chunks)
             del chunks
 
             # 4. rest: the run stays open with nothing to do. Instances still being set
@@ -170,7 +189,19 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
             rest_s = time.perf_counter() - t0
             rest_cpu = time.process_time() - cpu0
             rss_rest = _rss()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            t_rest = time.monotonic()
+
+            # 5. rate: more bursts until they add up to MIN_WINDOW of work.
+            load_chunks = n_load
+            k = 0
+            while load_s < MIN_WINDOW:
+                k += 1
+                chunks = [_chunk(f"load{k}-{i}", i) for i in range(n_load)]
+                seconds, cpu = await burst(chunks)
+                del chunks
+                load_s += seconds
+                load_cpu += cpu
+                load_chunks += n_load
 
             if tracker.failed:
                 raise RuntimeError(f"{tracker.failed} chunks failed")
@@ -180,15 +211,30 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
         "first_result_ms": first_result * 1000,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
-        "chunks_per_s": n_load / load_s,
-        "cpu_ms_per_1k": load_cpu * 1000 / n_load * 1000,
+        "chunks_per_s": load_chunks / load_s,
+        "cpu_ms_per_1k": load_cpu * 1000 / load_chunks * 1000,
         "rest_rss_mb": (rss_rest - rss_idle) / mb,
-        "peak_rss_mb": (peak - rss_idle) / mb,
         "rest_cpu_ms_per_s": rest_cpu * 1000 / rest_s,
+        "load_window_s": load_s,
+        "rest_window_s": rest_s,
         "idle_rss_mb": rss_idle / mb,
         "n_latency": len(latencies),
-        "n_load": n_load,
+        "n_load": load_chunks,
+        # For the parent, which samples this process's RSS: the window of the peak,
+        # and the readings taken in it.
+        "rss_idle_bytes": rss_idle,
+        "rss_rest_bytes": rss_rest,
+        "t_idle": t_idle,
+        "t_rest": t_rest,
     }
+
+
+def with_peak(result: dict[str, Any], samples: list[tuple[float, int]]) -> dict[str, Any]:
+    """`result` with `peak_rss_mb`: the highest RSS from the child's idle reading to its
+    reading at rest, sampled or read, on the same base as `rest_rss_mb`."""
+    idle, rest = result["rss_idle_bytes"], result["rss_rest_bytes"]
+    peak = peak_of(samples, (idle, rest), result["t_idle"], result["t_rest"])
+    return {**result, "peak_rss_mb": (peak - idle) / 2**20, "rss_samples": len(samples)}
 
 
 def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
@@ -199,14 +245,15 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
             for workers in WORKERS:
                 for model in MODELS:
                     params = {"proc": proc, "model": model, "workers": workers, "quick": quick}
-                    result = run_child("benchmarks.work_models", params)
+                    result = with_peak(*run_child_sampled("benchmarks.work_models", params))
                     raw.setdefault(f"{proc}/{workers}/{model}", []).append(result)
         log(f"  work models: repetition {rep + 1}/{reps} done")
     summary = {
         key: {m: Summary.of([r[m] for r in results]) for m in METRICS}
         for key, results in raw.items()
     }
-    return {"raw": raw, "summary": summary}
+    flags_used = flags(Settings(max_workers=MAX_WORKERS, max_pending=MAX_PENDING))
+    return {"raw": raw, "summary": summary, "flags": flags_used}
 
 
 def _main() -> None:
