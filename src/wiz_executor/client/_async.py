@@ -23,7 +23,7 @@ from ..api import (
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
-from ._events import Event, EventDecoder
+from ._events import Event, EventDecoder, asse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import Answered, RetryPolicy
 from ._state import DEFAULT_URL, Lifecycle
@@ -113,7 +113,7 @@ class AsyncClient:
             if not resp.is_success:
                 await resp.aread()
                 call.result(resp)
-            yield (decoder.feed(line) async for line in resp.aiter_lines())
+            yield (decoder.feed(line) async for line in asse_lines(resp.aiter_text()))
 
     # -- processors and runs -----------------------------------------------------------
 

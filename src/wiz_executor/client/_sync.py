@@ -21,7 +21,7 @@ from ..api import (
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
-from ._events import Event, EventDecoder
+from ._events import Event, EventDecoder, sse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import Answered, RetryPolicy
 from ._state import DEFAULT_URL, Lifecycle
@@ -109,7 +109,7 @@ class Client:
             if not resp.is_success:
                 resp.read()
                 call.result(resp)
-            yield (decoder.feed(line) for line in resp.iter_lines())
+            yield (decoder.feed(line) for line in sse_lines(resp.iter_text()))
 
     # -- processors and runs -----------------------------------------------------------
 
