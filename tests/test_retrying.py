@@ -1,18 +1,15 @@
 """The one retry policy (`wiz_executor._retrying`): its Retry-After parser, its backoff,
 its bounds, and that `get`/`scrape`, downstream delivery and the client all go through
-it. Nothing here waits: stamina's testing mode makes every wait zero, and the delays
-the policy chose are recorded instead."""
+it. Nothing here waits: the delays the policy chose are recorded, and zero is waited."""
 
 from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import stamina
 
 from wiz_executor import Configuration, DataFormat, ProcessorConfig, ShuttingDown, WorkModel
 from wiz_executor._retrying import Backoff, Transient, parse_retry_after
@@ -129,19 +126,17 @@ def test_the_blocking_loop_is_the_same_policy() -> None:
 
 
 @pytest.fixture
-def chosen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, float | None]]]:
-    """Every (retry, Retry-After) that `Backoff.delay` was asked about, with stamina in
-    testing mode (no wait) so the retries happen at once."""
+def chosen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float | None]]:
+    """Every (retry, Retry-After) that `Backoff.delay` was asked about; the loop then
+    waits zero, so the retries happen at once."""
     calls: list[tuple[int, float | None]] = []
-    real = Backoff.delay
 
     def record(self: Backoff, retry: int, retry_after: float | None = None) -> float:
         calls.append((retry, retry_after))
-        return real(self, retry, retry_after)
+        return 0.0
 
     monkeypatch.setattr(Backoff, "delay", record)
-    with stamina.set_testing(True, attempts=5, cap=True):
-        yield calls
+    return calls
 
 
 def answers(*responses: httpx.Response) -> httpx.MockTransport:

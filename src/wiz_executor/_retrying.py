@@ -1,4 +1,4 @@
-"""The one retry policy of everything that resends an HTTP request, built on stamina.
+"""The one retry policy of everything that resends an HTTP request, built on tenacity.
 
 Three callers retry: `get` and `scrape` (`processors/_http.py`), downstream delivery
 (`downstream.py`) and the client (`client/_retry.py`). They share three things here, so
@@ -9,7 +9,7 @@ a fix to any of them reaches all three:
 - `Backoff.delay`: the wait before a retry, doubling from a first delay up to a cap, and
   the server's `Retry-After` instead when that is longer (still capped, so a server
   cannot park a caller for an hour);
-- `Backoff.retrying` / `Backoff.retrying_sync`: stamina's retry loop, bounded by a
+- `Backoff.retrying` / `Backoff.retrying_sync`: tenacity's retry loop, bounded by a
   number of attempts and/or a total deadline. A deadline instead of an attempt count is
   a configuration change (`Backoff(attempts=None, deadline=3600)`), not new code.
 
@@ -17,8 +17,17 @@ What is worth another try stays each caller's own decision (which statuses, whet
 POST may be resent): a `Transient` function that says, for an exception raised by one
 attempt, "retry, and the server asked for this many seconds" or `None` for "final".
 
-Tests do not wait: `stamina.set_testing(True, ...)` turns every wait into zero, and a
-`Backoff` subclass can record the delays it chose.
+Why tenacity and not stamina (its opinionated wrapper): stamina's instrumentation is
+process-wide. It counts every retry in prometheus_client's default registry (label
+values naming our exception classes) and logs a warning per retry (printed on stderr
+wherever logging is not configured, as in the `wiz` CLI); the only way off is a global
+switch that would change stamina for the whole host process. This project keeps
+metrics per app and no global state, and the client must not print to a CLI user's
+terminal on every 429; tenacity has no global state, and its waits sleep on asyncio or
+trio alike.
+
+Tests do not wait: `Backoff.delay` is the one place a wait is chosen, so a test can
+record what it chose and wait zero instead.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-import stamina
+import tenacity
 
 Transient = Callable[[Exception], float | None]
 """A caller's decision on an attempt's exception: `None` if it is final, otherwise the
@@ -94,31 +103,35 @@ class Backoff:
             backoff = self.cap
         return float(min(max(backoff, retry_after or 0.0), self.cap))
 
-    def retrying(self, transient: Transient) -> AsyncIterator[stamina.Attempt]:
+    def retrying(self, transient: Transient) -> AsyncIterator[tenacity.AttemptManager]:
         """The async retry loop: `async for attempt in policy.retrying(decide):` then
         `with attempt:` around one try. The last exception is re-raised when the
-        decision calls it final or the bound is reached."""
-        return stamina.retry_context(self._hook(transient), **self._bounds()).__aiter__()
+        decision calls it final or the bound is reached. Waits sleep on asyncio or trio."""
+        return tenacity.AsyncRetrying(**self._loop(transient)).__aiter__()
 
-    def retrying_sync(self, transient: Transient) -> Iterator[stamina.Attempt]:
+    def retrying_sync(self, transient: Transient) -> Iterator[tenacity.AttemptManager]:
         """The same loop for blocking code (it sleeps with `time.sleep`)."""
-        return iter(stamina.retry_context(self._hook(transient), **self._bounds()))
+        return iter(tenacity.Retrying(**self._loop(transient)))
 
-    def _hook(self, transient: Transient) -> Callable[[Exception], bool | float]:
-        """stamina's backoff hook: the caller decides whether to retry, this policy
-        how long to wait (stamina then sleeps exactly that, not its own backoff)."""
-        retries = 0
+    def _loop(self, transient: Transient) -> dict[str, Any]:
+        """tenacity's settings for this policy: the caller decides whether to retry,
+        this policy how long to wait and when to give up."""
 
-        def hook(exc: Exception) -> bool | float:
-            nonlocal retries
-            asked = transient(exc)
-            if asked is None:
-                return False
-            wait = self.delay(retries, asked)
-            retries += 1
-            return wait
+        def retry(state: tenacity.RetryCallState) -> bool:
+            return _asked(state, transient) is not None
 
-        return hook
+        def wait(state: tenacity.RetryCallState) -> float:
+            return self.delay(state.attempt_number - 1, _asked(state, transient))
 
-    def _bounds(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "timeout": self.deadline, "wait_jitter": 0.0}
+        stops: list[tenacity.stop.stop_base] = []
+        if self.attempts is not None:
+            stops.append(tenacity.stop_after_attempt(self.attempts))
+        if self.deadline is not None:
+            stops.append(tenacity.stop_after_delay(self.deadline))
+        return {"retry": retry, "wait": wait, "stop": tenacity.stop_any(*stops), "reraise": True}
+
+
+def _asked(state: tenacity.RetryCallState, transient: Transient) -> float | None:
+    """The caller's decision on the attempt that just failed (None: it succeeded)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return transient(exc) if isinstance(exc, Exception) else None

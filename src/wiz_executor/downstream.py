@@ -120,7 +120,7 @@ class Downstream:
                 with attempt:
                     if run.removed:  # deleted while retrying: stop, and let go of its memory
                         return "run was deleted before the output was delivered"
-                    tries = attempt.num
+                    tries = attempt.retry_state.attempt_number
                     resp = await self.client.post(
                         url, content=body, headers={"content-type": "application/json"}
                     )

@@ -166,7 +166,7 @@ async def with_retries(
     try:
         async for trying in policy.retrying(transient):
             with trying:
-                n = trying.num - 1
+                n = trying.retry_state.attempt_number - 1
                 return await attempt(n)
     except FetchError as exc:
         if n:
