@@ -382,6 +382,22 @@ async def test_events_of_a_run_end_with_done(wiz: AsyncClient) -> None:
     assert all(e.id is not None for e in seen)
 
 
+async def test_an_event_with_a_unicode_line_separator_is_not_lost(wiz: AsyncClient) -> None:
+    """JSON may carry U+2028/U+2029 unescaped, and only CR and LF end an SSE line. The
+    client split the stream with `str.splitlines` rules, cutting such an event in two
+    and dropping it as malformed: a watch never saw that chunk's state."""
+    odd = "line\u2028separator\u2029paragraph\x1cfile-separator"
+    await wiz.configure("noop", "sep", {"ExpectedData": {"NumChunks": 1}})
+    async with aclosing(wiz.events("noop", "sep")) as events:
+        seen = [await anext(events)]  # the run as it is: the stream is open
+        await wiz.add_data("noop", "sep", {"ChunkID": odd, "AssociatedChunkID": "out"})
+        seen += [event async for event in events]
+    assert isinstance(seen[-1], DoneEvent)
+    assert {e.State for e in seen if isinstance(e, ChunkEvent) and e.ChunkID == odd} >= {
+        DataChunkState.SUCCEEDED
+    }
+
+
 async def test_executor_wide_events_filtered_by_processor(wiz: AsyncClient) -> None:
     await wiz.configure("noop", "wide", {})
     received: list[Any] = []

@@ -5,6 +5,8 @@ retries; a delivery that finally fails is recorded and makes the run ERRORED."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +286,48 @@ async def test_a_downstream_address_httpx_cannot_use_is_a_delivery_error(
     assert "shut down" not in output["DeliveryError"]
     assert hostname in output["DeliveryError"]
     assert executor.runs.get("noop", "r").state.value == "ERRORED"
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Retry-After` may be an HTTP-date (RFC 9110) as well as seconds. Delivery used to
+    read a date as 0 and come back after its 0.1 s backoff, hammering a downstream that
+    had said when to return. The wait is recorded, not slept."""
+    when = email.utils.formatdate(time.time() + 20, usegmt=True)
+    answers = [
+        httpx.Response(503, headers={"Retry-After": when}, json={"value": "maintenance"}),
+        httpx.Response(200, json={"Accepted": 1, "Duplicates": 0}),
+    ]
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_wait(delay: float, result: Any = None) -> Any:
+        waits.append(delay)
+        return await real_sleep(0, result)
+
+    runs = RunMap()
+    config = Configuration.model_validate(
+        {
+            "ExecutorConfig": {
+                "SendDownstream": True,
+                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
+            }
+        }
+    )
+    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    chunk = Chunk("a", "a-out", DataFormat.RAW, None, "", "", False)
+    transport = httpx.MockTransport(lambda request: answers.pop(0))
+    async with httpx.AsyncClient(transport=transport) as http:
+        downstream = Downstream(runs, http, attempts=3, backoff=0.1, senders=1)
+        monkeypatch.setattr(asyncio, "sleep", record_wait)
+        runs.delivery_started(run)
+        downstream.deliver(run, chunk)
+        (sender,) = downstream._senders
+        await sender
+        monkeypatch.undo()
+    assert not answers, "the output was sent twice: refused, then accepted"
+    assert chunk.delivery_error is None
+    assert waits, "no wait before the retry"
+    assert 18 <= max(waits) <= 20, waits  # the date, 20 s ahead (HTTP-dates have whole seconds)

@@ -92,11 +92,18 @@ def test_the_original_shape_children_and_top_level_parallel() -> None:
             {"spec": {"parallel": [node("Left side"), node("left-side")]}},
             "nodes 'Left side' and 'left-side' would get the same run ID",
         ),
-        ({"spec": {"sequential": [{"name": "a"}]}}, "node 'a' needs a `processor`"),
+        (
+            {"spec": {"sequential": [{"name": "a"}]}},
+            r"^spec\.sequential\[0\] \(a\): a node needs a `processor`$",
+        ),
         ({"spec": {"sequential": [{"name": "a", "processor": {}}]}}, "needs an `id`"),
         ({"spec": {"sequential": [node("a", executor={"Bogus": 1})]}}, "`executor` may set"),
         ({"spec": {"sequential": [node("a", executor={"MaxWorkers": -1})]}}, "invalid"),
-        ({"spec": {"serial": []}}, "expected a mapping with `sequential`"),
+        (
+            {"spec": {"serial": []}},
+            r"^spec: unknown key 'serial' \(allowed: `sequential`, `parallel`\)",
+        ),
+        ({"spec": {}}, "spec: expected a mapping with `sequential` or `parallel`"),
         ({"spec": {"sequential": []}}, "has no nodes"),
         ({"data": []}, "has no `spec`"),
         ({"spec": {"sequential": [node("a")]}, "data": [{"ChunkID": "x"}] * 2}, "same ChunkID"),
@@ -106,6 +113,77 @@ def test_the_original_shape_children_and_top_level_parallel() -> None:
 def test_bad_specs_say_what_and_where(document: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         parse_pipeline(document)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"spec": {"sequential": [node("a")]}, "nmae": "typo"},
+            r"^the pipeline: unknown key 'nmae' \(allowed: `name`, `description`, `data`, `spec`",
+        ),
+        (
+            {"spec": {"sequential": [node("a"), {"paralel": [node("b")]}]}},
+            r"^spec\.sequential\[1\]: unknown key 'paralel' \(allowed: `sequential`, `parallel`\)$",
+        ),
+        (
+            {"spec": {"parallel": [node("a", childs={})]}},
+            r"^spec\.parallel\[0\] \(a\): unknown key 'childs' \(allowed: `name`, `processor`, ",
+        ),
+        (
+            {"spec": {"sequential": [{"name": "a", "processor": {"id": "noop", "config": {}}}]}},
+            r"^spec\.sequential\[0\] \(a\)\.processor: unknown key 'config' \(allowed: ",
+        ),
+        (
+            {
+                "spec": {
+                    "sequential": [
+                        node(
+                            "a",
+                            children={"sequential": [node("c", executor={"WorkModel": "FAST"})]},
+                        )
+                    ]
+                }
+            },
+            r"^spec\.sequential\[0\] \(a\)\.children\.sequential\[0\] \(c\)\.executor: "
+            "invalid WorkModel",
+        ),
+        (
+            {"spec": {"sequential": [3]}},
+            r"^spec\.sequential\[0\]: expected a node \(with `processor`\) or a block .*, got 3$",
+        ),
+    ],
+)
+def test_unknown_keys_and_bad_values_are_named_with_their_path(document: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_pipeline(document)
+
+
+def test_errors_in_a_file_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\n"
+        "spec:\n"
+        "  sequential:\n"
+        "    - name: prepare\n"
+        "      processor: noop\n"
+        "    - parallel:\n"
+        "        - name: left\n"
+        "          processor: {id: noop, confguration: {}}\n"
+        "        - name: right\n"
+        "          processor: noop\n"
+        "          executor:\n"
+        "            MaxWorkers: -2\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InvalidInput) as error:
+        load_pipeline(path)
+    assert error.value.message == (
+        f"{path}: spec.sequential[1].parallel[0] (left).processor (line 8): unknown key "
+        "'confguration' (allowed: `id`, `name`, `version`, `type`, `configuration`); "
+        "spec.sequential[1].parallel[1] (right).executor (line 12): invalid MaxWorkers: "
+        "Input should be greater than or equal to 0"
+    )
 
 
 def test_the_example_loads() -> None:
@@ -294,7 +372,9 @@ def test_wiz_pipeline_run_exit_codes(tmp_path: Path) -> None:
     broken.write_text("name: x\nspec: {sequential: [{name: a}]}\n")
     result = CliRunner().invoke(app, ["pipeline", "run", str(broken)], env=NO_URL)
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: spec.sequential[0]: node 'a' needs a `processor`")
+    assert result.stderr.startswith(
+        f"error: {broken}: spec.sequential[0] (a) (line 2): a node needs a `processor`"
+    )
     slow = tmp_path / "slow.yaml"
     slow.write_text(
         yaml.safe_dump(

@@ -4,8 +4,9 @@ Each SUCCEEDED output of a run with `SendDownstream` goes, as an INPUT chunk who
 ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
 `DownstreamLocations[].Hostname`, asking that run to name its output
 `{ChunkID}-{RunID}` (so outputs of parallel branches never share an ID at a join).
-Connection errors, 5xx and 429 are retried with
-exponential backoff (honouring Retry-After); other 4xx answers are final. A delivery
+Connection errors, 5xx and 429 are retried under the project's one retry policy
+(`wiz_executor._retrying`): exponential backoff, or the Retry-After (seconds or an
+HTTP-date) when longer, at most 30 s; other 4xx answers are final. A delivery
 that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
 the run ERRORED: an output is never dropped silently. Deleting a run cancels its
 deliveries still queued or being retried.
@@ -24,12 +25,14 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from ._retrying import Backoff, parse_retry_after
 from .api import DownstreamDataLocation
 from .runs import Chunk, Run, RunMap
 
 log = logging.getLogger(__name__)
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF = 30.0
 
 
 def location_url(loc: DownstreamDataLocation) -> str:
@@ -51,8 +54,9 @@ class Downstream:
     ) -> None:
         self.runs = runs
         self.client = client
-        self.attempts = attempts
-        self.backoff = backoff
+        self.policy = Backoff(first=backoff, cap=MAX_BACKOFF, attempts=attempts)
+        """When to give up on a delivery: today a number of attempts; riding out a long
+        outage is `Backoff(attempts=None, deadline=...)`."""
         self._senders_max = senders
         self._queue: asyncio.Queue[tuple[Run, Chunk]] = asyncio.Queue()
         self._senders: set[asyncio.Task[None]] = set()
@@ -114,31 +118,28 @@ class Downstream:
         return "; ".join(errors) or None
 
     async def _send(self, run: Run, url: str, body: bytes) -> str | None:
-        delay = self.backoff
-        last = ""
-        for attempt in range(1, self.attempts + 1):
-            if run.removed:  # deleted while retrying: stop, and let go of its memory
-                return "run was deleted before the output was delivered"
-            wait = delay
-            try:
-                resp = await self.client.post(
-                    url, content=body, headers={"content-type": "application/json"}
-                )
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            except Exception as exc:  # not an address httpx can send to: final
-                return f"cannot send to {url}: {type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code < 300:
+        tries = 0
+        try:
+            async for attempt in self.policy.retrying(_transient):
+                with attempt:
+                    if run.removed:  # deleted while retrying: stop, and let go of its memory
+                        return "run was deleted before the output was delivered"
+                    tries = attempt.retry_state.attempt_number
+                    resp = await self.client.post(
+                        url, content=body, headers={"content-type": "application/json"}
+                    )
+                    if resp.status_code >= 300:
+                        raise _Refused(resp)
                     return None
-                last = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                if resp.status_code not in RETRIED_STATUS:
-                    return last
-                wait = max(delay, _retry_after(resp))
-            if attempt < self.attempts:
-                await asyncio.sleep(wait)
-                delay *= 2
-        return f"gave up after {self.attempts} attempts; last: {last}"
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except _Refused as exc:
+            if _transient(exc) is None:
+                return exc.text
+            last = exc.text
+        except Exception as exc:  # not an address httpx can send to: final
+            return f"cannot send to {url}: {type(exc).__name__}: {exc}"
+        return f"gave up after {tries} attempts; last: {last}"
 
     async def close(self, grace: float) -> None:
         """Give queued deliveries `grace` seconds, then record the rest as undelivered."""
@@ -164,8 +165,22 @@ def _error_text(resp: httpx.Response) -> str:
     return resp.text[:200]
 
 
-def _retry_after(resp: httpx.Response) -> float:
-    try:
-        return min(float(resp.headers.get("retry-after", "0")), 30.0)
-    except ValueError:
+class _Refused(Exception):
+    """A downstream answered with an error status (retried or not, per `_transient`)."""
+
+    def __init__(self, resp: httpx.Response) -> None:
+        self.status = resp.status_code
+        self.text = f"HTTP {resp.status_code}: {_error_text(resp)}"
+        self.retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        super().__init__(self.text)
+
+
+def _transient(exc: Exception) -> float | None:
+    """Downstream's rule: connection errors, timeouts and RETRIED_STATUS answers are
+    worth another try (AddData is idempotent per ChunkID, so a resend is safe); any
+    other answer is final."""
+    if isinstance(exc, httpx.TransportError):
         return 0.0
+    if isinstance(exc, _Refused) and exc.status in RETRIED_STATUS:
+        return exc.retry_after or 0.0
+    return None

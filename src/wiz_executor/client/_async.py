@@ -23,9 +23,9 @@ from ..api import (
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
-from ._events import Event, EventDecoder
+from ._events import Event, EventDecoder, asse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
-from ._retry import RetryPolicy
+from ._retry import Answered, RetryPolicy
 from ._state import DEFAULT_URL, Lifecycle
 
 T = TypeVar("T")
@@ -86,16 +86,18 @@ class AsyncClient:
 
     async def _send(self, call: ops.Call[T]) -> T:
         self._lifecycle.check()
-        attempt = 1
-        while True:
-            response = await self._http.request(
-                call.method, call.path, content=call.body, headers=call.headers
-            )
-            delay = self.retry.delay(response, attempt)
-            if delay is None:
-                return call.result(response)
-            await anyio.sleep(delay)
-            attempt += 1
+        try:
+            async for attempt in self.retry.backoff.retrying(self.retry.transient):
+                with attempt:
+                    response = await self._http.request(
+                        call.method, call.path, content=call.body, headers=call.headers
+                    )
+                    if self.retry.retryable(response):
+                        raise Answered(response)
+                    return call.result(response)
+        except Answered as last:  # still full after every attempt: its error
+            return call.result(last.response)
+        raise AssertionError("the retry loop ends by returning or raising")
 
     @asynccontextmanager
     async def _stream(
@@ -111,7 +113,7 @@ class AsyncClient:
             if not resp.is_success:
                 await resp.aread()
                 call.result(resp)
-            yield (decoder.feed(line) async for line in resp.aiter_lines())
+            yield (decoder.feed(line) async for line in asse_lines(resp.aiter_text()))
 
     # -- processors and runs -----------------------------------------------------------
 

@@ -5,12 +5,21 @@
 lines starting with `:` are comments (keep-alives). The decoder is fed one line at a
 time by either client, so both read the stream the same way. Unknown event types are
 skipped: a newer server may send more kinds than this client knows.
+
+Splitting the stream into lines and lines into events is httpx-sse's (the WHATWG
+rules: only CR, LF and CRLF end a line, so JSON carrying U+2028 survives). Its line
+and event decoders are used directly rather than through `EventSource.aiter_sse()`,
+because `follow()` must see every line, keep-alives included, to check its deadline
+while a stream keeps talking; `EventSource` yields only whole events.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Annotated, Any
 
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..api import ChunkCounts as _ChunkCounts
@@ -83,35 +92,25 @@ class EventDecoder:
         self.proc_id = proc_id
         self.run_id = run_id
         self.last_id: int | None = None
-        self._type = ""
-        self._data: list[str] = []
-        self._id: int | None = None
+        self._sse = SSEDecoder()
 
     def feed(self, line: str) -> Event | None:
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._type = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and value.isdigit():
-            self._id = int(value)
-        return None
+        """One line of the stream (without its line break); an event when the line
+        completes one."""
+        sse = self._sse.decode(line)
+        return None if sse is None else self.decode(sse)
 
-    def _dispatch(self) -> Event | None:
-        kind, data, event_id = self._type or "message", "\n".join(self._data), self._id
-        self._type, self._data, self._id = "", [], None
+    def decode(self, sse: ServerSentEvent) -> Event | None:
+        """A decoded Server-Sent Event as a typed event, or None when it is of an
+        unknown type, malformed, or of another processor or run."""
+        event_id = int(sse.id) if sse.id.isdigit() else None
         if event_id is not None:
             self.last_id = event_id
-        model = _TYPES.get(kind)
-        if model is None or not data:
+        model = _TYPES.get(sse.event or "message")
+        if model is None or not sse.data:
             return None
         try:
-            event: Event = model.model_validate_json(data)
+            event: Event = model.model_validate_json(sse.data)
         except ValidationError:
             return None  # a malformed event must not end a long watch
         event.id = event_id
@@ -122,6 +121,24 @@ class EventDecoder:
         if self.run_id is not None and event.RunID != self.run_id:
             return None
         return event
+
+
+def sse_lines(texts: Iterable[str]) -> Iterator[str]:
+    """The lines of a stream's decoded text, split as SSE splits them."""
+    splitter = SSELineDecoder()
+    for text in texts:
+        yield from splitter.decode(text)
+    yield from splitter.flush()
+
+
+async def asse_lines(texts: AsyncIterable[str]) -> AsyncIterator[str]:
+    """`sse_lines` for an async stream."""
+    splitter = SSELineDecoder()
+    async for text in texts:
+        for line in splitter.decode(text):
+            yield line
+    for line in splitter.flush():
+        yield line
 
 
 def describe(event: Event) -> dict[str, Any]:

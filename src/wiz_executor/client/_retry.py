@@ -3,33 +3,23 @@
 A full executor tells the client when to come back (`Retry-After`); retrying is safe
 because Configure and AddData are idempotent (a resent chunk with the same content is a
 no-op). The attempts are bounded so a client never hangs on an executor that stays full.
+The waiting itself is the project's one retry policy (`wiz_executor._retrying`), shared
+with `get`, `scrape` and downstream delivery; only the client's rule (retry a 429, and
+nothing else) is decided here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
+
+from .._retrying import Backoff, parse_retry_after
 
 
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +27,8 @@ class RetryPolicy:
     """Retries of requests answered 429 (executor full).
 
     `attempts` counts every try, so `RetryPolicy(attempts=1)` never retries. The wait is
-    the server's `Retry-After` (or `default_delay` without one), capped at `max_delay`.
+    the server's `Retry-After` or the backoff, whichever is longer, capped at
+    `max_delay`; the backoff starts at `default_delay` and doubles with each retry.
     """
 
     attempts: int = 5
@@ -50,9 +41,36 @@ class RetryPolicy:
         if self.max_delay < 0 or self.default_delay < 0:
             raise ValueError("delays cannot be negative")
 
+    @property
+    def backoff(self) -> Backoff:
+        """This policy as the project's shared retry loop."""
+        return Backoff(first=self.default_delay, cap=self.max_delay, attempts=self.attempts)
+
     def delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before try `attempt + 1`, or None to stop and answer."""
-        if response.status_code != 429 or attempt >= self.attempts:
+        if not self.retryable(response) or attempt >= self.attempts:
             return None
-        wait = retry_after(response)
-        return min(self.default_delay if wait is None else wait, self.max_delay)
+        return self.backoff.delay(attempt - 1, retry_after(response))
+
+    @staticmethod
+    def retryable(response: httpx.Response) -> bool:
+        """The client's rule: only a full executor (429) is worth another try;
+        every other answer is the caller's to see at once."""
+        return response.status_code == 429
+
+    @staticmethod
+    def transient(exc: Exception) -> float | None:
+        """The rule as the retry loop asks it: retry an `Answered` 429 after the
+        `Retry-After` it carries (0 when none: the backoff alone then)."""
+        if isinstance(exc, Answered) and RetryPolicy.retryable(exc.response):
+            return retry_after(exc.response) or 0.0
+        return None
+
+
+class Answered(Exception):
+    """An answer the policy may retry, raised inside the retry loop so that the loop
+    sees it; when the retries are used up it is turned into the usual error."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response

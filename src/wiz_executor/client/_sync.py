@@ -21,9 +21,9 @@ from ..api import (
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
-from ._events import Event, EventDecoder
+from ._events import Event, EventDecoder, sse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
-from ._retry import RetryPolicy
+from ._retry import Answered, RetryPolicy
 from ._state import DEFAULT_URL, Lifecycle
 
 T = TypeVar("T")
@@ -84,16 +84,18 @@ class Client:
 
     def _send(self, call: ops.Call[T]) -> T:
         self._lifecycle.check()
-        attempt = 1
-        while True:
-            response = self._http.request(
-                call.method, call.path, content=call.body, headers=call.headers
-            )
-            delay = self.retry.delay(response, attempt)
-            if delay is None:
-                return call.result(response)
-            time.sleep(delay)
-            attempt += 1
+        try:
+            for attempt in self.retry.backoff.retrying_sync(self.retry.transient):
+                with attempt:
+                    response = self._http.request(
+                        call.method, call.path, content=call.body, headers=call.headers
+                    )
+                    if self.retry.retryable(response):
+                        raise Answered(response)
+                    return call.result(response)
+        except Answered as last:  # still full after every attempt: its error
+            return call.result(last.response)
+        raise AssertionError("the retry loop ends by returning or raising")
 
     @contextmanager
     def _stream(
@@ -107,7 +109,7 @@ class Client:
             if not resp.is_success:
                 resp.read()
                 call.result(resp)
-            yield (decoder.feed(line) for line in resp.iter_lines())
+            yield (decoder.feed(line) for line in sse_lines(resp.iter_text()))
 
     # -- processors and runs -----------------------------------------------------------
 

@@ -4,8 +4,9 @@
 failure becomes a `FetchError` that says what happened in words a person can act on
 ("could not connect to 127.0.0.1:9 (connection refused)", "answered HTTP 404 Not
 Found"), and knows whether trying again could help. Transient failures (connection
-errors, timeouts, 408/425/429/5xx) are retried with exponential backoff that honours
-`Retry-After`; everything else fails at once.
+errors, timeouts, 408/425/429/5xx) are retried under the project's one retry policy
+(`wiz_executor._retrying`): exponential backoff that honours `Retry-After` in both its
+forms; everything else fails at once.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import functools
 import os
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
 
 from .. import __version__
+from .._retrying import Backoff, parse_retry_after
 from ..errors import ChunkFailed
 
 USER_AGENT = f"wiz-executor/{__version__}"
@@ -126,7 +127,7 @@ async def status_error(resp: httpx.Response, url: str) -> FetchError:
         text,
         code in TRANSIENT_STATUS,
         code in UNPROCESSED_STATUS,
-        _retry_after(resp.headers.get("retry-after")),
+        parse_retry_after(resp.headers.get("retry-after")) or 0.0,
     )
 
 
@@ -145,26 +146,6 @@ async def _snippet(resp: httpx.Response, limit: int = 300) -> str:
     return " ".join(body[:limit].decode("utf-8", "replace").split())
 
 
-def retry_delay(attempt: int, backoff: float, retry_after: float = 0) -> float:
-    """Seconds before attempt number `attempt + 1` (0-based): doubling from `backoff`,
-    never shorter than the server's `Retry-After`, and never longer than 30 s."""
-    return min(max(backoff * 2.0**attempt, retry_after), MAX_BACKOFF)
-
-
-def _retry_after(value: str | None) -> float:
-    if not value:
-        return 0.0
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
-    return max(when - time.time(), 0.0)
-
-
 async def with_retries(
     attempt: Callable[[int], Awaitable[T]],
     retries: int,
@@ -174,19 +155,25 @@ async def with_retries(
     """Run `attempt(n)` until it succeeds, retrying transient `FetchError`s up to
     `retries` times; a request that may have been acted on is resent only if it is
     idempotent. The last error is raised, saying how many attempts were made."""
+
+    def transient(exc: Exception) -> float | None:
+        if isinstance(exc, FetchError) and exc.transient and (idempotent or exc.unprocessed):
+            return exc.retry_after
+        return None
+
+    policy = Backoff(first=backoff, cap=MAX_BACKOFF, attempts=retries + 1)
     n = 0
-    while True:
-        try:
-            return await attempt(n)
-        except FetchError as exc:
-            retryable = exc.transient and (idempotent or exc.unprocessed)
-            if not retryable or n >= retries:
-                if n:
-                    exc.message = f"{exc.message} (gave up after {n + 1} attempts)"
-                    exc.args = (exc.message,)
-                raise
-            await asyncio.sleep(retry_delay(n, backoff, exc.retry_after))
-            n += 1
+    try:
+        async for trying in policy.retrying(transient):
+            with trying:
+                n = trying.retry_state.attempt_number - 1
+                return await attempt(n)
+    except FetchError as exc:
+        if n:
+            exc.message = f"{exc.message} (gave up after {n + 1} attempts)"
+            exc.args = (exc.message,)
+        raise
+    raise AssertionError("the retry loop ends by returning or raising")
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
