@@ -17,8 +17,9 @@ A chunk's attempts are a JSON array in its row, `[number, started, ended, outcom
 error, place]` each, grown and ended by SQLite's JSON functions in the same UPDATE that
 moves the chunk's state (one statement per transition, no read-modify-write in Python);
 `place` is a key into `places` (host, pid, worker), which repeat; times go in as the
-text of the float (`json(repr(t))`), as SQLite would print them to 15 digits only. A delivery row exists
-while an output is pending delivery to one downstream location; delivering or giving up removes it.
+text of the float (`json(repr(t))`), as SQLite would print them to 15 digits only.
+A delivery row exists while an output is pending delivery to one downstream location;
+delivering or giving up removes it.
 """
 
 from __future__ import annotations

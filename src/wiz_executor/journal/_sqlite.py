@@ -190,7 +190,11 @@ class SqliteStore(JournalStore):
             raise JournalCorrupt(str(path), str(exc)) from exc
         self._conn = conn
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wiz-journal-read")
-        self._writer = threading.Thread(target=self._write_loop, name="wiz-journal-write")
+        # A daemon, so a store nobody closed cannot hang the interpreter's exit; `close`
+        # is what writes the queue out (an unclosed store loses only unacknowledged work).
+        self._writer = threading.Thread(
+            target=self._write_loop, name="wiz-journal-write", daemon=True
+        )
         self._state = "open"
         self._writer.start()
 
