@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wiz_executor.api import DataFormat
+from wiz_executor.api import DataFormat, State
 from wiz_executor.errors import JournalCorrupt, JournalError, JournalTooNew
 from wiz_executor.journal import (
     AcceptedChunk,
     ChunksAccepted,
     ChunkSucceeded,
+    DeliveryPending,
     RunConfigured,
+    RunFinished,
     SqliteStore,
     _schema,
 )
@@ -254,3 +257,34 @@ async def test_an_older_journal_is_migrated_and_keeps_its_data(
         assert conn.execute("SELECT label FROM runs").fetchall() == [("v2",)]
     finally:
         conn.close()
+
+
+async def test_delete_and_purge_remove_the_rows_from_the_file(sqlite_store: SqliteStore) -> None:
+    records: list[Any] = []
+    for run in ("deleted", "purged", "kept"):
+        records += [
+            RunConfigured("noop", run, {}, T0),
+            ChunksAccepted(
+                "noop",
+                run,
+                tuple(AcceptedChunk(f"c{i}", f"c{i}-out", DataFormat.RAW, i) for i in range(50)),
+                T0,
+            ),
+            DeliveryPending("noop", run, "c1", 0),
+        ]
+    records.append(RunFinished("noop", "purged", State.SUCCEEDED, T0))
+    await sqlite_store.append(records)
+    await sqlite_store.delete_run("noop", "deleted")
+    assert await sqlite_store.purge(T0 + 1) == [("noop", "purged")]
+
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        rows = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("runs", "chunks", "deliveries")
+        }
+        run_ids = conn.execute("SELECT run_id FROM runs").fetchall()
+    finally:
+        conn.close()
+    assert rows == {"runs": 1, "chunks": 50, "deliveries": 1}
+    assert run_ids == [("kept",)]

@@ -25,16 +25,16 @@ from ._records import Record, RunDeleted
 
 CHUNK_STATES: tuple[DataChunkState, ...] = tuple(DataChunkState)
 """Chunk states by their code - 1 (the store keeps codes, 1 WAITING .. 4 FAILED)."""
-FORMATS: tuple[DataFormat, ...] = tuple(DataFormat)
 STATE_CODE: dict[DataChunkState, int] = {s: i + 1 for i, s in enumerate(CHUNK_STATES)}
-FORMAT_CODE: dict[DataFormat, int] = {f: i + 1 for i, f in enumerate(FORMATS)}
 
 
-class Attempt(msgspec.Struct, gc=False):
+class Attempt(msgspec.Struct, gc=False, array_like=True):
     """One run of a chunk by a worker: the chunk's `Attempts` history entry.
 
     `outcome` is None while it runs, and stays None for an attempt the process died in
-    (recovery finds it so; the chunk runs again as a new attempt).
+    (recovery finds it so; the chunk runs again as a new attempt). Array-like, because
+    that is how the SQLite store keeps it: `[number, started, ended, outcome, error, host,
+    pid, worker]`, decoded straight into this struct during recovery.
     """
 
     number: int

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sqlite3
 import threading
@@ -36,13 +37,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..api import DataChunkState, State
+from ..api import DataChunkState, DataFormat, State
 from ..errors import ChunkNotFound, JournalCorrupt, JournalError, RunNotFound
 from . import _schema
 from ._base import (
     CHUNK_STATES,
-    FORMAT_CODE,
-    FORMATS,
     STATE_CODE,
     Attempt,
     JournalStore,
@@ -73,31 +72,25 @@ T = TypeVar("T")
 _RUN_STATES: tuple[State, ...] = tuple(State)
 _RUN_STATE_CODE = {s: i + 1 for i, s in enumerate(_RUN_STATES)}
 
-_CHUNK_COLUMNS = (
-    "seq, chunk_id, output_id, in_format, raw, fs_driver, fs_location, generated, accepted, "
-    "state, out_format, out_raw, out_driver, out_location, error, delivery_error, attempts"
-)
+_CHUNK_COLUMNS = "chunk_id, output_id, input, state, output, error, delivery_error, attempts"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-_AttemptRow = tuple[int, float, float | None, int | None, str | None, int]
-_decode_attempts = msgspec.json.Decoder(list[_AttemptRow]).decode
+_decode_attempts = msgspec.json.Decoder(list[Attempt]).decode
+_decode_input = msgspec.json.Decoder(tuple[DataFormat, Any, str, str, bool, float]).decode
+_decode_output = msgspec.json.Decoder(tuple[DataFormat, Any, str, str]).decode
 
 
-def _json(value: Any) -> bytes | None:
-    """A JSON value as compact bytes, NULL for null. A value that is not JSON (only a
-    processor's output could be) is stored as its string, not allowed to fail the batch."""
-    if value is None:
-        return None
+def _json(row: tuple[Any, ...], data: int) -> bytes:
+    """`row` as a compact JSON array. If its item `data` (RawData) is not JSON (only a
+    processor's output could be), it is stored as its string: one odd value must not
+    fail the batch, and with it every request waiting on it."""
     try:
-        return _encode(value)
+        return _encode(row)
     except (TypeError, ValueError, OverflowError):
+        value = row[data]
         log.warning("journal: a value that is not JSON was stored as its string: %r", value)
-        return _encode(str(value))
-
-
-def _unjson(blob: bytes | None) -> Any:
-    return None if blob is None else _decode(blob)
+        return _encode((*row[:data], str(value), *row[data + 1 :]))
 
 
 class _Purge:
@@ -135,7 +128,6 @@ class SqliteStore(JournalStore):
         # The writer thread's own caches (only it touches them once it runs).
         self._rids: dict[tuple[str, str], int] = {}
         self._next_seq: dict[int, int] = {}
-        self._places: dict[tuple[str, int, str], int] = {}
         self._apply: dict[type[Any], Callable[[sqlite3.Connection, list[Any]], None]] = {
             RunConfigured: self._configured,
             ChunksAccepted: self._accepted,
@@ -177,10 +169,6 @@ class SqliteStore(JournalStore):
             self._rids = {
                 (proc, run): rid
                 for rid, proc, run in conn.execute("SELECT rid, proc_id, run_id FROM runs")
-            }
-            self._places = {
-                (host, pid, worker): place
-                for place, host, pid, worker in conn.execute("SELECT * FROM places")
             }
         except JournalError:
             conn.close()
@@ -321,48 +309,32 @@ class SqliteStore(JournalStore):
                 ).fetchone()[0]
             for c in r.chunks:
                 seq += 1
-                rows.append(
-                    (
-                        rid,
-                        seq,
-                        c.chunk_id,
-                        c.output_id,
-                        FORMAT_CODE[c.in_format],
-                        _json(c.raw_data),
-                        c.fs_driver,
-                        c.fs_location,
-                        c.generated_output_id,
-                        r.time,
-                    )
+                data = (
+                    c.in_format,
+                    c.raw_data,
+                    c.fs_driver,
+                    c.fs_location,
+                    c.generated_output_id,
+                    r.time,
                 )
+                rows.append((rid, seq, c.chunk_id, c.output_id, _json(data, 1)))
             next_seq[rid] = seq
         conn.executemany(
-            "INSERT OR IGNORE INTO chunks (rid, seq, chunk_id, output_id, in_format, raw, "
-            "fs_driver, fs_location, generated, accepted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO chunks (rid, seq, chunk_id, output_id, input)"
+            " VALUES (?, ?, ?, ?, ?)",
             rows,
         )
-
-    def _place(self, conn: sqlite3.Connection, host: str, pid: int, worker: str) -> int:
-        key = (host, pid, worker)
-        place = self._places.get(key)
-        if place is None:
-            conn.execute("INSERT OR IGNORE INTO places (host, pid, worker) VALUES (?, ?, ?)", key)
-            place = conn.execute(
-                "SELECT place FROM places WHERE host = ? AND pid = ? AND worker = ?", key
-            ).fetchone()[0]
-            self._places[key] = place
-        return place
 
     def _started(self, conn: sqlite3.Connection, records: list[ChunkStarted]) -> None:
         rids = self._rids
         rows = [
-            (r.attempt, repr(r.time), self._place(conn, r.host, r.pid, r.worker), rid, r.chunk_id)
+            (r.attempt, repr(r.time), r.host, r.pid, r.worker, rid, r.chunk_id)
             for r in records
             if (rid := rids.get((r.proc_id, r.run_id))) is not None
         ]
         conn.executemany(
-            "UPDATE chunks SET state = 2, attempts = json_insert(coalesce(attempts, '[]'),"
-            " '$[#]', json_array(?, json(?), NULL, NULL, NULL, ?)) WHERE rid = ? AND chunk_id = ?",
+            "UPDATE chunks SET state = 2, attempts = json_insert(coalesce(attempts, '[]'), '$[#]',"
+            " json_array(?, json(?), NULL, NULL, NULL, ?, ?, ?)) WHERE rid = ? AND chunk_id = ?",
             rows,
         )
 
@@ -370,10 +342,7 @@ class SqliteStore(JournalStore):
         rids = self._rids
         rows = [
             (
-                FORMAT_CODE[r.out_format],
-                _json(r.out_raw),
-                r.out_driver,
-                r.out_location,
+                _json((r.out_format, r.out_raw, r.out_driver, r.out_location), 1),
                 r.attempt,
                 repr(r.time),
                 rid,
@@ -383,10 +352,9 @@ class SqliteStore(JournalStore):
             if (rid := rids.get((r.proc_id, r.run_id))) is not None
         ]
         conn.executemany(
-            "UPDATE chunks SET state = 3, out_format = ?1, out_raw = ?2, out_driver = ?3,"
-            " out_location = ?4, error = NULL, attempts = CASE WHEN ?5 > 0 THEN"
-            " json_set(attempts, '$[#-1][2]', json(?6), '$[#-1][3]', 3) ELSE attempts END"
-            " WHERE rid = ?7 AND chunk_id = ?8",
+            "UPDATE chunks SET state = 3, output = ?1, error = NULL, attempts = CASE WHEN ?2 > 0"
+            " THEN json_set(attempts, '$[#-1][2]', json(?3), '$[#-1][3]', 'SUCCEEDED')"
+            " ELSE attempts END WHERE rid = ?4 AND chunk_id = ?5",
             rows,
         )
 
@@ -399,7 +367,7 @@ class SqliteStore(JournalStore):
         ]
         conn.executemany(
             "UPDATE chunks SET state = 4, error = ?1, attempts = CASE WHEN ?2 > 0 THEN"
-            " json_set(attempts, '$[#-1][2]', json(?3), '$[#-1][3]', 4, '$[#-1][4]', ?1)"
+            " json_set(attempts, '$[#-1][2]', json(?3), '$[#-1][3]', 'FAILED', '$[#-1][4]', ?1)"
             " ELSE attempts END WHERE rid = ?4 AND chunk_id = ?5",
             rows,
         )
@@ -501,6 +469,10 @@ class SqliteStore(JournalStore):
             conn = _schema.connect(self.path, fsync=self.fsync)
         except sqlite3.DatabaseError as exc:
             raise JournalCorrupt(str(self.path), str(exc)) from exc
+        # Recovery makes millions of objects and frees none: the collector's passes over
+        # them (triggered by allocation counts) would find nothing, so they are put off.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             conn.execute("BEGIN")
             return self._load(conn)
@@ -508,9 +480,10 @@ class SqliteStore(JournalStore):
             raise JournalCorrupt(str(self.path), str(exc)) from exc
         finally:
             conn.close()
+            if collecting:
+                gc.enable()
 
     def _load(self, conn: sqlite3.Connection) -> Recovered:
-        places = _places(conn)
         runs: dict[int, StoredRun] = {}
         for row in conn.execute(
             "SELECT rid, proc_id, run_id, configuration, created, input_closed, state,"
@@ -528,8 +501,7 @@ class SqliteStore(JournalStore):
                 run.chunks = chunks = _chunks(
                     conn.execute(
                         f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? ORDER BY seq", (rid,)
-                    ),
-                    places,
+                    )
                 )
                 counts = dict.fromkeys(DataChunkState, 0)
                 for chunk in chunks:
@@ -591,7 +563,7 @@ class SqliteStore(JournalStore):
                     " AND seq > ? ORDER BY seq LIMIT ?",
                     (rid, STATE_CODE[state], seq, limit),
                 )
-            return _chunks(rows, _places(conn))
+            return _chunks(rows)
 
         return await self._read(read)
 
@@ -611,7 +583,7 @@ class SqliteStore(JournalStore):
                 " ORDER BY seq LIMIT 1",
                 (rid, value),
             )
-            found = _chunks(rows, _places(conn))
+            found = _chunks(rows)
             if not found:
                 raise ChunkNotFound(run_id, value, kind)
             return found[0]
@@ -639,72 +611,31 @@ def _find_rid(conn: sqlite3.Connection, proc_id: str, run_id: str) -> int:
     return rid
 
 
-def _places(conn: sqlite3.Connection) -> dict[int, tuple[str, int, str]]:
-    return {
-        place: (host, pid, worker)
-        for place, host, pid, worker in conn.execute("SELECT * FROM places")
-    }
-
-
-def _chunks(
-    rows: Iterable[tuple[Any, ...]], places: dict[int, tuple[str, int, str]]
-) -> list[StoredChunk]:
-    """Chunk rows (`_CHUNK_COLUMNS`) as `StoredChunk`s: the hot loop of recovery."""
-    formats, states, decode = FORMATS, CHUNK_STATES, _decode
+def _chunks(rows: Iterable[tuple[Any, ...]]) -> list[StoredChunk]:
+    """Chunk rows (`_CHUNK_COLUMNS`) as `StoredChunk`s: the hot loop of recovery, so a
+    WAITING chunk costs one decode and one constructor call, and only what a chunk has
+    (an output, an error, attempts) costs more."""
+    states, decode_input, decode_output, decode_attempts = (
+        CHUNK_STATES,
+        _decode_input,
+        _decode_output,
+        _decode_attempts,
+    )
     out: list[StoredChunk] = []
     append = out.append
-    for (
-        _seq,
-        chunk_id,
-        output_id,
-        in_format,
-        raw,
-        fs_driver,
-        fs_location,
-        generated,
-        accepted,
-        state,
-        out_format,
-        out_raw,
-        out_driver,
-        out_location,
-        error,
-        delivery_error,
-        attempts,
-    ) in rows:
-        append(
-            StoredChunk(
-                chunk_id,
-                output_id,
-                formats[in_format - 1],
-                None if raw is None else decode(raw),
-                fs_driver,
-                fs_location,
-                bool(generated),
-                accepted,
-                states[state - 1],
-                formats[out_format - 1],
-                None if out_raw is None else decode(out_raw),
-                out_driver,
-                out_location,
-                error,
-                delivery_error,
-                [] if attempts is None else _attempts(attempts, places),
+    for chunk_id, output_id, data, state, output, error, delivery_error, attempts in rows:
+        chunk = StoredChunk(chunk_id, output_id, *decode_input(data))
+        if state != 1:
+            chunk.state = states[state - 1]
+        if output is not None:
+            chunk.out_format, chunk.out_raw, chunk.out_driver, chunk.out_location = decode_output(
+                output
             )
-        )
+        if error is not None:
+            chunk.error = error
+        if delivery_error is not None:
+            chunk.delivery_error = delivery_error
+        if attempts is not None:
+            chunk.attempts = decode_attempts(attempts)
+        append(chunk)
     return out
-
-
-def _attempts(text: str, places: dict[int, tuple[str, int, str]]) -> list[Attempt]:
-    states = CHUNK_STATES
-    return [
-        Attempt(
-            number,
-            started,
-            ended,
-            None if outcome is None else states[outcome - 1],
-            error,
-            *places.get(place, ("", 0, "")),
-        )
-        for number, started, ended, outcome, error, place in _decode_attempts(text)
-    ]
