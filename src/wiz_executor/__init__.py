@@ -48,6 +48,7 @@ from .errors import (
     WizError,
 )
 from .executor import AddResult, Executor
+from .journal import JournalStore, MemoryStore, SqliteStore
 from .processors import Context, Input, Output, Processor, ProcessorConfig
 from .registry import Registry
 from .server import create_app
@@ -79,7 +80,9 @@ __all__ = [
     "InvalidInput",
     "JournalCorrupt",
     "JournalError",
+    "JournalStore",
     "JournalTooNew",
+    "MemoryStore",
     "NotFound",
     "Output",
     "PayloadTooLarge",
@@ -92,6 +95,7 @@ __all__ = [
     "RunNotFound",
     "Settings",
     "ShuttingDown",
+    "SqliteStore",
     "State",
     "Unauthorized",
     "WizError",
