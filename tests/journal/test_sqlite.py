@@ -288,3 +288,34 @@ async def test_delete_and_purge_remove_the_rows_from_the_file(sqlite_store: Sqli
         conn.close()
     assert rows == {"runs": 1, "chunks": 50, "deliveries": 1}
     assert run_ids == [("kept",)]
+
+
+async def test_a_journal_in_use_by_another_store_is_refused(sqlite_store: SqliteStore) -> None:
+    # Two writers would each count a run's chunks from their own cache and overwrite
+    # each other's rows: the second executor must not start.
+    other = SqliteStore(sqlite_store.path)
+    with pytest.raises(JournalError, match="in use by another executor") as info:
+        other.open()
+    assert str(sqlite_store.path) in str(info.value)
+    await other.close()
+    await sqlite_store.close()
+    again = SqliteStore(sqlite_store.path)  # free once the first is closed
+    again.open()
+    await again.close()
+
+
+async def test_a_rolled_back_batch_leaves_no_stale_run_behind(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: sqlite3.Connection, records: list[object]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(sqlite_store._apply, ChunksAccepted, broken)
+    with pytest.raises(JournalError):
+        await sqlite_store.append([RunConfigured("noop", "r1", {}, T0), chunk(1)])
+    monkeypatch.undo()
+    # r1 was rolled back with its batch: configuring it again must create it again.
+    await sqlite_store.append([RunConfigured("noop", "r1", {"again": 1}, T0), chunk(2)])
+    [run] = sqlite_store.load().runs
+    assert run.configuration == {"again": 1}
+    assert [c.chunk_id for c in run.chunks or []] == ["c2"]

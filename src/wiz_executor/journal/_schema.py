@@ -28,11 +28,12 @@ delivering or giving up removes it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
 
-from ..errors import JournalCorrupt, JournalTooNew
+from ..errors import JournalCorrupt, JournalError, JournalTooNew
 
 APPLICATION_ID = 0x57697A4A
 """'WizJ': `PRAGMA application_id` of every journal."""
@@ -170,6 +171,34 @@ def prepare(conn: sqlite3.Connection, path: Path) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def lock(path: Path) -> int:
+    """Take the journal's lock (`<path>.lock`, held while the store is open), or raise.
+
+    SQLite would let two executors write one file, and each would number a run's chunks
+    from its own cache, writing over the other's. A lock on a file of its own (`flock`),
+    not on the database: closing any descriptor of the database would drop SQLite's own
+    POSIX locks. The holder writes its PID there, for the message.
+    """
+    lock_path = Path(f"{path}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise JournalCorrupt(str(path), f"its lock file {lock_path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise JournalError(
+            str(path),
+            f"the journal {path} is in use by another executor (pid {holder}): stop that "
+            "one first, or start this one with another --db",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def makedirs(path: Path) -> None:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -125,6 +126,7 @@ class SqliteStore(JournalStore):
         self._conn: sqlite3.Connection | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         # The writer thread's own caches (only it touches them once it runs).
         self._rids: dict[tuple[str, str], int] = {}
         self._next_seq: dict[int, int] = {}
@@ -161,20 +163,24 @@ class SqliteStore(JournalStore):
         _schema.check_file(path)
         try:
             _schema.makedirs(path)
+        except OSError as exc:
+            raise JournalCorrupt(str(path), str(exc)) from exc
+        self._lock_fd = _schema.lock(path)
+        try:
             conn = _schema.connect(path, fsync=self.fsync, check_same_thread=False)
-        except (OSError, sqlite3.DatabaseError) as exc:
+        except sqlite3.DatabaseError as exc:
+            self._unlock()
             raise JournalCorrupt(str(path), str(exc)) from exc
         try:
             _schema.prepare(conn, path)
-            self._rids = {
-                (proc, run): rid
-                for rid, proc, run in conn.execute("SELECT rid, proc_id, run_id FROM runs")
-            }
+            self._rids = _run_keys(conn)
         except JournalError:
             conn.close()
+            self._unlock()
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
+            self._unlock()
             raise JournalCorrupt(str(path), str(exc)) from exc
         self._conn = conn
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wiz-journal-read")
@@ -199,7 +205,13 @@ class SqliteStore(JournalStore):
             self._reader.shutdown()
         if self._conn is not None:
             self._conn.close()  # the last connection: SQLite checkpoints and drops the WAL
+        self._unlock()
         self._state = "closed"
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def _close_reader(self) -> None:
         if self._read_conn is not None:
@@ -265,7 +277,6 @@ class SqliteStore(JournalStore):
                 return
 
     def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        rids, next_seq = dict(self._rids), dict(self._next_seq)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, group in groupby(batch, type):
@@ -274,7 +285,10 @@ class SqliteStore(JournalStore):
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._rids, self._next_seq = rids, next_seq  # as the rolled-back file has them
+            # The caches may name rows the rollback undid: read them again from the file
+            # (rare, so a failure pays, rather than every commit copying them).
+            self._rids = _run_keys(conn)
+            self._next_seq = {}
             raise
         self.commits += 1
         self.records_written += len(batch)
@@ -599,6 +613,12 @@ def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -
                 future.set_result(None)
             else:
                 future.set_exception(error)
+
+
+def _run_keys(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    return {
+        (proc, run): rid for rid, proc, run in conn.execute("SELECT rid, proc_id, run_id FROM runs")
+    }
 
 
 def _find_rid(conn: sqlite3.Connection, proc_id: str, run_id: str) -> int:
