@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from wiz_executor.api import DataChunkState, DataFormat, State
-from wiz_executor.errors import ChunkNotFound, RunNotFound
+from wiz_executor.errors import ChunkNotFound, InvalidInput, RunNotFound
 from wiz_executor.journal import (
     AcceptedChunk,
     Attempt,
@@ -398,3 +398,10 @@ async def test_purge_removes_the_runs_finished_before_the_cutoff(journal: Harnes
     with pytest.raises(RunNotFound):
         await store.chunks("noop", "old")
     assert [c.chunk_id for c in await store.chunks("noop", "new")] == ["c1"]
+
+
+async def test_a_page_limit_below_one_is_refused(journal: Harness) -> None:
+    await paged_run(journal)
+    for limit in (0, -1):
+        with pytest.raises(InvalidInput, match="limit"):
+            await journal.store.chunks("noop", "r1", limit=limit)

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ..api import DataChunkState, DataFormat, State
+from ..errors import InvalidInput
 from ._records import Record, RunDeleted
 
 CHUNK_STATES: tuple[DataChunkState, ...] = tuple(DataChunkState)
@@ -107,6 +108,12 @@ class Recovered(msgspec.Struct, gc=False):
     settings: dict[str, Any]
 
 
+def check_limit(limit: int) -> None:
+    """A page of fewer than one chunk is a mistake (SQLite would read -1 as "no limit")."""
+    if limit < 1:
+        raise InvalidInput(f"a page limit must be at least 1, not {limit}")
+
+
 class JournalStore(ABC):
     """Where the run map's change log is kept (see the module docstring for the life)."""
 
@@ -151,7 +158,8 @@ class JournalStore(ABC):
         """A page of a run's chunks in arrival order: those in `state` (any if None),
         after the chunk `after` (from the start if None), at most `limit`.
 
-        Raises `RunNotFound` for an unknown run and `ChunkNotFound` for an unknown `after`.
+        Raises `RunNotFound` for an unknown run, `ChunkNotFound` for an unknown `after`,
+        and `InvalidInput` for a `limit` below 1.
         """
 
     @abstractmethod

@@ -16,7 +16,15 @@ from msgspec import structs
 
 from ..api import DataChunkState
 from ..errors import ChunkNotFound, RunNotFound
-from ._base import Attempt, JournalStore, PendingDelivery, Recovered, StoredChunk, StoredRun
+from ._base import (
+    Attempt,
+    JournalStore,
+    PendingDelivery,
+    Recovered,
+    StoredChunk,
+    StoredRun,
+    check_limit,
+)
 from ._records import (
     ChunkFailed,
     ChunksAccepted,
@@ -227,6 +235,7 @@ class MemoryStore(JournalStore):
         after: str | None = None,
         limit: int = 1000,
     ) -> list[StoredChunk]:
+        check_limit(limit)
         run = self._run(proc_id, run_id)
         items = iter(run.chunks.values())
         if after is not None:

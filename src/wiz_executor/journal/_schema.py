@@ -136,6 +136,7 @@ def connect(path: Path, *, fsync: bool, check_same_thread: bool = True) -> sqlit
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA busy_timeout=10000")  # a checkpoint in progress is not damage
     except BaseException:
         conn.close()
         raise

@@ -50,6 +50,7 @@ from ._base import (
     Recovered,
     StoredChunk,
     StoredRun,
+    check_limit,
 )
 from ._records import (
     ChunkFailed,
@@ -555,6 +556,8 @@ class SqliteStore(JournalStore):
         after: str | None = None,
         limit: int = 1000,
     ) -> list[StoredChunk]:
+        check_limit(limit)
+
         def read(conn: sqlite3.Connection) -> list[StoredChunk]:
             rid = _find_rid(conn, proc_id, run_id)
             seq = 0
