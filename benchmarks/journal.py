@@ -11,7 +11,8 @@ Not part of the suite's report (yet): `run()` returns the numbers for when it is
   built record and making its future), which is what AddData pays on the loop besides
   building the record and awaiting the future;
 - recovery: a journal of N chunks (across 10 unfinished runs; half SUCCEEDED with an
-  output and one attempt, half WAITING) reopened and `load()`ed, and its size per chunk.
+  output and one attempt, half WAITING) reopened and `load()`ed, its size on disk and
+  the memory the recovered chunks take (RSS growth), per chunk.
   CPU time is printed beside wall time: on a shared machine it is the steadier number.
 """
 
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from wiz_executor.api import DataFormat
 from wiz_executor.journal import (
@@ -107,10 +110,12 @@ async def _build(path: Path, chunks: int, runs: int = 10) -> None:
 
 def _recover(path: Path) -> dict[str, float]:
     store = SqliteStore(path)
+    rss = psutil.Process().memory_info().rss
     start, cpu = time.perf_counter(), time.process_time()
     store.open()
     recovered = store.load()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    rss = psutil.Process().memory_info().rss - rss
     n = sum(len(run.chunks or ()) for run in recovered.runs)
     asyncio.run(store.close())
     size = path.stat().st_size
@@ -118,6 +123,7 @@ def _recover(path: Path) -> dict[str, float]:
         "chunks": n,
         "recovery_s": elapsed,
         "recovery_cpu_s": cpu,
+        "rss_bytes_per_chunk": rss / n,
         "bytes_per_chunk": size / n,
         "file_mb": size / 1e6,
     }
@@ -158,7 +164,8 @@ def main() -> None:
     rec = r["recovery"]
     print(
         f"recovery: {rec['chunks']:,} chunks in {rec['recovery_s']:.2f} s "
-        f"({rec['recovery_cpu_s']:.2f} s of CPU); "
+        f"({rec['recovery_cpu_s']:.2f} s of CPU), {rec['rss_bytes_per_chunk']:.0f} bytes of "
+        "RAM each; "
         f"{rec['bytes_per_chunk']:.0f} bytes per chunk ({rec['file_mb']:.0f} MB); "
         f"built in {r['build_s']:.1f} s"
     )
