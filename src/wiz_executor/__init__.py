@@ -36,6 +36,9 @@ from .errors import (
     ExecutorFull,
     InvalidConfiguration,
     InvalidInput,
+    JournalCorrupt,
+    JournalError,
+    JournalTooNew,
     NotFound,
     PayloadTooLarge,
     ProcessorNotFound,
@@ -45,6 +48,7 @@ from .errors import (
     WizError,
 )
 from .executor import AddResult, Executor
+from .journal import JournalStore, MemoryStore, SqliteStore
 from .processors import Context, Input, Output, Processor, ProcessorConfig
 from .registry import Registry
 from .server import create_app
@@ -74,6 +78,11 @@ __all__ = [
     "Input",
     "InvalidConfiguration",
     "InvalidInput",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalStore",
+    "JournalTooNew",
+    "MemoryStore",
     "NotFound",
     "Output",
     "PayloadTooLarge",
@@ -86,6 +95,7 @@ __all__ = [
     "RunNotFound",
     "Settings",
     "ShuttingDown",
+    "SqliteStore",
     "State",
     "Unauthorized",
     "WizError",

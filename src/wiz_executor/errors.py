@@ -12,8 +12,11 @@
     ├── ExecutorFull                 the bounded queue of waiting chunks is full; retry later
     ├── ShuttingDown                 the executor is stopping and takes no new work
     ├── Unauthorized                 a required token is missing or wrong
-    └── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
-        └── ChunkTimeout             recorded on the chunk)
+    ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
+    │   └── ChunkTimeout             recorded on the chunk)
+    └── JournalError                 the journal cannot be opened (a start-up error, never an
+        ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
+        └── JournalTooNew            written by a newer version of the executor
 
 HTTP status codes are assigned in exactly one place, `wiz_executor.server._errors`,
 so the library can be used without the server and the mapping can be read at a glance.
@@ -101,3 +104,42 @@ class ChunkTimeout(ChunkFailed):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"processor did not finish the chunk within {seconds:g} s (timeout)")
         self.seconds = seconds
+
+
+class JournalError(WizError):
+    """The journal file cannot be used; the executor refuses to start rather than lose it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalCorrupt(JournalError):
+    """The journal file is not a journal, or is damaged or truncated.
+
+    Never answered by starting afresh: the file may hold accepted chunks, so the person
+    starting the executor decides (restore it, move it aside, or point `--db` elsewhere).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            path,
+            f"the journal {path} cannot be read: {reason}. It may hold accepted chunks, so "
+            "the executor will not start afresh over it: restore it from a backup, or move "
+            "it aside (or start with another --db) to begin with an empty journal",
+        )
+        self.reason = reason
+
+
+class JournalTooNew(JournalError):
+    """The journal was written by a newer executor, whose schema this one cannot read."""
+
+    def __init__(self, path: str, version: int, supported: int) -> None:
+        super().__init__(
+            path,
+            f"the journal {path} has schema version {version}, newer than the {supported} "
+            "this executor reads: run the newer executor that wrote it, or start this one "
+            "with another --db",
+        )
+        self.version = version
+        self.supported = supported
