@@ -204,6 +204,12 @@ def _executor_metrics(ex: Executor) -> Iterator[Metric]:
         "wiz_workers_max", "Executor-wide limit on workers.", value=limiter.total
     )
     yield GaugeMetricFamily(
+        "wiz_abandoned_threads",
+        "Threads still running a blocking call whose chunk timed out or was cancelled "
+        "(replaced in the pool; they end when the call returns).",
+        value=ex.threads.abandoned,
+    )
+    yield GaugeMetricFamily(
         "wiz_queue_depth",
         "WAITING chunks across all runs (AddData answers 429 past the limit).",
         value=ex.runs.counts[DataChunkState.WAITING],
