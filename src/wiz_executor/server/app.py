@@ -23,6 +23,7 @@ from ..api import (
     AddDataResult,
     Configuration,
     Data,
+    DataChunkState,
     DataSpec,
     EndOfInputResult,
     ErrorBody,
@@ -187,7 +188,8 @@ def _add_routes(app: FastAPI) -> None:
             "runs": len(ex.runs),
             "chunks": {state.value: n for state, n in ex.runs.counts.items()},
             "workers": {
-                "busy": ex.scheduler.limiter.in_use,
+                "busy": ex.runs.counts[DataChunkState.RUNNING],
+                "instances": ex.scheduler.limiter.in_use,
                 "max": ex.settings.max_workers,
                 "abandoned": ex.threads.abandoned,
             },
