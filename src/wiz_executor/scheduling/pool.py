@@ -202,9 +202,9 @@ class PoolModel(WorkModelBase):
                     continue  # the pool may have closed meanwhile
                 chunk = queue.pop()
                 if chunk is None:
-                    if await self._idle(pool, current, gave_up):
+                    chunk = await self._idle(pool, current, gave_up)
+                    if chunk is None:
                         return
-                    continue
                 pool.busy += 1
                 pool.running.add(current)
                 try:
@@ -225,32 +225,40 @@ class PoolModel(WorkModelBase):
         # (If a blocking call timed out it may still hold the instance: this worker
         # ends, and a fresh one, with a fresh instance, takes the next chunks.)
 
-    async def _idle(self, pool: _RunPool, current: asyncio.Task[None], gave_up: list[bool]) -> bool:
-        """Wait for a chunk with the run's queue empty; True when the worker must end,
-        its slot wanted by someone else."""
-        for task in pool.starting:  # workers of this run waiting for a slot: not needed now
-            task.cancel()
-        limiter = self.limiter
-        if limiter.others_waiting(len(pool.starting)):
-            limiter.giving_up()
-            gave_up[0] = True
-            return True
-        wake = pool.queue.waiter()
-        limiter.park(wake)
-        try:
-            reclaimed = await wake
-        except asyncio.CancelledError:
-            if wake.done() and not wake.cancelled() and wake.result():
-                gave_up[0] = True  # asked to give the slot up just as it was cancelled
-            pool.queue.forget(wake, cancelled=True)
-            raise
-        finally:
-            limiter.unpark(wake)
-        pool.queue.forget(wake, cancelled=False)
-        if reclaimed:
-            gave_up[0] = True
-            return True
-        return False
+    async def _idle(
+        self, pool: _RunPool, current: asyncio.Task[None], gave_up: list[bool]
+    ) -> Chunk | None:
+        """Wait for a chunk, the run's queue being empty; None when the worker must end
+        instead, its slot wanted by someone else.
+
+        The chunk is taken as soon as the worker is woken, without yielding its turn
+        first: the loop has just run other things while it waited."""
+        limiter, queue = self.limiter, pool.queue
+        while True:
+            for task in pool.starting:  # this run's workers waiting for a slot: not needed
+                task.cancel()
+            if limiter.others_waiting(len(pool.starting)):
+                limiter.giving_up()
+                gave_up[0] = True
+                return None
+            wake = queue.waiter()
+            limiter.park(wake)
+            try:
+                reclaimed = await wake
+            except asyncio.CancelledError:
+                if wake.done() and not wake.cancelled() and wake.result():
+                    gave_up[0] = True  # asked to give the slot up just as it was cancelled
+                queue.forget(wake, cancelled=True)
+                raise
+            finally:
+                limiter.unpark(wake)
+            queue.forget(wake, cancelled=False)
+            if reclaimed:
+                gave_up[0] = True
+                return None
+            chunk = queue.pop()
+            if chunk is not None:  # (else another worker took it first)
+                return chunk
 
     async def _yield_turn(self) -> None:
         turn = self._turn
