@@ -163,7 +163,7 @@ class PoolModel(WorkModelBase):
                 await limiter.acquire()
             finally:
                 pool.starting.discard(current)
-        gave_up = [False]
+        gave_up = [False]  # set once the slot is promised to a waiter (even if cancelled)
         try:
             if not (self.closing or pool.closing or pool.queue.empty()):
                 await self._serve(run, pool, current, gave_up)
@@ -202,7 +202,7 @@ class PoolModel(WorkModelBase):
                     continue  # the pool may have closed meanwhile
                 chunk = queue.pop()
                 if chunk is None:
-                    chunk = await self._idle(pool, current, gave_up)
+                    chunk = await self._idle(pool, gave_up)
                     if chunk is None:
                         return
                 pool.busy += 1
@@ -225,9 +225,7 @@ class PoolModel(WorkModelBase):
         # (If a blocking call timed out it may still hold the instance: this worker
         # ends, and a fresh one, with a fresh instance, takes the next chunks.)
 
-    async def _idle(
-        self, pool: _RunPool, current: asyncio.Task[None], gave_up: list[bool]
-    ) -> Chunk | None:
+    async def _idle(self, pool: _RunPool, gave_up: list[bool]) -> Chunk | None:
         """Wait for a chunk, the run's queue being empty; None when the worker must end
         instead, its slot wanted by someone else.
 
