@@ -112,3 +112,46 @@ async def test_a_release_between_cancel_and_wakeup_loses_nothing() -> None:
     assert (limiter.in_use, limiter.waiting) == (1, 0)
     limiter.release()
     assert limiter.in_use == 0
+
+
+async def test_a_waiter_reclaims_the_slot_of_a_parked_idle_holder() -> None:
+    """An idle holder (a POOL worker between chunks) parks a future: the first waiter
+    asks it, and only it, to give its slot up; no more holders are asked than wait."""
+    limiter = WorkerLimiter(2)
+    assert limiter.try_acquire()
+    assert limiter.try_acquire()
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[bool | None] = loop.create_future()
+    second: asyncio.Future[bool | None] = loop.create_future()
+    limiter.park(first)
+    limiter.park(second)
+    order: list[str] = []
+    (a,) = await acquirers(limiter, ["a"], order)
+    assert first.result() is True
+    assert not second.done()
+    assert (limiter.reclaiming, limiter.others_waiting()) == (1, False)
+    limiter.unpark(first)
+    limiter.release_given_up()  # the holder tore its instance down: the slot goes to a
+    await a
+    assert order == ["a"]
+    assert (limiter.in_use, limiter.reclaiming, limiter.peak) == (2, 0, 2)
+
+
+async def test_a_parked_holder_woken_for_work_is_not_reclaimed() -> None:
+    limiter = WorkerLimiter(1)
+    assert limiter.try_acquire()
+    loop = asyncio.get_running_loop()
+    busy: asyncio.Future[bool | None] = loop.create_future()
+    limiter.park(busy)
+    busy.set_result(None)  # a chunk came for it first
+    order: list[str] = []
+    (a,) = await acquirers(limiter, ["a"], order)
+    assert limiter.reclaiming == 0
+    assert limiter.others_waiting()  # so the holder gives its slot up after its chunk
+    assert not limiter.others_waiting(own=1)  # unless the waiter is of its own run
+    limiter.giving_up()
+    assert not limiter.others_waiting()
+    limiter.release_given_up()
+    await a
+    assert order == ["a"]
+    assert (limiter.in_use, limiter.reclaiming) == (1, 0)

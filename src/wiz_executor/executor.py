@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import httpx
@@ -22,7 +21,7 @@ from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, Shutt
 from .events import EventHub
 from .registry import Registry
 from .runs import RUNNING, WAITING, Chunk, Run, RunMap, same_json
-from .scheduling import Scheduler
+from .scheduling import ProcessorThreads, Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
 
@@ -47,9 +46,8 @@ class Executor:
         self.settings = settings or Settings()
         self.registry = registry if registry is not None else Registry.default()
         self.runs = RunMap()
-        self.threads = ThreadPoolExecutor(
-            max_workers=self.settings.max_workers, thread_name_prefix="wiz-processor"
-        )
+        self.threads = ProcessorThreads(self.settings.max_workers)
+        """Where blocking `run` calls run; a thread stuck in a timed-out call is replaced."""
         self.scheduler = Scheduler(self.runs, self.settings, self.threads)
         self.run_log = RunLog(self.runs, lambda: self.closing)
         """The runs' lifecycle lines (configured, started, finished, failed chunks)."""
@@ -108,7 +106,7 @@ class Executor:
             await self.scheduler.drain()  # runs that completed on their last delivery
         if self._http is not None:
             await self._http.aclose()
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.close()
         self.events.close()  # after the chunks' last changes, so streams can end with them
         failed = self.run_log.failed_by_shutdown
         log.info(

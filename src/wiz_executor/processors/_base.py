@@ -8,7 +8,9 @@ pool, a loaded model).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -111,8 +113,8 @@ class Context(Generic[ConfigT]):
     @property
     def scratch_dir(self) -> Path:
         """This chunk's own folder inside the data directory, created on first use."""
-        path = self.data_dir / _safe_name(self.proc_id) / _safe_name(self.run_id)
-        path = path / _safe_name(self.chunk_id)
+        path = self.data_dir / folder_name(self.proc_id) / folder_name(self.run_id)
+        path = path / folder_name(self.chunk_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -121,10 +123,29 @@ class Context(Generic[ConfigT]):
         self._report(done, total)
 
 
-def _safe_name(part: str) -> str:
-    # IDs come from users: keep them one path component each, whatever they hold.
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in part).lstrip(".")
-    return cleaned or "_"
+_READABLE = frozenset(string.ascii_letters + string.digits + "-_.")
+_MAX_READABLE = 64
+_PREFIX = 40
+
+
+def folder_name(part: str) -> str:
+    """The folder name of one ID (a processor's, a run's or a chunk's): one path
+    component, at most 73 ASCII bytes, and a different one for every different ID.
+
+    IDs come from users and may hold anything. An ID that is already a safe name
+    (ASCII letters, digits, `-`, `_`, `.`, not starting with `.`, at most 64
+    characters) is its own folder name, so `c1` stays `c1`. Any other ID becomes a
+    readable prefix made of its safe characters, `~`, and a 128-bit hash of the exact
+    ID: `x/1` is `x_1~<hash>`, never `x_1`. `~` is never in a name kept as it is, so the
+    two kinds cannot meet, and two escaped names are equal only if their IDs are.
+    (Replacing characters alone mapped `x/1` and `x_1` to one folder, and a long ID
+    to a name the file system refused.)
+    """
+    if 0 < len(part) <= _MAX_READABLE and part[0] != "." and _READABLE.issuperset(part):
+        return part
+    prefix = "".join(c if c in _READABLE else "_" for c in part[:_PREFIX]).lstrip(".")
+    digest = hashlib.blake2b(part.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{prefix}~{digest}"
 
 
 class Processor(ABC, Generic[ConfigT]):

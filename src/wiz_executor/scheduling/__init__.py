@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..api import WorkModel
@@ -14,13 +13,16 @@ from ..settings import Settings
 from ._limits import WorkerLimiter
 from ._model import WorkModelBase
 from ._runner import ChunkRunner
+from ._threads import BlockingCall, ProcessorThreads
 from .lifetime import LifetimeModel
 from .pool import PoolModel
 
 __all__ = [
+    "BlockingCall",
     "ChunkRunner",
     "LifetimeModel",
     "PoolModel",
+    "ProcessorThreads",
     "Scheduler",
     "WorkModelBase",
     "WorkerLimiter",
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Hands each run's chunks to its work model, under the executor-wide worker limit."""
 
-    def __init__(self, runs: RunMap, settings: Settings, threads: ThreadPoolExecutor) -> None:
+    def __init__(self, runs: RunMap, settings: Settings, threads: ProcessorThreads) -> None:
         self.runs = runs
         self.settings = settings
         self.limiter = WorkerLimiter(settings.max_workers, "executor")

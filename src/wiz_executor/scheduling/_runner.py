@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from time import perf_counter
@@ -21,11 +20,12 @@ from typing import Any
 import msgspec
 
 from ..api import DataFormat
-from ..errors import ChunkTimeout, WizError
+from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
 from ..processors import Context, Input, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
+from ._threads import BlockingCall, ProcessorThreads
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ChunkRunner:
     def __init__(
         self,
         runs: RunMap,
-        threads: ThreadPoolExecutor,
+        threads: ProcessorThreads,
         data_dir: Path,
         default_timeout: float | None = None,
         allowed_roots: tuple[Path, ...] = (),
@@ -91,6 +91,7 @@ class ChunkRunner:
         if traits is None:
             traits = self._traits[cls] = _Traits(cls, self.stats)
         started = perf_counter()
+        pending: Awaitable[Any] | None = None
         try:
             timeout = run.timeout or self.default_timeout
             raw = chunk.raw_data
@@ -110,20 +111,25 @@ class ChunkRunner:
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
                 )
+                pending = self._call(instance, data, context, traits.is_async)
                 if timeout:
                     async with asyncio.timeout(timeout) as deadline:
                         try:
-                            result = await self._call(instance, data, context, traits.is_async)
+                            result = await pending
                         except TimeoutError:
                             if deadline.expired():
                                 raise
                             raise RuntimeError("TimeoutError raised by the processor") from None
                 else:
-                    result = await self._call(instance, data, context, traits.is_async)
+                    result = await pending
             except TimeoutError:
+                if type(pending) is BlockingCall:  # its thread may be stuck: replace it
+                    self.threads.abandon(pending)
                 runs.fail(run, chunk, ChunkTimeout(timeout or 0).message)
                 return traits.is_async
             except asyncio.CancelledError:
+                if type(pending) is BlockingCall:
+                    self.threads.abandon(pending)
                 runs.fail(run, chunk, cancelled_message(run, chunk))
                 raise
             except WizError as exc:
@@ -154,8 +160,12 @@ class ChunkRunner:
         if is_async:
             result: Awaitable[Any] = instance.run(data, context)
             return result
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self.threads, instance.run, data, context)
+        threads = self.threads
+        if threads.abandoned >= threads.max_abandoned:
+            refusal = threads.refusal(type(instance))
+            if refusal is not None:
+                raise ChunkFailed(refusal)
+        return threads.call(type(instance), instance.run, data, context)
 
     def _record(self, run: Run, chunk: Chunk, result: Any, raw_in: Any) -> None:
         if isinstance(result, Output):

@@ -1,24 +1,39 @@
 """POOL: long-lived processor instances, each set up once, pulling chunks from a queue.
 
-A run gets up to `MaxWorkers` workers, started as chunks arrive (so an idle run costs
-nothing until its first chunk). Each worker takes a slot of the executor-wide limiter for
-every chunk it processes, so both limits hold at every instant. A worker whose `setup`
-fails fails the chunk it took with that message and ends; the next chunk gets a new one.
+A run gets up to `MaxWorkers` workers (never more than the executor-wide limit), started
+as chunks arrive, so an idle run costs nothing until its first chunk. An instance holds
+what the executor-wide limit is for (memory, GPU, connections) from the start of its
+`setup` to the end of its `teardown`, so a worker takes a slot of the executor-wide
+limiter *before* `setup` and keeps it until its instance is torn down: live instances,
+across runs and work models, never exceed `--max-workers`. (Taking the slot per chunk
+let every run set up `MaxWorkers` instances outside the limit.)
+
+A slot held by an idle instance must not keep other runs waiting, so a worker gives its
+slot up (tears its instance down and ends) when someone else waits for one and
+- it is idle (its run's queue is empty): at once; or
+- it has held its slot for its share of time (`HOLD`, or ten times its `setup` if that
+  is longer, so set-up stays a small part of the work): after its current chunk.
+A run whose worker left while chunks wait starts a new one, which waits for a slot in
+FIFO order with everyone else. Without contention nothing of this costs anything per
+chunk but a length check.
+
+A worker whose `setup` fails fails one waiting chunk with that message and ends; the
+next chunk gets a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from time import monotonic
 from typing import Any
 
 from ..processors import Processor
-from ..runs import WAITING, Chunk, Run
+from ..runs import Chunk, Run
 from ._model import WorkModelBase
 from ._runner import (
     PROCESSOR_ERRORS,
-    cancelled_message,
     discard_instance,
     new_instance,
     setup_failure,
@@ -29,15 +44,17 @@ class _ChunkQueue:
     """A run's waiting chunks, and the idle workers waiting for one.
 
     `asyncio.Queue` without what the pool does not use (bounds, `join`): a worker takes
-    a chunk that is there with `pop`, without awaiting, and awaits `get` only when the
-    queue is empty. (Its put and get were a fifth of POOL's cost per chunk.)
+    a chunk that is there with `pop`, without awaiting, and awaits a `waiter` only when
+    the queue is empty. (Its put and get were a fifth of POOL's cost per chunk.) The
+    waiter is also what an idle worker parks with the executor-wide limiter, so one
+    await wakes it for a chunk or for giving its slot up.
     """
 
     __slots__ = ("_items", "_waiters")
 
     def __init__(self) -> None:
         self._items: deque[Chunk] = deque()
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[bool | None]] = deque()
 
     def put_nowait(self, chunk: Chunk) -> None:
         self._items.append(chunk)
@@ -50,19 +67,20 @@ class _ChunkQueue:
     def get_nowait(self) -> Chunk:
         return self._items.popleft()
 
-    async def get(self) -> Chunk:
-        while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if not waiter.done():
-                    self._waiters.remove(waiter)
-                elif self._items:
-                    self._wake_one()  # woken just as it was cancelled: pass the turn on
-                raise
-        return self._items.popleft()
+    def waiter(self) -> asyncio.Future[bool | None]:
+        """A future set (to None) when a chunk is put; the caller pops it then, if it is
+        still there. Pass it to `forget` once it is no longer awaited."""
+        waiter: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def forget(self, waiter: asyncio.Future[bool | None], cancelled: bool) -> None:
+        woken = waiter.done() and not waiter.cancelled() and waiter.result() is None
+        if not woken:  # (a waiter woken for a chunk has left the deque already)
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+        elif cancelled and self._items:
+            self._wake_one()  # woken for a chunk just as it was cancelled: pass the turn on
 
     def qsize(self) -> int:
         return len(self._items)
@@ -79,14 +97,18 @@ class _ChunkQueue:
 
 
 class _RunPool:
-    __slots__ = ("busy", "closing", "cls", "queue", "running", "workers")
+    __slots__ = ("busy", "closing", "cls", "limit", "queue", "running", "starting", "workers")
 
-    def __init__(self, cls: type[Processor[Any]]) -> None:
+    def __init__(self, cls: type[Processor[Any]], limit: int) -> None:
         self.cls = cls
+        self.limit = limit
+        """Workers the run may have: its MaxWorkers, at most the executor-wide limit."""
         self.queue = _ChunkQueue()
         self.workers: set[asyncio.Task[None]] = set()
         self.running: set[asyncio.Task[None]] = set()
         """Workers in the middle of a chunk."""
+        self.starting: set[asyncio.Task[None]] = set()
+        """Workers waiting for an executor-wide slot before they set up."""
         self.busy = 0
         self.closing = False
 
@@ -102,12 +124,19 @@ started a turn since it yielded, starts the next one, so the loop polls its sock
 least once per turn, however many workers there are."""
 
 
+HOLD = 0.1
+"""Seconds a worker keeps its slot, while others wait for one, before giving it up."""
+
+SETUP_SHARE = 10
+"""...or this many times what its `setup` took, if that is longer."""
+
+
 class PoolModel(WorkModelBase):
     _turn_ends = 0.0
     _turn = 0
 
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
-        run.sched = _RunPool(cls)
+        run.sched = _RunPool(cls, min(run.max_workers, self.limiter.total))
         self._runs.add(run)
 
     def submit(self, run: Run, chunks: list[Chunk]) -> None:
@@ -115,63 +144,119 @@ class PoolModel(WorkModelBase):
         put = pool.queue.put_nowait
         for chunk in chunks:
             put(chunk)
-        if self.closing or len(pool.workers) >= run.max_workers:
+        if self.closing or len(pool.workers) >= pool.limit:
             return  # (the common case under load: every worker is already there)
         idle = len(pool.workers) - pool.busy
-        while pool.queue.qsize() > idle and len(pool.workers) < run.max_workers:
+        while pool.queue.qsize() > idle and len(pool.workers) < pool.limit:
             task = asyncio.create_task(self._work(run, pool))
             pool.workers.add(task)
             task.add_done_callback(pool.workers.discard)
             idle += 1
 
     async def _work(self, run: Run, pool: _RunPool) -> None:
-        runs = self.runner.runs
+        current = asyncio.current_task()
+        assert current is not None
+        limiter = self.limiter
+        if not limiter.try_acquire():
+            pool.starting.add(current)
+            try:
+                await limiter.acquire()
+            finally:
+                pool.starting.discard(current)
+        gave_up = [False]  # set once the slot is promised to a waiter (even if cancelled)
+        try:
+            if not (self.closing or pool.closing or pool.queue.empty()):
+                await self._serve(run, pool, current, gave_up)
+        finally:
+            if gave_up[0]:
+                limiter.release_given_up()
+            else:
+                limiter.release()
+            # Leave the pool before asking for a replacement, or `submit` would count
+            # this ending worker as idle and start none while chunks wait.
+            pool.workers.discard(current)
+        if not (self.closing or pool.closing):
+            self.submit(run, [])
+
+    async def _serve(
+        self, run: Run, pool: _RunPool, current: asyncio.Task[None], gave_up: list[bool]
+    ) -> None:
+        """Set an instance up and run chunks on it until it must go (with the slot held)."""
+        started = monotonic()
         try:
             instance = await new_instance(pool.cls, run.processor_config)
         except PROCESSOR_ERRORS as exc:
-            chunk = await pool.queue.get()
-            runs.fail(run, chunk, setup_failure(exc))
-            # Leave the pool before asking for a replacement, or `submit` would count
-            # this ending worker as idle and start none while chunks wait.
-            pool.workers.discard(asyncio.current_task())
-            if not (self.closing or pool.closing):
-                self.submit(run, [])
+            chunk = pool.queue.pop()
+            if chunk is not None:
+                self.runner.runs.fail(run, chunk, setup_failure(exc))
             return
-        current = asyncio.current_task()
-        assert current is not None
+        now = monotonic()
+        hold_until = now + max(HOLD, SETUP_SHARE * (now - started))
+        limiter = self.limiter
+        queue = pool.queue
         usable = True
         try:
-            queue = pool.queue
             while usable and not (self.closing or pool.closing):
                 if monotonic() >= self._turn_ends:
                     await self._yield_turn()
                     continue  # the pool may have closed meanwhile
-                taken = queue.pop()
-                chunk = taken if taken is not None else await queue.get()
+                chunk = queue.pop()
+                if chunk is None:
+                    chunk = await self._idle(pool, gave_up)
+                    if chunk is None:
+                        return
                 pool.busy += 1
+                pool.running.add(current)
                 try:
-                    if not self.limiter.try_acquire():
-                        await self.limiter.acquire()
-                    pool.running.add(current)
-                    try:
-                        usable = await self.runner.execute(run, chunk, instance)
-                    finally:
-                        pool.running.discard(current)
-                        self.limiter.release()
-                except asyncio.CancelledError:
-                    if chunk.state is WAITING:  # cancelled while waiting for a slot
-                        runs.fail(run, chunk, cancelled_message(run, chunk))
-                    raise
+                    usable = await self.runner.execute(run, chunk, instance)
                 finally:
+                    pool.running.discard(current)
                     pool.busy -= 1
+                if (
+                    limiter.waiting
+                    and monotonic() >= hold_until
+                    and limiter.others_waiting(len(pool.starting))
+                ):
+                    limiter.giving_up()  # its share is used: the slot goes to a waiter
+                    gave_up[0] = True
+                    return
         finally:
             await discard_instance(instance)
-        if not usable:
-            # A blocking call timed out and may still hold the instance: leave the pool
-            # and let a fresh worker, with a fresh instance, take the next chunks.
-            pool.workers.discard(current)
-            if not (self.closing or pool.closing):
-                self.submit(run, [])
+        # (If a blocking call timed out it may still hold the instance: this worker
+        # ends, and a fresh one, with a fresh instance, takes the next chunks.)
+
+    async def _idle(self, pool: _RunPool, gave_up: list[bool]) -> Chunk | None:
+        """Wait for a chunk, the run's queue being empty; None when the worker must end
+        instead, its slot wanted by someone else.
+
+        The chunk is taken as soon as the worker is woken, without yielding its turn
+        first: the loop has just run other things while it waited."""
+        limiter, queue = self.limiter, pool.queue
+        while True:
+            for task in pool.starting:  # this run's workers waiting for a slot: not needed
+                task.cancel()
+            if limiter.others_waiting(len(pool.starting)):
+                limiter.giving_up()
+                gave_up[0] = True
+                return None
+            wake = queue.waiter()
+            limiter.park(wake)
+            try:
+                reclaimed = await wake
+            except asyncio.CancelledError:
+                if wake.done() and not wake.cancelled() and wake.result():
+                    gave_up[0] = True  # asked to give the slot up just as it was cancelled
+                queue.forget(wake, cancelled=True)
+                raise
+            finally:
+                limiter.unpark(wake)
+            queue.forget(wake, cancelled=False)
+            if reclaimed:
+                gave_up[0] = True
+                return None
+            chunk = queue.pop()
+            if chunk is not None:  # (else another worker took it first)
+                return chunk
 
     async def _yield_turn(self) -> None:
         turn = self._turn

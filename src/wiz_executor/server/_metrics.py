@@ -198,10 +198,23 @@ def _executor_metrics(ex: Executor) -> Iterator[Metric]:
 
     limiter = ex.scheduler.limiter
     yield GaugeMetricFamily(
-        "wiz_workers_busy", "Workers running a chunk now.", value=limiter.in_use
+        "wiz_workers_busy",
+        "Workers running a chunk now.",
+        value=ex.runs.counts[DataChunkState.RUNNING],
+    )
+    yield GaugeMetricFamily(
+        "wiz_processor_instances",
+        "Live processor instances (setting up, running or idle), each holding a worker slot.",
+        value=limiter.in_use,
     )
     yield GaugeMetricFamily(
         "wiz_workers_max", "Executor-wide limit on workers.", value=limiter.total
+    )
+    yield GaugeMetricFamily(
+        "wiz_abandoned_threads",
+        "Threads still running a blocking call whose chunk timed out or was cancelled "
+        "(replaced in the pool; they end when the call returns).",
+        value=ex.threads.abandoned,
     )
     yield GaugeMetricFamily(
         "wiz_queue_depth",

@@ -23,6 +23,7 @@ from ..api import (
     AddDataResult,
     Configuration,
     Data,
+    DataChunkState,
     DataSpec,
     EndOfInputResult,
     ErrorBody,
@@ -186,7 +187,12 @@ def _add_routes(app: FastAPI) -> None:
             "status": "stopping" if ex.closing else "ok",
             "runs": len(ex.runs),
             "chunks": {state.value: n for state, n in ex.runs.counts.items()},
-            "workers": {"busy": ex.scheduler.limiter.in_use, "max": ex.settings.max_workers},
+            "workers": {
+                "busy": ex.runs.counts[DataChunkState.RUNNING],
+                "instances": ex.scheduler.limiter.in_use,
+                "max": ex.settings.max_workers,
+                "abandoned": ex.threads.abandoned,
+            },
         }
 
     @app.get("/processors", tags=["processors"], response_model=list[Processor])
