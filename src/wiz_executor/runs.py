@@ -108,6 +108,7 @@ class Run:
         "sched",
         "state",
         "timeout",
+        "warnings",
         "work_model",
     )
 
@@ -120,6 +121,7 @@ class Run:
         max_workers: int,
         work_model: WorkModel,
         timeout: float | None,
+        warnings: list[str] | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -131,6 +133,9 @@ class Run:
         self.max_workers = max_workers
         self.work_model = work_model
         self.timeout = timeout
+        self.warnings: list[str] = warnings or []
+        """What Configure ignored or changed (unknown fields, a clamped MaxWorkers),
+        shown as the Run's `Warnings` for as long as the run is kept."""
         self.state = State.CONFIGURED
         self.finished_totals: dict[DataChunkState, int] = {}
         """The run map's count of its processor's finished chunks, shared by its runs."""

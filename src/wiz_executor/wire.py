@@ -184,10 +184,13 @@ def render_data(run: Run) -> dict[str, list[dict[str, Any]]]:
 
 
 def render_run(run: Run) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "RunID": run.run_id,
         "Configuration": run.configuration.model_dump(mode="json"),
         "CurrentState": run.state.value,
         "ChunkCounts": {state.value: run.counts[state] for state in DataChunkState},
         "InputClosed": run.input_closed,
     }
+    if run.warnings:
+        out["Warnings"] = run.warnings
+    return out
