@@ -62,9 +62,10 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
                 f"{value!r}: write an IPv6 address as [ADDRESS]:PORT", param_hint=_HINT
             )
         host = before or None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # 0 asks the system for a free port, as with Go and uvicorn (the benchmarks use it).
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise typer.BadParameter(
-            f"{value!r} is not a port: give PORT, :PORT or HOST:PORT, PORT from 1 to 65535",
+            f"{value!r} is not a port: give PORT, :PORT or HOST:PORT, PORT from 0 to 65535",
             param_hint=_HINT,
         )
     return host, int(port_text)
