@@ -15,7 +15,7 @@ import pytest
 from _gates import add, asgi_client, configure, run_path
 from conftest import wait_run_done
 from wiz_executor import Executor, Settings
-from wiz_executor.api import Run
+from wiz_executor.api import AddDataResult, Run
 
 pytestmark = pytest.mark.anyio
 
@@ -196,12 +196,85 @@ async def test_what_json_can_express_still_validates_strictly(
     assert "Warnings" not in resp.json()
 
 
+# -- AddData --------------------------------------------------------------------------
+
+
+async def test_unknown_chunk_fields_are_reported_in_the_answer(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await configure(client, "noop", "r", num_chunks=2)
+    chunk = {"ChunkID": "a", "RawData": {"Foo": 1}, "Foo": 1, "FilesystemReference": {"Bar": 2}}
+    with caplog.at_level(logging.WARNING):
+        resp = await add(client, "noop", "r", chunk)
+    assert resp.status_code == 200, resp.text
+    # RawData's own keys are data, never the wire's to judge.
+    assert resp.json() == {
+        "Accepted": 1,
+        "Duplicates": 0,
+        "Warnings": [
+            "unknown field Foo ignored",
+            "unknown field FilesystemReference.Bar ignored",
+        ],
+    }
+    assert any("FilesystemReference.Bar" in r.getMessage() for r in caplog.records)
+    assert AddDataResult.model_validate(resp.json()).Warnings == resp.json()["Warnings"]
+
+
+async def test_unknown_fields_in_a_batch_are_counted(client: httpx.AsyncClient) -> None:
+    await configure(client, "noop", "r", num_chunks=3)
+    batch = [{"ChunkID": "a", "Foo": 1}, {"ChunkID": "b", "Foo": 2}, {"ChunkID": "c", "Baz": 3}]
+    resp = await add(client, "noop", "r", batch)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["Accepted"] == 3
+    assert resp.json()["Warnings"] == [
+        "unknown field Foo (in 2 chunks) ignored",
+        "unknown field Baz ignored",
+    ]
+
+
+async def test_a_clean_chunk_has_no_warnings(client: httpx.AsyncClient) -> None:
+    await configure(client, "noop", "r", num_chunks=1)
+    chunk = {
+        "ChunkID": "a",
+        "Format": "RAW",
+        "Type": "INPUT",
+        "State": "WAITING",
+        "RawData": {"anything": {"nested": 1}},
+        "FilesystemReference": {"Driver": "", "Location": ""},
+        "AssociatedChunkID": "a-out",
+    }
+    resp = await add(client, "noop", "r", chunk)
+    assert resp.json() == {"Accepted": 1, "Duplicates": 0}
+
+
+async def test_a_wrong_type_beside_an_unknown_field_is_still_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client, "noop", "r", num_chunks=1)
+    resp = await add(client, "noop", "r", {"ChunkID": 5, "Foo": 1})
+    assert resp.status_code == 400, resp.text
+    assert (await client.get(f"{DATA}")).json()["In"] == []
+
+
+async def test_unknown_chunk_fields_are_a_400_under_strict_config(
+    strict_client: httpx.AsyncClient,
+) -> None:
+    await configure(strict_client, "noop", "r", num_chunks=1)
+    resp = await add(strict_client, "noop", "r", [{"ChunkID": "a"}, {"ChunkID": "b", "Foo": 1}])
+    assert resp.status_code == 400, resp.text
+    assert "Foo" in resp.json()["value"]
+    assert (await strict_client.get(DATA)).json()["In"] == []
+    resp = await add(strict_client, "noop", "r", {"ChunkID": "a"})
+    assert resp.json() == {"Accepted": 1, "Duplicates": 0}
+
+
 # -- the contract -------------------------------------------------------------------
 
 
-async def test_run_warnings_are_in_the_openapi_document(client: httpx.AsyncClient) -> None:
+async def test_warnings_are_in_the_openapi_document(client: httpx.AsyncClient) -> None:
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
-    assert "Warnings" in schemas["Run"]["properties"]
+    for model in ("Run", "AddDataResult"):
+        assert "Warnings" in schemas[model]["properties"], model
 
 
 def test_the_client_models_read_warnings() -> None:
@@ -215,3 +288,19 @@ def test_the_client_models_read_warnings() -> None:
     )
     assert run.Warnings == ["unknown field X ignored"]
     assert "Warnings" not in Run.model_validate({**run.model_dump(), "Warnings": None}).model_dump()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"ChunkID": "a", "Foo": 1e400}',
+        b'{"ChunkID": "a", "Foo": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+async def test_an_unknown_fields_bad_value_is_a_400_not_a_500(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    """The typed decoders skip an unknown field's value; looking at it must not crash."""
+    await configure(client, "noop", "r", num_chunks=1)
+    resp = await client.post(DATA, content=body)
+    assert resp.status_code == 400, resp.text

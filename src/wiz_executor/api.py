@@ -328,8 +328,15 @@ class ErrorBody(BaseModel):
 class AddDataResult(_Wire):
     """*Extension*: what AddData did (the original answered `null`)."""
 
+    _extensions = frozenset({"Warnings"})
+
     Accepted: int = Field(description="new chunks queued by this request")
     Duplicates: int = Field(description="chunks already held with the same content (no-ops)")
+    Warnings: list[str] | None = Field(
+        None,
+        description="*Extension*: what the executor ignored in the chunks (unknown "
+        "fields); omitted when none",
+    )
 
 
 class EndOfInputResult(_Wire):
