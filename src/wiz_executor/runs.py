@@ -108,6 +108,7 @@ class Run:
         "sched",
         "state",
         "timeout",
+        "warned",
         "warnings",
         "work_model",
     )
@@ -136,6 +137,9 @@ class Run:
         self.warnings: list[str] = warnings or []
         """What Configure ignored or changed (unknown fields, a clamped MaxWorkers),
         shown as the Run's `Warnings` for as long as the run is kept."""
+        self.warned: set[str] = set()
+        """AddData warnings already logged for this run: each is logged once, not once
+        per request (every answer still carries its own)."""
         self.state = State.CONFIGURED
         self.finished_totals: dict[DataChunkState, int] = {}
         """The run map's count of its processor's finished chunks, shared by its runs."""

@@ -40,7 +40,13 @@ def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes
             )
         result = executor.add_chunks(proc_id, run_id, chunks)
         warnings = [f"unknown field {path} ignored" for path in unknown]
-        log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(warnings))
+        # Logged once per run and warning: a client that always sends the field would
+        # otherwise write a log line per request.
+        warned = executor.get_run(proc_id, run_id).warned
+        new = [w for w in warnings if w not in warned]
+        if new:
+            warned.update(new)
+            log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
         answer = {"Accepted": result.accepted, "Duplicates": result.duplicates}
         return encode({**answer, "Warnings": warnings})
     result = executor.add_chunks(proc_id, run_id, chunks)
