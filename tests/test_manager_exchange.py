@@ -6,7 +6,8 @@ pipeline, and `manager-pipeline.json` holds the same six requests: it starts
 `"SendDownstream": true, "DownstreamLocations": []`, the first with
 `"Processor": {"test": "test"}`), all sending to `localhost:PORT`, then adds one chunk.
 Here the real command is started the same way, as a subprocess, and the exchange is
-replayed byte for byte but for the IDs and the port.
+replayed in order, each body written compactly as Go's encoder writes it, with fresh IDs
+and the test's port.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def test_the_managers_pipeline_runs_end_to_end(
             resp = await http.request(
                 request["method"],
                 request["path"],
-                content=json.dumps(request["body"]).encode(),
+                content=json.dumps(request["body"], separators=(",", ":")).encode(),
                 headers=request["headers"],
             )
             # The manager never checks; a correct executor answers 200 to every one.
