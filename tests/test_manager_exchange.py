@@ -111,8 +111,7 @@ async def test_the_managers_pipeline_runs_end_to_end(
             )
             # The manager never checks; a correct executor answers 200 to every one.
             assert resp.status_code == 200, (request["name"], resp.text)
-        configured = resp  # the AddData answer
-        assert configured.json() == {"Accepted": 1, "Duplicates": 0}
+        assert resp.json() == {"Accepted": 1, "Duplicates": 0}  # the AddData answer
 
         async def run(name: str) -> dict[str, Any]:
             got: dict[str, Any] = (await http.get(f"/processors/noop/runs/{ids[name]}")).json()
