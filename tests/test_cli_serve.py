@@ -94,6 +94,65 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert seen["log_config"] is None  # uvicorn keeps the one format configure_logging set
 
 
+def served_with(monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
+    """What `wiz executor ARGS` would serve: the settings, host and port (nothing runs)."""
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
+    )
+    monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(kw))
+    result = runner.invoke(app, ["executor", *args])
+    assert result.exit_code == 0, result.output
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("args", "host", "port"),
+    [
+        (["--port", "9000"], "127.0.0.1", 9000),
+        # How the original manager starts it: Go's listen-address form, on loopback here.
+        (["--port", ":8080"], "127.0.0.1", 8080),
+        (["--host", "127.0.0.2", "--port", ":8080"], "127.0.0.2", 8080),
+        (["--port", "0.0.0.0:9001"], "0.0.0.0", 9001),
+        (["--host", "127.0.0.2", "--port", "localhost:9002"], "localhost", 9002),
+        (["--port", "[::1]:9003"], "::1", 9003),
+        (["--port", "0"], "127.0.0.1", 0),  # a free port, picked by the system
+        (["--port", ":0"], "127.0.0.1", 0),
+        ([], "127.0.0.1", 8080),
+    ],
+)
+def test_port_takes_go_listen_address_forms(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], host: str, port: int
+) -> None:
+    seen = served_with(monkeypatch, *args)
+    assert (seen["host"], seen["port"]) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", ":", "abc", ":abc", "65536", ":70000", "::1:80", "[::1]", "[::1]80", "-1"],
+)
+def test_bad_port_values_are_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
+    result = runner.invoke(app, ["executor", "--port", value])
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output
+
+
+def test_help_says_how_port_and_host_combine() -> None:
+    result = runner.invoke(app, ["executor", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(result.output.replace("│", " ").split())  # rich's panel, unwrapped
+    assert ":PORT" in text
+    assert "wins over --host" in text
+    assert "loopback" in text
+    assert "--strict-config" in text
+
+
+def test_strict_config_becomes_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert served_with(monkeypatch)["settings"].strict_config is False
+    assert served_with(monkeypatch, "--strict-config")["settings"].strict_config is True
+
+
 @pytest.mark.parametrize("bad", [["--max-workers", "0"], ["--work-model", "fork"]])
 def test_bad_options_are_refused(bad: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))

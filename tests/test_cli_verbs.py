@@ -229,3 +229,17 @@ def test_run_tracker_can_be_drawn_while_it_is_updated() -> None:
         sys.setswitchinterval(interval)
     assert errors == []
     assert sum(tracker.counts.values()) == 3000
+
+
+def test_configure_prints_the_executors_warnings_on_stderr(url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"ExpectedData": {"NumChunk": 1}, "Processor": {"test": "test"}}))
+    result = ok(wiz(url, "configure", "noop", "cli-warn", "--file", str(config), "--json"))
+    # stdout stays the run as JSON; the warnings go to stderr.
+    assert json.loads(result.stdout)["Warnings"] == ["unknown field Processor.test ignored"]
+    assert "warning: unknown field Processor.test ignored" in result.stderr
+    # A typo the client's own model drops is said too, since it is never sent.
+    assert "warning: unknown field ExpectedData.NumChunk" in result.stderr
+    human = ok(wiz(url, "configure", "noop", "cli-warn-2", "--processor-config", '{"x": 1}'))
+    assert "warning: unknown field Processor.x ignored" in human.stderr
+    assert "configured noop/cli-warn-2" in human.stdout

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
+from conftest import wait_run_done
 from wiz_executor import (
     Executor,
     Settings,
@@ -106,7 +107,8 @@ async def test_different_configuration_is_a_409(
     [
         ({"SleepMs": -1}, "SleepMs"),
         ({"SleepMs": "soon"}, "SleepMs"),
-        ({"Bogus": 1}, "Bogus"),
+        ({"SleepMs": "5"}, "SleepMs"),
+        ({"Fail": 1}, "Fail"),
         ("fast", "configuration"),
         ([1, 2], "configuration"),
     ],
@@ -146,8 +148,6 @@ async def test_invalid_processor_configuration_is_a_400_and_creates_nothing(
         b'{"ExecutorConfig": {"SendDownstream": "yes"}}',
         b'{"ExecutorConfig": {"DownstreamLocations": [{"Hostname": "h:1"}]}}',
         b'{"ExecutorConfig": {"DownstreamLocations": "h:1"}}',
-        b'{"ExecutorConfig": {"SendDownstream": true}}',
-        b'{"ExecutorConfig": {"SendDownstream": true, "DownstreamLocations": []}}',
     ],
 )
 async def test_malformed_body_is_a_400_and_creates_nothing(
@@ -246,3 +246,49 @@ async def test_configure_again_with_true_for_1_is_a_conflict(client: httpx.Async
     again = await client.post(path, json={"Processor": {"Fail": 1}})
     assert again.status_code == 409, again.text
     assert (await client.post(path, json={"Processor": {"Fail": True}})).status_code == 200
+
+
+@pytest.mark.parametrize("locations", [[], None])
+async def test_send_downstream_with_no_locations_is_accepted_and_sends_nothing(
+    client: httpx.AsyncClient, locations: list[Any] | None
+) -> None:
+    """How the original manager configures every leaf of a pipeline."""
+    body = {
+        "ExpectedData": {"NumChunks": 1},
+        "ExecutorConfig": {
+            "MaxWorkers": 0,
+            "SendDownstream": True,
+            "DownstreamLocations": locations,
+        },
+        "Processor": None,
+    }
+    resp = await client.post(CONFIG, json=body)
+    assert resp.status_code == 200, resp.text
+    assert "Warnings" not in resp.json()
+    assert (await client.get(CONFIG)).json() == body
+    await add(client, "noop", "r", {"ChunkID": "c", "RawData": 1})
+    run = await wait_run_done(client, "noop", "r")
+    assert run["CurrentState"] == "SUCCEEDED"
+    out = (await client.get(f"{run_path('noop', 'r')}/data/output/c-out")).json()
+    assert "DeliveryError" not in out
+
+
+async def test_max_workers_above_the_executor_limit_is_clamped_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "wiz-data", max_workers=4, shutdown_grace=5)
+    async with Executor(settings) as ex, asgi_client(ex) as client:
+        body = {"ExecutorConfig": {"MaxWorkers": 100}}
+        resp = await client.post(CONFIG, json=body)
+        assert resp.status_code == 200, resp.text
+        (warning,) = resp.json()["Warnings"]
+        assert "MaxWorkers 100" in warning
+        assert "--max-workers 4" in warning
+        assert ex.get_run("noop", "r").max_workers == 4
+        # GetConfig returns what was sent; the clamp is the run's, said in Warnings.
+        assert (await client.get(CONFIG)).json()["ExecutorConfig"]["MaxWorkers"] == 100
+        resp = await client.post(
+            "/processors/noop/runs/r2/config", json={"ExecutorConfig": {"MaxWorkers": 4}}
+        )
+        assert "Warnings" not in resp.json()
+        assert ex.get_run("noop", "r2").max_workers == 4

@@ -1,9 +1,9 @@
 """Compatibility with the original Go executor and client, on their real captured bodies.
 
-`/work/shared/spec/wire/` (or `../shared/spec/wire/` beside the project) holds requests and
-responses recorded from the original. A Go client must be able to send us the requests
-unchanged, and read our answers with the decoder it already has: the same field names and
-nesting, with extension fields only added, never renamed or removed.
+`tests/data/wire/` holds requests and responses recorded from the original (copies, so the
+tests run on any clone). A Go client must be able to send us the requests unchanged, and
+read our answers with the decoder it already has: the same field names and nesting, with
+extension fields only added, never renamed or removed.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from wiz_executor.api import Configuration, Data, DataSpec, Processor, Run
 # their parameters under anyio's plugin.
 pytestmark = pytest.mark.anyio
 
-WIRE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "wire"
-if not WIRE.is_dir():
-    WIRE = Path("/work/shared/spec/wire")
+REPO = Path(__file__).resolve().parents[1]
+WIRE = Path(__file__).resolve().parent / "data" / "wire"
 
 # Fields an old client does not know and ignores; everything else must match its capture.
 EXTENSIONS = {"ChunkCounts", "InputClosed", "Error", "DeliveryError", "Progress"}
@@ -70,6 +69,24 @@ def assert_same_shape(ours: Any, theirs: Any, where: str = "$") -> None:
 
 def test_captures_are_present() -> None:
     assert len(list(WIRE.glob("*.json"))) >= 11
+
+
+def test_captures_are_read_from_inside_the_repository() -> None:
+    """A user's clone has no shared folder beside it: the tests read their copies."""
+    assert WIRE.resolve().is_relative_to(REPO), WIRE
+    assert (WIRE / "manager-pipeline.md").is_file()
+
+
+def test_no_source_or_test_refers_to_a_path_outside_the_repository() -> None:
+    outside = ("/" + "work/", "shared/" + "spec")  # spelled in parts, so this file passes
+    offenders = [
+        f"{path.relative_to(REPO)}: {needle}"
+        for folder in ("src", "tests", "benchmarks")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for needle in outside
+        if needle in path.read_text(encoding="utf-8")
+    ]
+    assert not offenders
 
 
 async def test_get_processors_match_the_capture(client: httpx.AsyncClient) -> None:

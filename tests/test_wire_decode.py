@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from wiz_executor.api import data_adapter, data_batch_adapter
+from wiz_executor.api import Data, data_adapter, data_batch_adapter, unknown_fields
 from wiz_executor.errors import InvalidInput
 from wiz_executor.runs import Chunk
-from wiz_executor.wire import chunk_from_data, decode_chunks
+from wiz_executor.wire import chunk_from_data, decode_add_data, decode_chunks
 
 json_scalars = (
     st.none()
@@ -156,3 +156,35 @@ def test_deep_nesting_is_refused_by_both() -> None:
         for depth in (250, 990, 5000, 100_000):
             assert fast_path(nested(depth, single)) is None, depth
             assert contract(nested(depth, single)) is None, depth
+
+
+def contract_unknown(body: bytes) -> list[str]:
+    """The unknown fields the pydantic side would name: the same dotted paths, each
+    once, with the count of the batch's chunks that held it."""
+    value = json.loads(body)
+    many = isinstance(value, list)
+    counts: dict[str, int] = {}
+    for item in value if many else [value]:
+        for path in dict.fromkeys(unknown_fields(Data, item)):
+            counts[path] = counts.get(path, 0) + 1
+    return [f"{p} (in {n} chunks)" if many and n > 1 else p for p, n in counts.items()]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies)
+@example(b'{"ChunkID":"a","Unknown":1,"FilesystemReference":{"Other":2}}')
+@example(b'[{"ChunkID":"a","Unknown":1},{"ChunkID":"b","Unknown":[]}]')
+def test_fast_path_names_the_unknown_fields_the_models_ignore(body: bytes) -> None:
+    """msgspec skips unknown fields without a word; the fast path must still name each
+    one the pydantic models ignore, whenever it accepts the body."""
+    try:
+        _, unknown = decode_add_data(body)
+    except InvalidInput:
+        return
+    assert unknown == contract_unknown(body), body
+
+
+def test_the_unknown_field_agreement_is_not_vacuous() -> None:
+    body = b'[{"ChunkID":"a","X":1},{"ChunkID":"b","X":2,"FilesystemReference":{"Y":3}}]'
+    assert decode_add_data(body)[1] == ["X (in 2 chunks)", "FilesystemReference.Y"]
+    assert decode_add_data(b'{"ChunkID":"a","RawData":{"X":1}}')[1] == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -144,7 +144,12 @@ def _executor_owned(enum: type[E], default: E) -> Any:
 
 class _Wire(BaseModel):
     """Base of the wire models: Go-style zero values, unknown fields ignored, and
-    unset extension fields left out of the output."""
+    unset extension fields left out of the output.
+
+    Ignored, not dropped silently: the server finds a request's unknown fields with
+    `unknown_fields` and reports them (a `Warnings` extension), or refuses them under
+    `--strict-config`. The models themselves stay lenient so that a client reading a
+    newer executor's answers never fails on a field it does not know."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
     _extensions: frozenset[str] = frozenset()
@@ -256,8 +261,8 @@ class Run(_Wire):
     )
     Warnings: list[str] | None = Field(
         None,
-        description="*Extension*: what the executor did with the configuration "
-        "that its sender should know (e.g. an unknown field ignored)",
+        description="*Extension*: what Configure ignored or changed in the configuration "
+        "(unknown fields, a MaxWorkers clamped to the executor's limit); omitted when none",
     )
 
 
@@ -329,8 +334,8 @@ class AddDataResult(_Wire):
     Duplicates: int = Field(description="chunks already held with the same content (no-ops)")
     Warnings: list[str] | None = Field(
         None,
-        description="*Extension*: what the executor did with the chunks that their "
-        "sender should know (e.g. an unknown field ignored)",
+        description="*Extension*: what the executor ignored in the chunks (unknown "
+        "fields); omitted when none",
     )
 
 
@@ -338,6 +343,50 @@ class EndOfInputResult(_Wire):
     RunID: str
     CurrentState: _State
     Accepted: int
+
+
+def unknown_fields(model: type[BaseModel], value: Any, path: str = "") -> list[str]:
+    """The dotted paths of the keys in a decoded JSON `value` that `model` does not know,
+    looking into nested wire objects (and lists of them) but not into free-form values
+    (`RawData`, `Processor`), whose content is not the wire's to judge.
+
+    The models ignore unknown fields (`_Wire`); this is how they are found, to be
+    reported or refused instead of dropped silently. A value of the wrong shape is left
+    for validation to reject, so this never raises.
+    """
+    found: list[str] = []
+    if type(value) is not dict:
+        return found
+    fields = model.model_fields
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        field = fields.get(key)
+        if field is None:
+            found.append(where)
+            continue
+        nested = _wire_model_of(field.annotation)
+        if nested is None:
+            continue
+        kind, sub = nested
+        if kind == "one":
+            found += unknown_fields(sub, item, where)
+        elif type(item) is list:
+            for i, element in enumerate(item):
+                found += unknown_fields(sub, element, f"{where}[{i}]")
+    return found
+
+
+def _wire_model_of(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """("one", M) for a field holding a wire object M (or null), ("list", M) for a list
+    of them, None for anything else."""
+    for arg in (annotation, *get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, _Wire):
+            return "one", arg
+        if get_origin(arg) is list:
+            (element,) = get_args(arg) or (None,)
+            if isinstance(element, type) and issubclass(element, _Wire):
+                return "list", element
+    return None
 
 
 data_adapter: TypeAdapter[Data] = TypeAdapter(Data)

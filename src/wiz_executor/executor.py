@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 
 import httpx
@@ -133,15 +134,29 @@ class Executor:
         return self.runs.get(proc_id, run_id)
 
     def configure(
-        self, proc_id: str, run_id: str, configuration: Configuration
+        self,
+        proc_id: str,
+        run_id: str,
+        configuration: Configuration,
+        unknown: Sequence[str] = (),
     ) -> tuple[Run, bool]:
         """Create a run; the same configuration again is a no-op, a different one a 409.
 
+        `unknown` names the fields of the request's wire objects that the models ignored
+        (`api.unknown_fields`), as dotted paths: with `strict_config` they are a 400,
+        otherwise they join the run's `Warnings`, as do unknown fields of the processor's
+        configuration and a `MaxWorkers` above `max_workers`, which is clamped to it.
         Returns the run and whether it was created by this call.
         """
         cls = self.registry.get(proc_id)
         if not run_id:
             raise InvalidInput("a run needs a non-empty run ID")
+        strict = self.settings.strict_config
+        if unknown and strict:
+            raise InvalidInput(
+                "unknown field(s) in the configuration (refused under --strict-config): "
+                + ", ".join(unknown)
+            )
         existing = self.runs.find(proc_id, run_id)
         if existing is not None:
             # As JSON, not with `==`: `true` and `1` are different configurations.
@@ -153,19 +168,32 @@ class Executor:
             return existing, False
         if self.closing:
             raise ShuttingDown()
-        processor_config = cls.parse_config(configuration.Processor)
+        processor_config, unknown_in_processor = cls.check_config(
+            configuration.Processor, allow_unknown=not strict
+        )
+        warnings = [f"unknown field {path} ignored" for path in unknown]
+        warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
         ec = configuration.ExecutorConfig
-        if ec.SendDownstream and not ec.DownstreamLocations:
-            raise InvalidInput("SendDownstream is true but DownstreamLocations is empty")
+        # SendDownstream with no locations (the original manager's leaves) sends nothing.
+        limit = self.settings.max_workers
+        max_workers = min(ec.MaxWorkers or self.settings.default_run_workers, limit)
+        if ec.MaxWorkers > limit:
+            warnings.append(
+                f"MaxWorkers {ec.MaxWorkers} is more than this executor runs at once "
+                f"(--max-workers {limit}); the run gets {limit}"
+            )
         run = Run(
             proc_id,
             run_id,
             configuration,
             processor_config,
-            max_workers=ec.MaxWorkers or self.settings.default_run_workers,
+            max_workers=max_workers,
             work_model=ec.WorkModel or self.settings.work_model,
             timeout=ec.ChunkTimeout or None,
+            warnings=warnings,
         )
+        if warnings:
+            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
         self.runs.insert(run)
         self.run_log.configured(run)
         self.scheduler.open(run, cls)

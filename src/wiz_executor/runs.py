@@ -108,6 +108,8 @@ class Run:
         "sched",
         "state",
         "timeout",
+        "warned",
+        "warnings",
         "work_model",
     )
 
@@ -120,6 +122,7 @@ class Run:
         max_workers: int,
         work_model: WorkModel,
         timeout: float | None,
+        warnings: list[str] | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -131,6 +134,12 @@ class Run:
         self.max_workers = max_workers
         self.work_model = work_model
         self.timeout = timeout
+        self.warnings: list[str] = warnings or []
+        """What Configure ignored or changed (unknown fields, a clamped MaxWorkers),
+        shown as the Run's `Warnings` for as long as the run is kept."""
+        self.warned: set[str] = set()
+        """AddData warnings already logged for this run: each is logged once, not once
+        per request (every answer still carries its own)."""
         self.state = State.CONFIGURED
         self.finished_totals: dict[DataChunkState, int] = {}
         """The run map's count of its processor's finished chunks, shared by its runs."""

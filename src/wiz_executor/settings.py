@@ -40,6 +40,11 @@ class Settings:
     """First delay between delivery tries, doubled after each."""
     retry_after: int = 1
     """Seconds a client is told to wait when the executor is full."""
+    strict_config: bool = False
+    """Refuse (400) a Configure or AddData body holding a field the executor does not
+    know. Off by default: the original Go manager and its example pipelines send such
+    fields (`"Processor": {"test": "test"}`), so they are ignored and reported in the
+    answer's `Warnings` instead, never dropped silently."""
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:

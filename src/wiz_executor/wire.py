@@ -8,11 +8,12 @@ dicts, several times faster. A test checks both agree with the pydantic models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from .api import Data, DataChunkState, DataFormat
+from .api import Data, DataChunkState, DataFormat, unknown_fields
 from .errors import InvalidInput
 from .runs import Chunk, Run
 
@@ -32,6 +33,17 @@ class _InChunk(msgspec.Struct):
     AssociatedChunkID: str = ""
 
 
+# The same shapes refusing unknown fields. msgspec cannot collect the unknown fields it
+# skips, so the hot path decodes with these (as fast: measured in `decode_add_data`) and
+# only a body they refuse is decoded again, leniently, to find what to report.
+class _FsRefExact(_FsRef, forbid_unknown_fields=True):
+    pass
+
+
+class _InChunkExact(_InChunk, forbid_unknown_fields=True):
+    FilesystemReference: _FsRefExact | None = None
+
+
 _FORMATS: dict[Any, DataFormat] = {
     "RAW": DataFormat.RAW,
     1: DataFormat.RAW,
@@ -48,20 +60,69 @@ decoded near it can fail to encode again from a deeper stack: a 500 on every Get
 
 _one = msgspec.json.Decoder(_InChunk)
 _many = msgspec.json.Decoder(list[_InChunk])
+_one_exact = msgspec.json.Decoder(_InChunkExact)
+_many_exact = msgspec.json.Decoder(list[_InChunkExact])
 encode = msgspec.json.Encoder().encode
 
 
 def decode_chunks(body: bytes) -> list[Chunk]:
-    """Parse an AddData body (one chunk or a JSON array of them) into WAITING chunks."""
+    """Parse an AddData body (one chunk or a JSON array of them) into WAITING chunks,
+    ignoring fields a chunk does not have (`decode_add_data` also names them)."""
+    return decode_add_data(body)[0]
+
+
+def decode_add_data(body: bytes) -> tuple[list[Chunk], list[str]]:
+    """Parse an AddData body (one chunk or a JSON array of them) into WAITING chunks,
+    and name the unknown fields it ignored: dotted paths inside a chunk
+    (`FilesystemReference.Foo`), each once, `Foo (in 3 chunks)` when a batch repeats it.
+
+    The common body has no unknown field and costs one exact decode. A body the exact
+    decoders refuse (an unknown field, or a real error) is decoded again leniently,
+    which raises the real error if there is one, and then as plain JSON to find the
+    unknown fields with `api.unknown_fields`, the same judgement the models make.
+    """
+    many = body.lstrip()[:1] == b"["
     try:
-        stripped = body.lstrip()
-        items = _many.decode(body) if stripped[:1] == b"[" else [_one.decode(body)]
+        items: Sequence[_InChunk] = _many_exact.decode(body) if many else [_one_exact.decode(body)]
+        unknown: list[str] = []
+    except msgspec.ValidationError:
+        items = _decode_lenient(body, many)
+        unknown = _unknown_in(body, many)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    return _to_chunks(items, body), unknown
+
+
+def _decode_lenient(body: bytes, many: bool) -> list[_InChunk]:
+    try:
+        return _many.decode(body) if many else [_one.decode(body)]
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid chunk: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+
+
+def _unknown_in(body: bytes, many: bool) -> list[str]:
+    """The fields of an AddData body that no chunk field takes: each path once, with
+    how many chunks of a batch held it."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except RecursionError:  # an unknown field's value nests too deep to look at
+        raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except msgspec.ValidationError as exc:  # in a value the typed decoders skipped (1e400)
+        raise InvalidInput(f"invalid chunk: {exc}") from None
+    counts: dict[str, int] = {}
+    for item in decoded if many else [decoded]:
+        for path in dict.fromkeys(unknown_fields(Data, item)):
+            counts[path] = counts.get(path, 0) + 1
+    return [f"{path} (in {n} chunks)" if many and n > 1 else path for path, n in counts.items()]
+
+
+def _to_chunks(items: Sequence[_InChunk], body: bytes) -> list[Chunk]:
     chunks = [_to_chunk(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else nothing can nest that deep
         for chunk in chunks:
@@ -184,10 +245,13 @@ def render_data(run: Run) -> dict[str, list[dict[str, Any]]]:
 
 
 def render_run(run: Run) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "RunID": run.run_id,
         "Configuration": run.configuration.model_dump(mode="json"),
         "CurrentState": run.state.value,
         "ChunkCounts": {state.value: run.counts[state] for state in DataChunkState},
         "InputClosed": run.input_closed,
     }
+    if run.warnings:
+        out["Warnings"] = run.warnings
+    return out

@@ -330,6 +330,9 @@ async def test_unsupported_scheme_and_missing_url(client: httpx.AsyncClient) -> 
 
 
 async def test_bad_configuration_is_a_400(client: httpx.AsyncClient) -> None:
-    for bad in ({"Retries": -1}, {"Nope": 1}, {"Method": "TRACE"}, {"Concurrent": {"Num": 0}}):
+    for bad in ({"Retries": -1}, {"Retries": "3"}, {"Method": "TRACE"}, {"Concurrent": {"Num": 0}}):
         resp = await client.post("/processors/get/runs/bad/config", json={"Processor": bad})
         assert resp.status_code == 400, (bad, resp.text)
+    # An unknown field is ignored and reported (a 400 only under --strict-config).
+    resp = await client.post("/processors/get/runs/odd/config", json={"Processor": {"Nope": 1}})
+    assert resp.json()["Warnings"] == ["unknown field Processor.Nope ignored"]

@@ -37,11 +37,56 @@ class WorkModelName(StrEnum):
 DEFAULT_WORK_MODEL = WorkModelName(DEFAULTS.work_model.value.lower())
 
 
+_HINT = "'--port'"
+
+
+def parse_listen_address(value: str) -> tuple[str | None, int]:
+    """`--port`'s value as (host or None, port). Takes `PORT`, Go's listen-address forms
+    `:PORT` and `HOST:PORT`, and `[IPv6]:PORT`: the original manager starts its executor
+    with `wiz executor --port :8080`. An empty host (`:PORT`) is None, so it is `--host`
+    (loopback by default) that is bound, not every interface as Go would."""
+    text = value.strip()
+    host: str | None = None
+    port_text = text
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or not inside or not rest.startswith(":"):
+            raise typer.BadParameter(
+                f"{value!r}: write an IPv6 address as [ADDRESS]:PORT", param_hint=_HINT
+            )
+        host, port_text = inside, rest[1:]
+    elif ":" in text:
+        before, _, port_text = text.rpartition(":")
+        if ":" in before:
+            raise typer.BadParameter(
+                f"{value!r}: write an IPv6 address as [ADDRESS]:PORT", param_hint=_HINT
+            )
+        host = before or None
+    # 0 asks the system for a free port, as with Go and uvicorn (the benchmarks use it).
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise typer.BadParameter(
+            f"{value!r} is not a port: give PORT, :PORT or HOST:PORT, PORT from 0 to 65535",
+            param_hint=_HINT,
+        )
+    return host, int(port_text)
+
+
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind; 127.0.0.1 keeps it local. A host given in --port wins."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        str,
+        typer.Option(
+            metavar="[HOST]:PORT",
+            help="TCP port: PORT, :PORT (Go's form, as the original manager passes it) or "
+            "HOST:PORT ([::1]:PORT for IPv6); a HOST here wins over --host. :PORT binds "
+            "--host (loopback by default), not every interface as Go would.",
+        ),
+    ] = "8080",
     max_workers: Annotated[
         int, typer.Option(min=1, help="Chunks processed at once across all runs.")
     ] = DEFAULTS.max_workers,
@@ -73,6 +118,13 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body accepted (413 past it).")
     ] = DEFAULTS.max_body_bytes,
+    strict_config: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse (400) Configure and AddData bodies with unknown fields, instead "
+            "of ignoring them and naming them in the answer's Warnings."
+        ),
+    ] = DEFAULTS.strict_config,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -82,6 +134,7 @@ def serve(
     ] = LogLevel.info,
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
+    port_host, port_number = parse_listen_address(port)
     settings = Settings(
         max_workers=max_workers,
         default_run_workers=run_workers,
@@ -92,12 +145,13 @@ def serve(
         data_dir=data_dir,
         allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,
+        strict_config=strict_config,
     )
     configure_logging(log_level.value)
     run_server(
         create_app(settings),
-        host=host,
-        port=port,
+        host=port_host or host,
+        port=port_number,
         log_config=None,  # configure_logging's, for uvicorn's lines too
         log_level=log_level.value,
         access_log=log_level is LogLevel.debug,

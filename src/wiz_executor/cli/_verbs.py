@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..api import Configuration, DataSpec, Run
+from ..api import Configuration, DataSpec, Run, unknown_fields
 from ..client import Client
 from ._common import (
     DEFAULT,
@@ -27,6 +27,7 @@ from ._common import (
     load_json_text,
     print_json,
     print_warnings,
+    stderr,
     stdout,
 )
 from ._progress import state_text
@@ -162,12 +163,21 @@ def configure(
         configuration = Configuration.model_validate(document)
     except ValueError as exc:
         fail(f"invalid configuration: {exc}", EXIT_USAGE)
+    # The model drops what it does not know (a typo in the file): say so, since it is
+    # not sent. The executor reports what it ignored itself, in the run's Warnings.
+    for path in unknown_fields(Configuration, document):
+        _warn(f"unknown field {path} in the configuration, not sent")
     with api_errors(url), Client(url) as wiz:
         created = wiz.configure(proc, run, configuration)
     print_warnings(created.Warnings)
     if json:
         return print_json(created)
     stdout().print(f"configured {proc}/{created.RunID}: {created.CurrentState.value}")
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr, so that `--json` output on stdout stays machine-readable."""
+    stderr().print(f"warning: {message}", markup=False, soft_wrap=True)
 
 
 def _read(path: Path) -> str:

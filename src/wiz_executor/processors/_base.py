@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..api import DataFormat
@@ -31,6 +32,7 @@ class ProcessorConfig(BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+_encode = msgspec.json.Encoder().encode
 
 
 class Input:
@@ -184,15 +186,38 @@ class Processor(ABC, Generic[ConfigT]):
 
     @classmethod
     def parse_config(cls, raw: Any) -> BaseModel:
-        """Validate a run's `Processor` configuration; null means the defaults."""
-        if raw is None:
-            raw = {}
+        """Validate a run's `Processor` configuration; null means the defaults. An
+        unknown field is an error here (see `check_config` to have it ignored)."""
+        return cls.check_config(raw, allow_unknown=False)[0]
+
+    @classmethod
+    def check_config(cls, raw: Any, *, allow_unknown: bool) -> tuple[BaseModel, list[str]]:
+        """Validate a run's `Processor` configuration, strictly typed; null means the
+        defaults. Returns the configuration and the dotted paths of the unknown fields
+        it ignored: with `allow_unknown`, fields the model does not know (at the top, or
+        inside one of its objects, as scrape's `config.Foo`) are left out and named,
+        since the original manager's own example sends `{"test": "test"}`; without it
+        they are an error. A wrong type or an out-of-range value is always an error.
+        """
+        value = {} if raw is None else raw
         try:
-            return cls.Config.model_validate(raw)
+            return _validate(cls.Config, value), []
         except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            extra = [err["loc"] for err in errors if err["type"] == "extra_forbidden"]
+            if not allow_unknown or len(extra) < len(errors):
+                raise InvalidConfiguration(
+                    f"invalid configuration for processor {cls.id!r}: {_describe(exc)}"
+                ) from None
+        for loc in extra:
+            value = _without(value, loc)
+        try:
+            config = _validate(cls.Config, value)
+        except ValidationError as exc:  # a path that did not lead where it said
             raise InvalidConfiguration(
                 f"invalid configuration for processor {cls.id!r}: {_describe(exc)}"
             ) from None
+        return config, [".".join(str(p) for p in loc) for loc in extra]
 
     @classmethod
     def config_for_chunk(cls, run_config: BaseModel, raw_data: Any) -> BaseModel:
@@ -208,11 +233,43 @@ class Processor(ABC, Generic[ConfigT]):
         if not overrides:
             return run_config
         try:
-            return cls.Config.model_validate({**run_config.model_dump(), **overrides})
+            return _validate(cls.Config, {**run_config.model_dump(mode="json"), **overrides})
         except ValidationError as exc:
             raise InvalidConfiguration(
                 f"chunk overrides an invalid configuration: {_describe(exc)}"
             ) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], value: Any) -> M:
+    """Validate a decoded JSON value strictly, as JSON: `"5"` is not a number nor `1` a
+    boolean (Go's decoder refuses both), while what JSON can only spell one way (an array
+    for a tuple, a string for an enum, a path or a date) is still read, as pydantic's
+    strict JSON mode does and its strict Python mode would not."""
+    try:
+        body = _encode(value)
+    except (TypeError, msgspec.EncodeError):  # not from JSON (a caller's Python objects)
+        return model.model_validate(value, strict=True)
+    return model.model_validate_json(body, strict=True)
+
+
+def _without(value: Any, loc: tuple[int | str, ...]) -> Any:
+    """A copy of `value` without the key at `loc` (copying only the containers on the
+    way, so the configuration the run keeps, as sent, is untouched)."""
+    if not loc:
+        return value
+    head, rest = loc[0], loc[1:]
+    if type(value) is dict and head in value:
+        if not rest:
+            return {k: v for k, v in value.items() if k != head}
+        return {**value, head: _without(value[head], rest)}
+    if type(value) is list and type(head) is int and 0 <= head < len(value):
+        copy = list(value)
+        copy[head] = _without(value[head], rest)
+        return copy
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

@@ -186,7 +186,10 @@ class ChunkRunner:
             except (TypeError, ValueError, OverflowError) as exc:
                 self.runs.fail(run, chunk, f"processor output is not JSON: {exc}")
                 return
-        sends = run.configuration.ExecutorConfig.SendDownstream and self.on_output is not None
+        ec = run.configuration.ExecutorConfig
+        # SendDownstream with no locations (how the original manager configures a
+        # pipeline's leaves) has nowhere to send, so nothing is sent.
+        sends = ec.SendDownstream and bool(ec.DownstreamLocations) and self.on_output is not None
         if sends:
             self.runs.delivery_started(run)  # the run completes only once this is delivered
         self.runs.succeed(run, chunk, fmt, raw, driver, location)

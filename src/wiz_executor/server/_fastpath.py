@@ -9,23 +9,47 @@ route (same handler, for the OpenAPI document and as a fallback).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge, WizError
+from ..errors import InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
-from ..wire import decode_chunks, encode
+from ..wire import decode_add_data, encode
 from ._errors import error_body, error_headers, status_of
 
+log = logging.getLogger(__name__)
 _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
 
 def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
-    """The AddData operation on raw bytes; raises WizError for the caller to map."""
-    result = executor.add_chunks(proc_id, run_id, decode_chunks(body))
+    """The AddData operation on raw bytes; raises WizError for the caller to map.
+
+    Fields a chunk does not have are ignored and named in the answer's `Warnings` (and
+    the log), or refused with a 400 under `--strict-config`, before anything is taken.
+    """
+    chunks, unknown = decode_add_data(body)
+    if unknown:
+        if executor.settings.strict_config:
+            raise InvalidInput(
+                "unknown field(s) in the chunks (refused under --strict-config): "
+                + ", ".join(unknown)
+            )
+        result = executor.add_chunks(proc_id, run_id, chunks)
+        warnings = [f"unknown field {path} ignored" for path in unknown]
+        # Logged once per run and warning: a client that always sends the field would
+        # otherwise write a log line per request.
+        warned = executor.get_run(proc_id, run_id).warned
+        new = [w for w in warnings if w not in warned]
+        if new:
+            warned.update(new)
+            log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
+        answer = {"Accepted": result.accepted, "Duplicates": result.duplicates}
+        return encode({**answer, "Warnings": warnings})
+    result = executor.add_chunks(proc_id, run_id, chunks)
     if result.accepted == 1 and not result.duplicates:
         return _ONE_ACCEPTED
     return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})

@@ -7,6 +7,7 @@ AddData, the hot path, is answered by `AddDataFastPath` before any middleware.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from ..api import (
     ErrorBody,
     Processor,
     Run,
+    unknown_fields,
 )
 from ..errors import InvalidInput, WizError
 from ..executor import Executor
@@ -238,9 +240,14 @@ def _add_routes(app: FastAPI) -> None:
     async def configure(request: Request, procID: str, runID: str) -> Response:
         """Configure: create the run. The same configuration again is a no-op; a
         different one is a 409. An invalid processor configuration is a 400 and creates
-        nothing. (The body is read as JSON whatever its Content-Type says.)"""
-        configuration = _parse(Configuration, await _body(request))
-        run, _ = _executor(request).configure(procID, runID, configuration)
+        nothing. A field the executor does not know is ignored and named in the run's
+        `Warnings` (a 400 under `--strict-config`). (The body is read as JSON whatever
+        its Content-Type says.)"""
+        body = await _body(request)
+        configuration = _parse(Configuration, body)
+        # Parsed, so valid JSON: read again to find the fields the models ignored.
+        unknown = unknown_fields(Configuration, json.loads(body))
+        run, _ = _executor(request).configure(procID, runID, configuration, unknown)
         return _json(render_run(run))
 
     @app.get(run_path + "/data", tags=["data"], response_model=DataSpec, responses=ERRORS)
