@@ -62,6 +62,10 @@ def decode_chunks(body: bytes) -> list[Chunk]:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes strings strictly, and says so
+        raise InvalidInput(
+            f"request body is not valid UTF-8: {exc.reason} (byte 0x{exc.object[exc.start]:02x})"
+        ) from None
     chunks = [_to_chunk(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else nothing can nest that deep
         for chunk in chunks:

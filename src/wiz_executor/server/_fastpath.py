@@ -87,6 +87,11 @@ class AddDataFastPath:
             status = status_of(exc)
             payload = error_body(exc.message)
             headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+        except Exception:
+            # A bug, answered 500 by the server: still counted, like every answer.
+            if self.on_request is not None:
+                self.on_request(500, perf_counter() - started)
+            raise
         headers.append((b"content-length", str(len(payload)).encode()))
         start: Message = {"type": "http.response.start", "status": status, "headers": headers}
         await send(start)
