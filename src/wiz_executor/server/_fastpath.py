@@ -62,12 +62,14 @@ class AddDataFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             parts = scope["path"].split("/")
-            # ['', 'processors', procID, 'runs', runID, 'data']
+            # ['', 'processors', procID, 'runs', runID, 'data']; a U+FFFD may stand for
+            # bytes that were not UTF-8, which HttpRules, behind, answers with a 400.
             if (
                 len(parts) == 6
                 and parts[5] == "data"
                 and parts[1] == "processors"
                 and parts[3] == "runs"
+                and "\ufffd" not in scope["path"]
             ):
                 await self._add_data(scope, receive, send, parts[2], parts[4])
                 return

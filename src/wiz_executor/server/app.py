@@ -35,6 +35,7 @@ from ..settings import Settings
 from ..wire import encode, render_data, render_input, render_output, render_run
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
+from ._http import HttpRules, allowed_methods
 from ._metrics import HttpMetricsMiddleware, Metrics, executor_getter
 from ._observability import add_observability_routes
 
@@ -130,7 +131,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     if executor is not None:
         app.state.executor = executor
     metrics = app.state.metrics = Metrics(executor_getter(app.state))
-    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)
+    app.add_middleware(HttpRules)
+    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # outermost: counts all
     app.fast_path = AddDataFastPath(app.call_stack, on_request=metrics.http.add_data_observer())
     _install_error_handlers(app)
     _add_routes(app)
@@ -167,11 +169,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {
+                **(headers or {}),
+                "Allow": allowed_methods(app.router.routes, request.scope),
+            }
         return Response(
             error_body(f"{exc.detail}: {request.method} {request.url.path}"),
             status_code=exc.status_code,
             media_type="application/json",
-            headers=exc.headers,
+            headers=headers,
         )
 
 
