@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -93,6 +95,28 @@ async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
     assert resp.status_code == 200
     assert "text/html" in resp.headers["content-type"]
     assert "/openapi.json" in resp.text
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_pages_load_nothing_from_another_host(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    """Every script, style sheet and icon of the docs pages comes from the executor
+    itself, so they work without internet (they came from a CDN)."""
+    resp = await client.get(page)
+    assert resp.status_code == 200
+    links = re.findall(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']""", resp.text)
+    links += re.findall(r"""\burl\s*:\s*["']([^"']+)["']""", resp.text)  # Swagger UI's spec
+    assert len(links) >= 3, resp.text
+    origin = urlsplit(str(resp.url))
+    for link in links:
+        url = urlsplit(urljoin(str(resp.url), link))
+        assert (url.scheme, url.netloc) == (origin.scheme, origin.netloc), link
+        asset = await client.get(url.path)
+        assert asset.status_code == 200, link
+        assert asset.content, link
+    assert "http://" not in resp.text.replace(str(resp.url), "")
+    assert "https://" not in resp.text
 
 
 async def test_healthz_reports_the_load(client: httpx.AsyncClient) -> None:

@@ -33,6 +33,7 @@ from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..settings import Settings
 from ..wire import encode, render_data, render_input, render_output, render_run
+from ._docs import add_docs_routes
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
 from ._http import HttpRules, allowed_methods
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         # The wire models' serializer (which drops unset extensions) has no schema of its
         # own; described by their fields, the models show their real shape in /docs.
         separate_input_output_schemas=False,
+        docs_url=None,  # FastAPI's pages load from CDNs: add_docs_routes serves its own
+        redoc_url=None,
     )
     if executor is not None:
         app.state.executor = executor
@@ -137,6 +140,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     _install_error_handlers(app)
     _add_routes(app)
     add_observability_routes(app, metrics, ERRORS)
+    add_docs_routes(app)
     return app
 
 
