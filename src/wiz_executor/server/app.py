@@ -95,6 +95,12 @@ class _ExecutorApp(FastAPI):
 
     fast_path: AddDataFastPath | None = None
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, made to say what the server does (see `_honest`)."""
+        if self.openapi_schema is None:
+            _honest(super().openapi())
+        return super().openapi()
+
     async def call_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the fast path: FastAPI, its middleware and its routes."""
         await super().__call__(scope, receive, send)
@@ -105,6 +111,27 @@ class _ExecutorApp(FastAPI):
             await super().__call__(scope, receive, send)
         else:
             await self.fast_path(scope, receive, send)
+
+
+def _honest(document: dict[str, Any]) -> None:
+    """Correct what FastAPI documents but the server does not do.
+
+    - FastAPI lists a 422 `HTTPValidationError` on every operation with parameters; this
+      server answers a bad request with 400 and `ErrorBody`, which are listed.
+    - A path parameter is one non-empty path segment: the router matches no other (a
+      `:path` parameter, the chunk ID, may hold slashes)."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", ()):
+                if parameter.get("in") == "path":
+                    schema = parameter.setdefault("schema", {})
+                    schema["minLength"] = 1
+                    if parameter["name"] != "chunkID":
+                        schema["pattern"] = "^[^/]+$"
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
 
 
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
