@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         # The wire models' serializer (which drops unset extensions) has no schema of its
         # own; described by their fields, the models show their real shape in /docs.
         separate_input_output_schemas=False,
-        docs_url=None,  # FastAPI's pages load from CDNs: add_docs_routes serves its own
+        docs_url=None,  # FastAPI's pages load from CDNs: add_docs_routes serves /docs
         redoc_url=None,
     )
     if executor is not None:
