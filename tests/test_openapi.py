@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -95,6 +97,26 @@ async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
     assert "/openapi.json" in resp.text
 
 
+async def test_the_docs_page_loads_nothing_from_another_host(client: httpx.AsyncClient) -> None:
+    """Every script, style sheet and icon of the docs page comes from the executor
+    itself, so it works without internet (they came from a CDN)."""
+    resp = await client.get("/docs")
+    assert resp.status_code == 200
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", resp.text)
+    links += re.findall(r"""\burl\s*:\s*["']([^"']+)["']""", resp.text)  # Swagger UI's spec
+    assert len(links) >= 3, resp.text
+    origin = urlsplit(str(resp.url))
+    for link in links:
+        url = urlsplit(urljoin(str(resp.url), link))
+        assert (url.scheme, url.netloc) == (origin.scheme, origin.netloc), link
+        asset = await client.get(url.path)
+        assert asset.status_code == 200, link
+        assert asset.content, link
+    assert "http://" not in resp.text.replace(str(resp.url), "")
+    assert "https://" not in resp.text
+    assert (await client.get("/redoc")).status_code == 404  # ReDoc's logo is on a CDN
+
+
 async def test_healthz_reports_the_load(client: httpx.AsyncClient) -> None:
     health = (await client.get("/healthz")).json()
     assert health["status"] == "ok"
@@ -105,3 +127,39 @@ async def test_healthz_reports_the_load(client: httpx.AsyncClient) -> None:
     assert health["runs"] == 1
     assert sum(health["chunks"].values()) == 1
     assert health["workers"]["max"] == 64
+
+
+async def test_the_schema_says_what_the_server_checks(openapi: dict[str, Any]) -> None:
+    """Constraints the server enforces appear in the document (issue: an empty ChunkID
+    was a 400 the schema did not mention)."""
+    schemas = openapi["components"]["schemas"]
+    data = schemas["Data"]
+    assert "ChunkID" in data["required"]
+    assert data["properties"]["ChunkID"]["minLength"] == 1
+    formats = data["properties"]["Format"]["anyOf"]
+    assert {"type": "integer", "enum": [0, 1, 2]} in formats
+    assert {"type": "null"} in data["properties"]["FilesystemReference"]["anyOf"]
+    executor_config = schemas["ExecutorConfig"]
+    assert executor_config["if"]["properties"]["SendDownstream"] == {"const": True}
+    assert executor_config["then"]["properties"]["DownstreamLocations"]["minItems"] == 1
+    assert schemas["ExpectedData"]["properties"]["NumChunks"]["maximum"] == 2**32 - 1
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            # Bad requests are 400 with ErrorBody, never FastAPI's 422.
+            assert "422" not in operation["responses"], (method, path)
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "path":
+                    assert parameter["schema"]["minLength"] == 1, (method, path)
+    assert "HTTPValidationError" not in schemas
+
+
+async def test_whole_numbers_written_as_floats_are_integers(client: httpx.AsyncClient) -> None:
+    """JSON (and JSON Schema) has one number type: 3.0 is the integer 3."""
+    body = {"ExpectedData": {"NumChunks": 3.0}, "ExecutorConfig": {"MaxWorkers": 2.0}}
+    resp = await client.post("/processors/noop/runs/w/config", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["Configuration"]["ExpectedData"]["NumChunks"] == 3
+    for bad in (2.5, "3", True):
+        body = {"ExpectedData": {"NumChunks": bad}}
+        resp = await client.post("/processors/noop/runs/b/config", json=body)
+        assert resp.status_code == 400, (bad, resp.text)

@@ -187,8 +187,20 @@ class Processor(_Wire):
     Version: str = Field(examples=["0.1.0"])
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one kind of number, so `3.0` is the integer 3 (JSON Schema says so too,
+    and clients generated from the OpenAPI document may write it so). A fraction, a
+    string or a boolean is left for the strict integer check to refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+_Count = Annotated[NonNegativeInt, BeforeValidator(_whole_number)]
+
+
 class ExpectedData(_Wire):
-    NumChunks: NonNegativeInt = Field(
+    NumChunks: _Count = Field(
         0, le=2**32 - 1, description="chunks the run will receive; 0 = not known in advance"
     )
 
@@ -205,9 +217,23 @@ class DownstreamDataLocation(_Wire):
 
 
 class ExecutorConfig(_Wire):
+    # What Configure checks beyond the fields' types, said in the schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"SendDownstream": {"const": True}},
+                "required": ["SendDownstream"],
+            },
+            "then": {
+                "properties": {"DownstreamLocations": {"type": "array", "minItems": 1}},
+                "required": ["DownstreamLocations"],
+            },
+            "description": "SendDownstream true needs at least one DownstreamLocations entry.",
+        }
+    )
     _extensions = frozenset({"WorkModel", "ChunkTimeout"})
 
-    MaxWorkers: NonNegativeInt = Field(
+    MaxWorkers: _Count = Field(
         0, description="chunks of this run processed at once; 0 = the executor's default"
     )
     SendDownstream: bool = False
@@ -287,9 +313,52 @@ def _null_is_zero(value: Any) -> Any:
     return {} if value is None else value
 
 
+def _names(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _data_as_accepted(schema: dict[str, Any]) -> None:
+    """Make the documented Data schema say what AddData (`wire.decode_chunks`) accepts,
+    which the fields' types alone do not: a required, non-empty ChunkID; Format as a
+    name, an integer code or Go's zero; State and Type as anything (ignored on input,
+    names on output); a null FilesystemReference (read as empty); the executor's
+    reports (Error, DeliveryError, Progress) as read-only: ignored in a request."""
+    props = schema["properties"]
+    props["ChunkID"] = {
+        "type": "string",
+        "minLength": 1,
+        "description": "the chunk's ID, unique within the run (an empty one is a 400)",
+    }
+    schema["required"] = ["ChunkID"]
+    props["Format"] = {
+        "anyOf": [
+            {"type": "string", "enum": _names(DataFormat)},
+            {"type": "integer", "enum": [0, 1, 2]},
+            {"type": "string", "enum": ["DataFormat(0)"]},
+        ],
+        "default": "RAW",
+        "description": "a name, or its integer code (1, 2); Go's zero (0, "
+        '"DataFormat(0)") means RAW. Written by the executor as a name.',
+    }
+    for name, enum in (("Type", DataType), ("State", DataChunkState)):
+        props[name] = {
+            "anyOf": [{"type": "string", "enum": _names(enum)}, {}],
+            "default": _names(enum)[0],
+            "description": f"set by the executor (one of {', '.join(_names(enum))}); "
+            "on input any value is ignored",
+        }
+    props["FilesystemReference"] = {
+        "anyOf": [props["FilesystemReference"], {"type": "null"}],
+        "description": "where a FILESYSTEM_REF chunk's data is; null reads as empty",
+    }
+    for name in ("Error", "DeliveryError", "Progress"):
+        props[name]["readOnly"] = True  # the executor's report; ignored in a request
+
+
 class Data(_Wire):
     """A chunk. On AddData, `State` and `Type` are the executor's to set and are ignored."""
 
+    model_config = ConfigDict(json_schema_extra=_data_as_accepted)
     _extensions = frozenset({"Error", "DeliveryError", "Progress"})
 
     ChunkID: str = ""

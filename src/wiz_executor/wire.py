@@ -92,7 +92,15 @@ def decode_add_data(body: bytes) -> tuple[list[Chunk], list[str]]:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes strings strictly, and says so
+        raise _not_utf8(exc) from None
     return _to_chunks(items, body), unknown
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> InvalidInput:
+    return InvalidInput(
+        f"request body is not valid UTF-8: {exc.reason} (byte 0x{exc.object[exc.start]:02x})"
+    )
 
 
 def _decode_lenient(body: bytes, many: bool) -> list[_InChunk]:
@@ -104,6 +112,8 @@ def _decode_lenient(body: bytes, many: bool) -> list[_InChunk]:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes strings strictly, and says so
+        raise _not_utf8(exc) from None
 
 
 def _unknown_in(body: bytes, many: bool) -> list[str]:
@@ -113,6 +123,8 @@ def _unknown_in(body: bytes, many: bool) -> list[str]:
         decoded = msgspec.json.decode(body)
     except RecursionError:  # an unknown field's value nests too deep to look at
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes strings strictly, and says so
+        raise _not_utf8(exc) from None
     except msgspec.ValidationError as exc:  # in a value the typed decoders skipped (1e400)
         raise InvalidInput(f"invalid chunk: {exc}") from None
     counts: dict[str, int] = {}

@@ -86,12 +86,14 @@ class AddDataFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             parts = scope["path"].split("/")
-            # ['', 'processors', procID, 'runs', runID, 'data']
+            # ['', 'processors', procID, 'runs', runID, 'data']; a U+FFFD may stand for
+            # bytes that were not UTF-8, which HttpRules, behind, answers with a 400.
             if (
                 len(parts) == 6
                 and parts[5] == "data"
                 and parts[1] == "processors"
                 and parts[3] == "runs"
+                and "\ufffd" not in scope["path"]
             ):
                 await self._add_data(scope, receive, send, parts[2], parts[4])
                 return
@@ -111,6 +113,11 @@ class AddDataFastPath:
             status = status_of(exc)
             payload = error_body(exc.message)
             headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+        except Exception:
+            # A bug, answered 500 by the server: still counted, like every answer.
+            if self.on_request is not None:
+                self.on_request(500, perf_counter() - started)
+            raise
         headers.append((b"content-length", str(len(payload)).encode()))
         start: Message = {"type": "http.response.start", "status": status, "headers": headers}
         await send(start)

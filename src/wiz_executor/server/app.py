@@ -36,8 +36,10 @@ from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..settings import Settings
 from ..wire import encode, render_data, render_input, render_output, render_run
+from ._docs import add_docs_routes
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
+from ._http import HttpRules, allowed_methods
 from ._metrics import HttpMetricsMiddleware, Metrics, executor_getter
 from ._observability import add_observability_routes
 
@@ -96,6 +98,12 @@ class _ExecutorApp(FastAPI):
 
     fast_path: AddDataFastPath | None = None
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, made to say what the server does (see `_honest`)."""
+        if self.openapi_schema is None:
+            _honest(super().openapi())
+        return super().openapi()
+
     async def call_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the fast path: FastAPI, its middleware and its routes."""
         await super().__call__(scope, receive, send)
@@ -106,6 +114,27 @@ class _ExecutorApp(FastAPI):
             await super().__call__(scope, receive, send)
         else:
             await self.fast_path(scope, receive, send)
+
+
+def _honest(document: dict[str, Any]) -> None:
+    """Correct what FastAPI documents but the server does not do.
+
+    - FastAPI lists a 422 `HTTPValidationError` on every operation with parameters; this
+      server answers a bad request with 400 and `ErrorBody`, which are listed.
+    - A path parameter is one non-empty path segment: the router matches no other (a
+      `:path` parameter, the chunk ID, may hold slashes)."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", ()):
+                if parameter.get("in") == "path":
+                    schema = parameter.setdefault("schema", {})
+                    schema["minLength"] = 1
+                    if parameter["name"] != "chunkID":
+                        schema["pattern"] = "^[^/]+$"
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
 
 
 def create_app(settings: Settings | None = None, executor: Executor | None = None) -> FastAPI:
@@ -129,15 +158,19 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         # The wire models' serializer (which drops unset extensions) has no schema of its
         # own; described by their fields, the models show their real shape in /docs.
         separate_input_output_schemas=False,
+        docs_url=None,  # FastAPI's pages load from CDNs: add_docs_routes serves /docs
+        redoc_url=None,
     )
     if executor is not None:
         app.state.executor = executor
     metrics = app.state.metrics = Metrics(executor_getter(app.state))
-    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)
+    app.add_middleware(HttpRules)
+    app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # outermost: counts all
     app.fast_path = AddDataFastPath(app.call_stack, on_request=metrics.http.add_data_observer())
     _install_error_handlers(app)
     _add_routes(app)
     add_observability_routes(app, metrics, ERRORS)
+    add_docs_routes(app)
     return app
 
 
@@ -170,11 +203,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {
+                **(headers or {}),
+                "Allow": allowed_methods(app.router.routes, request.scope),
+            }
         return Response(
             error_body(f"{exc.detail}: {request.method} {request.url.path}"),
             status_code=exc.status_code,
             media_type="application/json",
-            headers=exc.headers,
+            headers=headers,
         )
 
 
