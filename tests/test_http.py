@@ -21,6 +21,9 @@ BAD_UTF8_BODIES = [
     b'{"ChunkID":"c","RawData":{"\xff":1}}',
     b'{"ChunkID":"c","RawData":"\xc3"}',
     b'{"ChunkID":"c","AssociatedChunkID":"\xed\xa0\x80"}',  # an encoded surrogate
+    # An unknown field first: the exact decoder stops there, the lenient one meets the byte.
+    b'{"Foo":1,"ChunkID":"\xff"}',
+    b'{"ChunkID":"c","Foo":"\xff"}',
 ]
 
 
