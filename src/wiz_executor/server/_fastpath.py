@@ -9,6 +9,7 @@ route (same handler, for the OpenAPI document and as a fallback).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from time import perf_counter
 
@@ -16,16 +17,42 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge, WizError
 from ..executor import Executor
-from ..wire import decode_chunks, encode
+from ..runs import Chunk
+from ..wire import decode_chunks, decode_distinct, encode, split_batch
 from ._errors import error_body, error_headers, status_of
 
 _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
 
-def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
-    """The AddData operation on raw bytes; raises WizError for the caller to map."""
-    result = executor.add_chunks(proc_id, run_id, decode_chunks(body))
+DECODE_OFF_LOOP_BYTES = 512 * 1024
+"""Bodies larger than this are decoded on a worker thread, so that a batch of many
+thousand chunks does not hold up the event loop while it is parsed (the GIL is handed
+back to the loop every few milliseconds). Smaller ones, the common case, are decoded in
+place: a thread hop would cost more than the decoding."""
+
+
+def _decode_large(executor: Executor, body: bytes) -> tuple[list[Chunk], int]:
+    # Reads nothing but the body and the settings: safe off the loop.
+    items = split_batch(body)
+    if items is None:
+        return decode_chunks(body), 0
+    executor.check_batch_size(len(items))  # before any item is decoded
+    return decode_distinct(body, items)
+
+
+async def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
+    """The AddData operation on raw bytes; raises WizError for the caller to map.
+
+    Decoding (pure, on the body alone) may run off the loop; checking and accepting the
+    chunks is one synchronous call on the loop, so a batch is still accepted or
+    rejected whole against the run map as it is at that instant.
+    """
+    if len(body) <= DECODE_OFF_LOOP_BYTES:
+        chunks, repeats = decode_chunks(body), 0
+    else:
+        chunks, repeats = await asyncio.to_thread(_decode_large, executor, body)
+    result = executor.add_chunks(proc_id, run_id, chunks, repeats)
     if result.accepted == 1 and not result.duplicates:
         return _ONE_ACCEPTED
     return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})
@@ -81,7 +108,7 @@ class AddDataFastPath:
         headers: list[tuple[bytes, bytes]] = [_JSON]
         try:
             body = await read_body(receive, executor.settings.max_body_bytes)
-            payload = add_data_response(executor, proc_id, run_id, body)
+            payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
         except WizError as exc:
             status = status_of(exc)

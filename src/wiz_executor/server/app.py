@@ -259,7 +259,7 @@ def _add_routes(app: FastAPI) -> None:
         routing; this handler is the same operation, for the OpenAPI document.)"""
         body = await _body(request)
         return Response(
-            add_data_response(_executor(request), procID, runID, body),
+            await add_data_response(_executor(request), procID, runID, body),
             media_type="application/json",
         )
 
