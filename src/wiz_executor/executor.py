@@ -220,6 +220,7 @@ class Executor:
             self.runs.fail(run, chunk, "run was deleted before the chunk finished")
         run.chunks.clear()
         run.outputs.clear()
+        run.order.clear()
         return run
 
     async def wait(
