@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..api import Configuration, DataSpec, Run
+from ..api import Configuration, Data, DataChunkState, DataSpec, Run
 from ..client import Client
 from ._common import (
     DEFAULT,
@@ -183,20 +183,48 @@ def _location(text: str) -> dict[str, str]:
     return {"Hostname": host, "ProcID": proc, "RunID": rest}
 
 
-def data(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
-    """Show a run's input chunks and their outputs."""
+PAGE_SIZE = 1000
+"""Chunks `wiz data` reads per request: rows are printed a page at a time."""
+
+
+def data(
+    proc: ProcArg,
+    run: RunArg,
+    state: Annotated[
+        DataChunkState | None, typer.Option(help="Only the chunks in this state.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many chunks.")] = None,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+) -> None:
+    """Show a run's input chunks and their outputs, read and printed page by page."""
+    page_size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
+    inputs: list[Data] = []
+    outputs: list[Data] = []
+    shown = 0
+    console = stdout()
     with api_errors(url), Client(url) as wiz:
-        spec = wiz.data(proc, run)
+        for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
+            room = len(page.In) if limit is None else limit - shown
+            page_in, page_out = page.In[:room], page.Out[:room]
+            if json:  # one document, as before paging: gathered, then printed
+                inputs += page_in
+                outputs += page_out
+            elif page_in:
+                console.print(_data_table(page_in, page_out, header=not shown))
+            shown += len(page_in)
+            if limit is not None and shown >= limit:
+                break
     if json:
-        return print_json(spec)
-    stdout().print(_data_table(spec))
+        return print_json(DataSpec(In=inputs, Out=outputs))
+    console.print(f"{shown} chunks" + (f" {state.value}" if state else ""))
 
 
-def _data_table(spec: DataSpec) -> Table:
-    table = Table("input", "state", "output", "result")
-    outputs = {o.AssociatedChunkID: o for o in spec.Out}
-    for chunk in spec.In:
-        out = outputs.get(chunk.ChunkID)
+def _data_table(inputs: list[Data], outputs: list[Data], header: bool) -> Table:
+    table = Table("input", "state", "output", "result", show_header=header)
+    by_input = {o.AssociatedChunkID: o for o in outputs}
+    for chunk in inputs:
+        out = by_input.get(chunk.ChunkID)
         if out is None:
             result = ""
         elif out.Error:
@@ -211,7 +239,6 @@ def _data_table(spec: DataSpec) -> Table:
             chunk.AssociatedChunkID,
             result,
         )
-    table.caption = f"{len(spec.In)} chunks"
     return table
 
 
