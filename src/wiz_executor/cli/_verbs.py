@@ -202,7 +202,7 @@ def data(
     inputs: list[Data] = []
     outputs: list[Data] = []
     shown = 0
-    console = stdout()
+    rows = _DataRows()
     with api_errors(url), Client(url) as wiz:
         for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
             room = len(page.In) if limit is None else limit - shown
@@ -211,20 +211,46 @@ def data(
                 inputs += page_in
                 outputs += page_out
             elif page_in:
-                console.print(_data_table(page_in, page_out, header=not shown))
+                typer.echo(rows.page(page_in, page_out), nl=False)
             shown += len(page_in)
             if limit is not None and shown >= limit:
                 break
     if json:
         return print_json(DataSpec(In=inputs, Out=outputs))
-    console.print(f"{shown} chunks" + (f" {state.value}" if state else ""))
+    typer.echo(f"{shown} chunks" + (f" {state.value}" if state else ""))
 
 
-def _data_table(inputs: list[Data], outputs: list[Data], header: bool) -> Table:
-    table = Table("input", "state", "output", "result", show_header=header)
-    by_input = {o.AssociatedChunkID: o for o in outputs}
-    for chunk in inputs:
-        out = by_input.get(chunk.ChunkID)
+class _DataRows:
+    """A run's chunks as aligned text rows, printed a page at a time.
+
+    Not a rich Table: it measures every cell of the whole table before printing any,
+    which took seconds for 20,000 rows and printed nothing until the last page came.
+    Columns widen as wider values arrive (never narrow), so pages line up.
+    """
+
+    HEADER = ("input", "state", "output", "result")
+
+    def __init__(self) -> None:
+        self.widths = [len(h) for h in self.HEADER[:3]]
+        self.started = False
+
+    def page(self, inputs: list[Data], outputs: list[Data]) -> str:
+        by_input = {o.AssociatedChunkID: o for o in outputs}
+        cells = [self._cells(chunk, by_input.get(chunk.ChunkID)) for chunk in inputs]
+        for row in cells:
+            for i in range(3):
+                self.widths[i] = max(self.widths[i], len(row[i]))
+        lines = [] if self.started else [self._line(self.HEADER)]
+        self.started = True
+        lines += [self._line(row) for row in cells]
+        return "\n".join(lines) + "\n"
+
+    def _line(self, row: tuple[str, str, str, str]) -> str:
+        w = self.widths
+        return f"{row[0]:<{w[0]}}  {row[1]:<{w[1]}}  {row[2]:<{w[2]}}  {row[3]}".rstrip()
+
+    @staticmethod
+    def _cells(chunk: Data, out: Data | None) -> tuple[str, str, str, str]:
         if out is None:
             result = ""
         elif out.Error:
@@ -233,13 +259,7 @@ def _data_table(inputs: list[Data], outputs: list[Data], header: bool) -> Table:
             result = f"{out.FilesystemReference.Driver}:{out.FilesystemReference.Location}"
         else:
             result = compact(out.RawData)
-        table.add_row(
-            chunk.ChunkID,
-            chunk.State.value,
-            chunk.AssociatedChunkID,
-            result,
-        )
-    return table
+        return chunk.ChunkID, chunk.State.value, chunk.AssociatedChunkID, result
 
 
 def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
