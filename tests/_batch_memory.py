@@ -15,32 +15,15 @@ import resource
 import sys
 import tempfile
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 import psutil
 
+from _lag import LagProbe
 from wiz_executor import Executor, Settings, create_app
+from wiz_executor.api import Configuration
 
 ITEMS = 1_000_000
-
-
-class LagProbe:
-    """The longest gap between two turns of the event loop while it runs."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.max_gap = 0.0
-        self.running = True
-        self._last = perf_counter()
-        self.loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        now = perf_counter()
-        self.max_gap = max(self.max_gap, now - self._last)
-        self._last = now
-        if self.running:
-            self.loop.call_soon(self._tick)
 
 
 def body_of_identical_chunks(n: int) -> bytes:
@@ -59,7 +42,9 @@ async def main(mode: str) -> dict[str, Any]:
     )
     async with Executor(settings) as executor:
         app = create_app(executor=executor)
-        executor.configure("noop", "r", _configuration())
+        executor.configure(
+            "noop", "r", Configuration.model_validate({"ExpectedData": {"NumChunks": 1}})
+        )
         sent = False
         answer: dict[str, Any] = {"body": b""}
 
@@ -88,22 +73,15 @@ async def main(mode: str) -> dict[str, Any]:
         rss_before = psutil.Process().memory_info().rss
         probe = LagProbe()
         await app(scope, receive, send)
-        probe.running = False
+        max_gap = await probe.stop()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        await executor.wait("noop", "r", timeout=60) if mode == "accept" else None
     return {
         "status": answer["status"],
         "answer": json.loads(answer["body"]),
         "body_bytes": len(body),
         "peak_growth_bytes": max(0, peak - rss_before),
-        "max_loop_gap_s": probe.max_gap,
+        "max_loop_gap_s": max_gap,
     }
-
-
-def _configuration() -> Any:
-    from wiz_executor.api import Configuration
-
-    return Configuration.model_validate({"ExpectedData": {"NumChunks": 1}})
 
 
 if __name__ == "__main__":

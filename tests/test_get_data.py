@@ -4,13 +4,13 @@ no request that holds up the event loop, even at 100,000 chunks per run."""
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from _gates import add, configure, run_path
+from _lag import LagProbe
 from conftest import live_server, wait_run_done
 from wiz_executor import Settings
 from wiz_executor.api import Configuration
@@ -116,31 +116,6 @@ async def test_the_paging_parameters_are_in_the_openapi_document(
     limit = next((s for s in limit.get("anyOf", [limit]) if s.get("type") == "integer"), limit)
     assert (limit["minimum"], limit["maximum"]) == (1, 10000)
     assert "Link" in op["responses"]["200"]["headers"]
-
-
-class LagProbe:
-    """The longest gap between two turns of the event loop while it is running."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.max_gap = 0.0
-        self.stopped: asyncio.Future[float] | None = None
-        self._last = perf_counter()
-        self.loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        now = perf_counter()
-        self.max_gap = max(self.max_gap, now - self._last)
-        self._last = now
-        if self.stopped is None:
-            self.loop.call_soon(self._tick)
-        else:
-            self.stopped.set_result(self.max_gap)
-
-    async def stop(self) -> float:
-        """Let the probe take one more turn (the gap up to now counts), then stop it."""
-        self.stopped = self.loop.create_future()
-        return await self.stopped
 
 
 async def test_no_getdata_stalls_the_loop_at_100k_chunks(settings: Settings) -> None:

@@ -9,6 +9,7 @@ with the pydantic models.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -74,16 +75,58 @@ def decode_chunks(body: bytes) -> list[Chunk]:
     return chunks
 
 
-def split_batch(body: bytes) -> list[msgspec.Raw] | None:
-    """The items of an AddData array, each still undecoded; None for a single chunk.
+SEGMENT_BYTES = 256 * 1024
+"""About how much of a huge batch is split into items in one call. msgspec holds the
+GIL for a whole call, and splitting a 16 MB array of a million items in one took
+60-200 ms: the event loop's thread could not run meanwhile, even with the decoding on
+another thread. Segments of this size take a few ms each."""
 
-    An item costs a `Raw` view into the body (~64 bytes) rather than a decoded chunk
-    (hundreds), so a huge batch can be counted, and refused, before it is materialised.
+_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
+"""Where one object of an array may end and the next begin. A match inside a string or
+a nested value is no boundary, but then the segment it ends fails to decode (an open
+string, unbalanced brackets), and the split moves on to the next match."""
+
+Span = tuple[int, int]
+
+
+def batch_spans(body: bytes) -> tuple[list[Span], int] | None:
+    """The segments of an AddData array (each a run of whole items) and its item count;
+    None for a single chunk.
+
+    Each segment is split into `Raw` views (~64 bytes an item, not a decoded chunk of
+    hundreds) and dropped again, so a huge batch is counted, and can be refused, before
+    any of it is materialised, in steps short enough to let the event loop run.
     """
-    if body.lstrip()[:1] != b"[":
+    start = body.find(b"[")
+    if body[:start].strip() or start < 0:
         return None
+    end = body.rfind(b"]")
+    if end < start or body[end + 1 :].strip():
+        _split(body)  # not one array: let the decoder say what is wrong
+        raise InvalidInput("request body is not one JSON array")  # pragma: no cover
+    spans: list[Span] = []
+    count = 0
+    a = start + 1
+    while a < end:
+        cut = _BOUNDARY.search(body, min(a + SEGMENT_BYTES, end), end)
+        if cut is not None:
+            try:
+                count += len(_split(body, a, cut.start() + 1))
+                spans.append((a, cut.start() + 1))
+                a = cut.end() - 1
+                continue
+            except InvalidInput:
+                pass  # no boundary: take the rest whole (trying each match could be O(n²))
+        count += len(_split(body, a, end))
+        spans.append((a, end))
+        break
+    return spans, count
+
+
+def _split(body: bytes, a: int = 0, b: int | None = None) -> list[msgspec.Raw]:
+    segment = body if b is None else b"[" + body[a:b] + b"]"
     try:
-        return _items.decode(body)
+        return _items.decode(segment)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid chunk: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -92,7 +135,7 @@ def split_batch(body: bytes) -> list[msgspec.Raw] | None:
         raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
 
 
-def decode_distinct(body: bytes, items: list[msgspec.Raw]) -> tuple[list[Chunk], int]:
+def decode_distinct(body: bytes, spans: list[Span]) -> tuple[list[Chunk], int]:
     """Decode a batch one item at a time, keeping only the first of each ChunkID.
 
     Returns the distinct chunks, in order, and how many items repeated an earlier one
@@ -102,26 +145,31 @@ def decode_distinct(body: bytes, items: list[msgspec.Raw]) -> tuple[list[Chunk],
     check_depth = body.count(b"[") + body.count(b"{") > MAX_DEPTH
     first: dict[str, Chunk] = {}
     repeats = 0
-    for index, raw in enumerate(items):
-        try:
-            item = _one.decode(memoryview(raw))
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid chunk (item {index}): {exc}") from None
-        except RecursionError:
-            raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
-        chunk = _to_chunk(item, index)
-        held = first.get(chunk.id)
-        if held is not None:
-            if not held.same_input(chunk):
-                raise Conflict(
-                    f"chunk {chunk.id!r} (item {index}) is in the batch twice, with "
-                    "different content"
+    index = -1
+    for a, b in spans:
+        for raw in _split(body, a, b):
+            index += 1
+            try:
+                item = _one.decode(memoryview(raw))
+            except msgspec.ValidationError as exc:
+                raise InvalidInput(f"invalid chunk (item {index}): {exc}") from None
+            except RecursionError:
+                raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+            chunk = _to_chunk(item, index)
+            held = first.get(chunk.id)
+            if held is not None:
+                if not held.same_input(chunk):
+                    raise Conflict(
+                        f"chunk {chunk.id!r} (item {index}) is in the batch twice, with "
+                        "different content"
+                    )
+                repeats += 1
+                continue
+            if check_depth and too_deep(chunk.raw_data):
+                raise InvalidInput(
+                    f"chunk {chunk.id!r}: RawData nests deeper than {MAX_DEPTH} levels"
                 )
-            repeats += 1
-            continue
-        if check_depth and too_deep(chunk.raw_data):
-            raise InvalidInput(f"chunk {chunk.id!r}: RawData nests deeper than {MAX_DEPTH} levels")
-        first[chunk.id] = chunk
+            first[chunk.id] = chunk
     return list(first.values()), repeats
 
 

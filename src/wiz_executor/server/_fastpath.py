@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
-from ..wire import decode_chunks, decode_distinct, encode, split_batch
+from ..wire import batch_spans, decode_chunks, decode_distinct, encode
 from ._errors import error_body, error_headers, status_of
 
 _JSON = (b"content-type", b"application/json")
@@ -34,11 +34,12 @@ place: a thread hop would cost more than the decoding."""
 
 def _decode_large(executor: Executor, body: bytes) -> tuple[list[Chunk], int]:
     # Reads nothing but the body and the settings: safe off the loop.
-    items = split_batch(body)
-    if items is None:
+    split = batch_spans(body)
+    if split is None:
         return decode_chunks(body), 0
-    executor.check_batch_size(len(items))  # before any item is decoded
-    return decode_distinct(body, items)
+    spans, count = split
+    executor.check_batch_size(count)  # before any item is decoded
+    return decode_distinct(body, spans)
 
 
 async def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
