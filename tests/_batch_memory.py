@@ -1,6 +1,6 @@
 """Measure what one huge AddData batch costs: run as a script, in a fresh process.
 
-`python tests/_batch_memory.py reject|accept` configures a run, sends one body of
+`python tests/_batch_memory.py reject|accept DATA_DIR` configures a run, sends one body of
 1,000,000 identical tiny chunks through the real ASGI app (the AddData fast path), and
 prints JSON: the answer, the body size, the peak RSS growth the request caused, and the
 longest gap between two turns of the event loop while it was handled. A fresh process,
@@ -13,7 +13,6 @@ import asyncio
 import json
 import resource
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ def body_of_identical_chunks(n: int) -> bytes:
     return b"[" + (one + b",") * (n - 1) + one + b"]"
 
 
-async def main(mode: str) -> dict[str, Any]:
+async def main(mode: str, data_dir: Path) -> dict[str, Any]:
     body = body_of_identical_chunks(ITEMS)
     settings = Settings(
-        data_dir=Path(tempfile.mkdtemp()) / "wiz-data",
+        data_dir=data_dir,
         max_body_bytes=64 * 1024 * 1024,
         max_pending=1000 if mode == "reject" else 2 * ITEMS,
     )
@@ -85,4 +84,4 @@ async def main(mode: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1]))))
+    print(json.dumps(asyncio.run(main(sys.argv[1], Path(sys.argv[2])))))

@@ -25,9 +25,12 @@ from wiz_executor.server._fastpath import DECODE_OFF_LOOP_BYTES
 HELPER = Path(__file__).with_name("_batch_memory.py")
 
 
-def measure(mode: str) -> dict[str, Any]:
+def measure(mode: str, data_dir: Path) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(HELPER), mode], capture_output=True, text=True, timeout=240
+        [sys.executable, str(HELPER), mode, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -35,8 +38,8 @@ def measure(mode: str) -> dict[str, Any]:
     return result
 
 
-def test_a_batch_larger_than_max_pending_is_refused_before_it_is_decoded() -> None:
-    result = measure("reject")
+def test_a_batch_larger_than_max_pending_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    result = measure("reject", tmp_path)
     assert result["status"] == 413
     assert "smaller batches" in result["answer"]["value"]
     # Before: 477 MB for a 16 MB body (every item decoded into a chunk first); ~1.5 MB
@@ -44,8 +47,8 @@ def test_a_batch_larger_than_max_pending_is_refused_before_it_is_decoded() -> No
     assert result["peak_growth_bytes"] <= 2 * result["body_bytes"], result
 
 
-def test_a_batch_of_a_million_identical_chunks_is_cheap() -> None:
-    result = measure("accept")
+def test_a_batch_of_a_million_identical_chunks_is_cheap(tmp_path: Path) -> None:
+    result = measure("accept", tmp_path)
     assert result["status"] == 200
     assert result["answer"] == {"Accepted": 1, "Duplicates": 999_999}
     # Before: 368 MB for a 16 MB body, and the event loop stalled for 0.8 s; after,
