@@ -158,6 +158,36 @@ async def test_dashboard_shows_a_failed_chunk_and_its_error(settings: Settings) 
     assert errors == []
 
 
+async def test_the_run_panel_reads_a_page_not_the_whole_run(settings: Settings) -> None:
+    async with (
+        live_server(settings) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+        browser_page() as (page, errors),
+    ):
+        await configure(http, "big", 0)
+        await add(http, "big", [{"ChunkID": f"c{i:04d}"} for i in range(1200)])
+        await add(http, "big", [{"ChunkID": "bad", "RawData": {"Fail": True}}])
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/data" in r.url else None)
+        await open_dashboard(page, url)
+        await page.wait_for_selector(row("big", succeeded=1200, failed=1))
+        await page.click(row("big"))
+        rows = "document.querySelectorAll('#chunk-rows tr.chunk').length"
+        await page.wait_for_function(f"{rows} === 500")
+        assert asked, "the run panel asked for no data"
+        assert all("/runs/big/data?" in u and "limit=500" in u for u in asked), asked
+        # "more" reads the next page, where the first one ended
+        await page.click("#chunk-more")
+        await page.wait_for_function(f"{rows} === 1000")
+        assert "after=c0499" in asked[-1]
+        # a filter is asked of the server, which finds the one FAILED chunk far down
+        await page.click('.filters button[data-filter="FAILED"]')
+        await page.wait_for_selector('tr.chunk[data-chunk="bad"][data-state="FAILED"]')
+        assert "state=FAILED" in asked[-1]
+        assert not any(u.endswith("/data") for u in asked)  # never the whole run
+    assert errors == []
+
+
 async def test_dashboard_screenshot_of_a_busy_executor(settings: Settings, tmp_path: Path) -> None:
     """A run in progress, a finished one and a failed one, with the failed one opened."""
     async with (

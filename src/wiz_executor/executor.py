@@ -199,23 +199,40 @@ class Executor:
         self.scheduler.open(run, cls)
         return run, True
 
-    def add_chunks(self, proc_id: str, run_id: str, chunks: list[Chunk]) -> AddResult:
+    def check_batch_size(self, items: int) -> None:
+        """Refuse a batch of more items than the executor ever holds waiting.
+
+        Counted before the items are decoded (duplicates included), so a batch that
+        could never fit costs no more than its body: a 413, since retrying cannot help
+        (a 429 would have a retrying client resend it for ever).
+        """
+        limit = self.settings.max_pending
+        if items > limit:
+            raise PayloadTooLarge(
+                limit,
+                f"the batch holds {items} chunks, more than the executor ever holds "
+                f"waiting ({limit}, --max-pending); send it in smaller batches",
+            )
+
+    def add_chunks(
+        self, proc_id: str, run_id: str, chunks: list[Chunk], repeats: int = 0
+    ) -> AddResult:
         """Accept input chunks as a whole or not at all: a conflict, a closed run or a
-        full queue rejects the whole batch and changes nothing."""
+        full queue rejects the whole batch and changes nothing.
+
+        `repeats` counts items of the request already dropped as repeats of one of
+        `chunks` (see `wire.decode_distinct`); they are answered as duplicates.
+        """
+        if len(chunks) + repeats > self.settings.max_pending:
+            self.check_batch_size(len(chunks) + repeats)
         run = self.get_run(proc_id, run_id)
         new, duplicates = self.runs.check_accepts(run, chunks)
+        duplicates += repeats
         if new:
             if self.closing:
                 raise ShuttingDown()
             waiting = self.runs.counts[WAITING]
             if waiting + len(new) > self.settings.max_pending:
-                if len(new) > self.settings.max_pending:  # would never fit: not a 429
-                    raise PayloadTooLarge(
-                        self.settings.max_pending,
-                        f"the batch adds {len(new)} chunks, more than the executor ever "
-                        f"holds waiting ({self.settings.max_pending}, --max-pending); "
-                        "send it in smaller batches",
-                    )
                 raise ExecutorFull(
                     f"the executor holds {waiting} waiting chunks and takes at most "
                     f"{self.settings.max_pending}; retry later",
@@ -246,6 +263,7 @@ class Executor:
             self.runs.fail(run, chunk, "run was deleted before the chunk finished")
         run.chunks.clear()
         run.outputs.clear()
+        run.order.clear()
         return run
 
     async def wait(

@@ -58,6 +58,9 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     error: str | None = None
     delivery_error: str | None = None
     progress: tuple[int, int | None] | None = None
+    seq: int = 0
+    """Its position in its run's arrival order (`Run.order`), set when it is accepted:
+    how a page of GetData that starts after this chunk finds where to start."""
 
     def same_input(self, other: Chunk) -> bool:
         """Whether a resent chunk is the one already held (State and Type never count)."""
@@ -100,6 +103,7 @@ class Run:
         "finished_totals",
         "input_closed",
         "max_workers",
+        "order",
         "outputs",
         "proc_id",
         "processor_config",
@@ -145,6 +149,9 @@ class Run:
         """The run map's count of its processor's finished chunks, shared by its runs."""
         self.chunks: dict[str, Chunk] = {}
         self.outputs: dict[str, Chunk] = {}
+        self.order: list[Chunk] = []
+        """The chunks in arrival order (as `chunks` iterates), indexable: a page of
+        GetData is a slice of it, found in O(page) through each chunk's `seq`."""
         self.counts = dict.fromkeys(DataChunkState, 0)
         self.input_closed = False
         self.deliveries_pending = 0
@@ -306,10 +313,14 @@ class RunMap:
 
     def accept(self, run: Run, new: list[Chunk]) -> None:
         """Take chunks checked by `check_accepts` as WAITING."""
-        chunks, outputs = run.chunks, run.outputs
+        chunks, outputs, order = run.chunks, run.outputs, run.order
+        seq = len(order)
         for chunk in new:
             chunks[chunk.id] = chunk
             outputs[chunk.output_id] = chunk
+            chunk.seq = seq
+            seq += 1
+        order += new
         n = len(new)
         run.counts[WAITING] += n
         self.counts[WAITING] += n

@@ -2,19 +2,21 @@
 
 `api` holds the contract as pydantic models (the OpenAPI document, the client, every
 rarely used endpoint). AddData and GetData are the hot paths, so here the same shapes are
-decoded with msgspec straight into `Chunk` records and rendered back from them as plain
-dicts, several times faster. A test checks both agree with the pydantic models.
+decoded with msgspec straight into `Chunk` records and rendered back from them as
+untracked msgspec structs (`DataView`), several times faster. A test checks both agree
+with the pydantic models.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from .api import Data, DataChunkState, DataFormat, unknown_fields
-from .errors import InvalidInput
+from .errors import Conflict, InvalidInput
 from .runs import Chunk, Run
 
 
@@ -62,6 +64,7 @@ _one = msgspec.json.Decoder(_InChunk)
 _many = msgspec.json.Decoder(list[_InChunk])
 _one_exact = msgspec.json.Decoder(_InChunkExact)
 _many_exact = msgspec.json.Decoder(list[_InChunkExact])
+_items = msgspec.json.Decoder(list[msgspec.Raw])
 encode = msgspec.json.Encoder().encode
 
 
@@ -129,8 +132,17 @@ def _unknown_in(body: bytes, many: bool) -> list[str]:
         raise InvalidInput(f"invalid chunk: {exc}") from None
     counts: dict[str, int] = {}
     for item in decoded if many else [decoded]:
-        for path in dict.fromkeys(unknown_fields(Data, item)):
-            counts[path] = counts.get(path, 0) + 1
+        _count_unknown(item, counts)
+    return _named_unknown(counts, many)
+
+
+def _count_unknown(item: Any, counts: dict[str, int]) -> None:
+    for path in dict.fromkeys(unknown_fields(Data, item)):
+        counts[path] = counts.get(path, 0) + 1
+
+
+def _named_unknown(counts: dict[str, int], many: bool) -> list[str]:
+    """Each unknown field's path once, with how many chunks of a batch held it."""
     return [f"{path} (in {n} chunks)" if many and n > 1 else path for path, n in counts.items()]
 
 
@@ -143,6 +155,121 @@ def _to_chunks(items: Sequence[_InChunk], body: bytes) -> list[Chunk]:
                     f"chunk {chunk.id!r}: RawData nests deeper than {MAX_DEPTH} levels"
                 )
     return chunks
+
+
+SEGMENT_BYTES = 256 * 1024
+"""About how much of a huge batch is split into items in one call. msgspec holds the
+GIL for a whole call, and splitting a 16 MB array of a million items in one took
+60-200 ms: the event loop's thread could not run meanwhile, even with the decoding on
+another thread. Segments of this size take a few ms each."""
+
+_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
+"""Where one object of an array may end and the next begin. A match inside a string or
+a nested value is no boundary, but then the segment it ends fails to decode (an open
+string, unbalanced brackets), and the split moves on to the next match."""
+
+Span = tuple[int, int]
+
+
+def batch_spans(body: bytes) -> tuple[list[Span], int] | None:
+    """The segments of an AddData array (each a run of whole items) and its item count;
+    None for a single chunk.
+
+    Each segment is split into `Raw` views (~64 bytes an item, not a decoded chunk of
+    hundreds) and dropped again, so a huge batch is counted, and can be refused, before
+    any of it is materialised, in steps short enough to let the event loop run.
+    """
+    start = body.find(b"[")
+    if body[:start].strip() or start < 0:
+        return None
+    end = body.rfind(b"]")
+    if end < start or body[end + 1 :].strip():
+        _split(body)  # not one array: let the decoder say what is wrong
+        raise InvalidInput("request body is not one JSON array")  # pragma: no cover
+    spans: list[Span] = []
+    count = 0
+    a = start + 1
+    while a < end:
+        cut = _BOUNDARY.search(body, min(a + SEGMENT_BYTES, end), end)
+        if cut is not None:
+            try:
+                count += len(_split(body, a, cut.start() + 1))
+                spans.append((a, cut.start() + 1))
+                a = cut.end() - 1
+                continue
+            except InvalidInput:
+                pass  # no boundary: take the rest whole (trying each match could be O(n²))
+        count += len(_split(body, a, end))
+        spans.append((a, end))
+        break
+    return spans, count
+
+
+def _split(body: bytes, a: int = 0, b: int | None = None) -> list[msgspec.Raw]:
+    segment = body if b is None else b"[" + body[a:b] + b"]"
+    try:
+        return _items.decode(segment)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid chunk: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc) from None
+
+
+def decode_distinct(body: bytes, spans: list[Span]) -> tuple[list[Chunk], int, list[str]]:
+    """Decode a batch one item at a time, keeping only the first of each ChunkID.
+
+    Returns the distinct chunks, in order, how many items repeated an earlier one (a
+    repeat must have the same content, else Conflict), and the unknown fields ignored
+    (as `decode_add_data` names them). A batch of a million copies of one chunk so holds
+    one decoded chunk at a time, not a million.
+    """
+    check_depth = body.count(b"[") + body.count(b"{") > MAX_DEPTH
+    first: dict[str, Chunk] = {}
+    unknown: dict[str, int] = {}
+    repeats = 0
+    index = -1
+    for a, b in spans:
+        for raw in _split(body, a, b):
+            index += 1
+            item = _decode_item(memoryview(raw), index, unknown)
+            chunk = _to_chunk(item, index)
+            held = first.get(chunk.id)
+            if held is not None:
+                if not held.same_input(chunk):
+                    raise Conflict(
+                        f"chunk {chunk.id!r} (item {index}) is in the batch twice, with "
+                        "different content"
+                    )
+                repeats += 1
+                continue
+            if check_depth and too_deep(chunk.raw_data):
+                raise InvalidInput(
+                    f"chunk {chunk.id!r}: RawData nests deeper than {MAX_DEPTH} levels"
+                )
+            first[chunk.id] = chunk
+    return list(first.values()), repeats, _named_unknown(unknown, True)
+
+
+def _decode_item(raw: memoryview, index: int, unknown: dict[str, int]) -> _InChunk:
+    """One item of a batch: exactly, or, when it has fields a chunk does not, leniently,
+    counting those fields in `unknown`."""
+    try:
+        try:
+            return _one_exact.decode(raw)
+        except msgspec.ValidationError:
+            item = _one.decode(raw)  # raises the real error, if there is one
+            _count_unknown(msgspec.json.decode(raw), unknown)
+            return item
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid chunk (item {index}): {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc) from None
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
@@ -210,48 +337,69 @@ def chunk_from_data(data: Data) -> Chunk:
     )
 
 
-def _fs(driver: str, location: str) -> dict[str, str]:
-    return {"Driver": driver, "Location": location}
+class _Ref(msgspec.Struct, gc=False):
+    Driver: str
+    Location: str
 
 
-def render_input(chunk: Chunk) -> dict[str, Any]:
-    out = {
-        "ChunkID": chunk.id,
-        "Format": chunk.in_format.value,
-        "Type": "INPUT",
-        "State": chunk.state.value,
-        "RawData": chunk.raw_data,
-        "FilesystemReference": _fs(chunk.fs_driver, chunk.fs_location),
-        "AssociatedChunkID": chunk.output_id,
-    }
-    _extensions(chunk, out)
-    return out
+class _Progress(msgspec.Struct, gc=False):
+    Done: int
+    Total: int | None
 
 
-def render_output(chunk: Chunk) -> dict[str, Any]:
-    out = {
-        "ChunkID": chunk.output_id,
-        "Format": chunk.out_format.value,
-        "Type": "OUTPUT",
-        "State": chunk.state.value,
-        "RawData": chunk.out_raw,
-        "FilesystemReference": _fs(chunk.out_driver, chunk.out_location),
-        "AssociatedChunkID": chunk.id,
-    }
-    _extensions(chunk, out)
-    if chunk.delivery_error is not None:
-        out["DeliveryError"] = chunk.delivery_error
-    return out
+class DataView(msgspec.Struct, gc=False, omit_defaults=True):
+    """A `Data` object as rendered for an answer: the wire shape, extensions omitted
+    while unset. A struct the garbage collector does not track, not a dict: GetData
+    renders hundreds of thousands of them, and as dicts, those alive when a collection
+    ran were promoted and set off full collections of the whole heap (tens of ms each)."""
+
+    ChunkID: str
+    Format: str
+    Type: str
+    State: str
+    RawData: Any
+    FilesystemReference: _Ref
+    AssociatedChunkID: str
+    Error: str | None = None
+    Progress: _Progress | None = None
+    DeliveryError: str | None = None
 
 
-def _extensions(chunk: Chunk, out: dict[str, Any]) -> None:
-    if chunk.error is not None:
-        out["Error"] = chunk.error
-    if chunk.progress is not None:
-        out["Progress"] = {"Done": chunk.progress[0], "Total": chunk.progress[1]}
+def _progress(chunk: Chunk) -> _Progress | None:
+    progress = chunk.progress
+    return None if progress is None else _Progress(progress[0], progress[1])
 
 
-def render_data(run: Run) -> dict[str, list[dict[str, Any]]]:
+def render_input(chunk: Chunk) -> DataView:
+    return DataView(
+        chunk.id,
+        chunk.in_format.value,
+        "INPUT",
+        chunk.state.value,
+        chunk.raw_data,
+        _Ref(chunk.fs_driver, chunk.fs_location),
+        chunk.output_id,
+        chunk.error,
+        _progress(chunk),
+    )
+
+
+def render_output(chunk: Chunk) -> DataView:
+    return DataView(
+        chunk.output_id,
+        chunk.out_format.value,
+        "OUTPUT",
+        chunk.state.value,
+        chunk.out_raw,
+        _Ref(chunk.out_driver, chunk.out_location),
+        chunk.id,
+        chunk.error,
+        _progress(chunk),
+        chunk.delivery_error,
+    )
+
+
+def render_data(run: Run) -> dict[str, list[DataView]]:
     chunks = list(run.chunks.values())
     return {"In": [render_input(c) for c in chunks], "Out": [render_output(c) for c in chunks]}
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..api import Configuration, DataSpec, Run, unknown_fields
+from ..api import Configuration, Data, DataChunkState, DataSpec, Run, unknown_fields
 from ..client import Client
 from ._common import (
     DEFAULT,
@@ -195,20 +195,74 @@ def _location(text: str) -> dict[str, str]:
     return {"Hostname": host, "ProcID": proc, "RunID": rest}
 
 
-def data(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
-    """Show a run's input chunks and their outputs."""
+PAGE_SIZE = 1000
+"""Chunks `wiz data` reads per request: rows are printed a page at a time."""
+
+
+def data(
+    proc: ProcArg,
+    run: RunArg,
+    state: Annotated[
+        DataChunkState | None, typer.Option(help="Only the chunks in this state.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many chunks.")] = None,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+) -> None:
+    """Show a run's input chunks and their outputs, read and printed page by page."""
+    page_size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
+    inputs: list[Data] = []
+    outputs: list[Data] = []
+    shown = 0
+    rows = _DataRows()
     with api_errors(url), Client(url) as wiz:
-        spec = wiz.data(proc, run)
+        for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
+            room = len(page.In) if limit is None else limit - shown
+            page_in, page_out = page.In[:room], page.Out[:room]
+            if json:  # one document, as before paging: gathered, then printed
+                inputs += page_in
+                outputs += page_out
+            elif page_in:
+                typer.echo(rows.page(page_in, page_out), nl=False)
+            shown += len(page_in)
+            if limit is not None and shown >= limit:
+                break
     if json:
-        return print_json(spec)
-    stdout().print(_data_table(spec))
+        return print_json(DataSpec(In=inputs, Out=outputs))
+    typer.echo(f"{shown} chunks" + (f" {state.value}" if state else ""))
 
 
-def _data_table(spec: DataSpec) -> Table:
-    table = Table("input", "state", "output", "result")
-    outputs = {o.AssociatedChunkID: o for o in spec.Out}
-    for chunk in spec.In:
-        out = outputs.get(chunk.ChunkID)
+class _DataRows:
+    """A run's chunks as aligned text rows, printed a page at a time.
+
+    Not a rich Table: it measures every cell of the whole table before printing any,
+    which took seconds for 20,000 rows and printed nothing until the last page came.
+    Columns widen as wider values arrive (never narrow), so pages line up.
+    """
+
+    HEADER = ("input", "state", "output", "result")
+
+    def __init__(self) -> None:
+        self.widths = [len(h) for h in self.HEADER[:3]]
+        self.started = False
+
+    def page(self, inputs: list[Data], outputs: list[Data]) -> str:
+        by_input = {o.AssociatedChunkID: o for o in outputs}
+        cells = [self._cells(chunk, by_input.get(chunk.ChunkID)) for chunk in inputs]
+        for row in cells:
+            for i in range(3):
+                self.widths[i] = max(self.widths[i], len(row[i]))
+        lines = [] if self.started else [self._line(self.HEADER)]
+        self.started = True
+        lines += [self._line(row) for row in cells]
+        return "\n".join(lines) + "\n"
+
+    def _line(self, row: tuple[str, str, str, str]) -> str:
+        w = self.widths
+        return f"{row[0]:<{w[0]}}  {row[1]:<{w[1]}}  {row[2]:<{w[2]}}  {row[3]}".rstrip()
+
+    @staticmethod
+    def _cells(chunk: Data, out: Data | None) -> tuple[str, str, str, str]:
         if out is None:
             result = ""
         elif out.Error:
@@ -217,14 +271,7 @@ def _data_table(spec: DataSpec) -> Table:
             result = f"{out.FilesystemReference.Driver}:{out.FilesystemReference.Location}"
         else:
             result = compact(out.RawData)
-        table.add_row(
-            chunk.ChunkID,
-            chunk.State.value,
-            chunk.AssociatedChunkID,
-            result,
-        )
-    table.caption = f"{len(spec.In)} chunks"
-    return table
+        return chunk.ChunkID, chunk.State.value, chunk.AssociatedChunkID, result
 
 
 def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:

@@ -16,6 +16,7 @@ from ..api import (
     AddDataResult,
     Configuration,
     Data,
+    DataChunkState,
     DataSpec,
     EndOfInputResult,
     Processor,
@@ -158,6 +159,23 @@ class AsyncClient:
     async def data(self, proc_id: str, run_id: str) -> DataSpec:
         """GetData: the run's input chunks and their outputs, in arrival order."""
         return await self._send(ops.data(proc_id, run_id))
+
+    async def iter_data(
+        self,
+        proc_id: str,
+        run_id: str,
+        *,
+        state: DataChunkState | str | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[DataSpec]:
+        """GetData page by page (each a `DataSpec` of at most `page_size` chunks), in
+        arrival order, optionally only the chunks in `state`; follows the `Link` header
+        until the last page. Memory stays one page whatever the run holds."""
+        call: ops.Call[ops.DataPage] | None = ops.data_page(proc_id, run_id, state, page_size)
+        while call is not None:
+            page = await self._send(call)
+            yield page.data
+            call = page.next
 
     async def input_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Data:
         return await self._send(ops.chunk(proc_id, run_id, chunk_id, "input"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from pydantic import TypeAdapter
@@ -18,6 +18,7 @@ from ..api import (
     AddDataResult,
     Configuration,
     Data,
+    DataChunkState,
     DataSpec,
     EndOfInputResult,
     Processor,
@@ -45,6 +46,8 @@ class Call(Generic[T]):
     read: Callable[[bytes], T]
     target: Target = field(default_factory=Target)
     body: bytes | None = None
+    read_response: Callable[[httpx.Response], T] | None = None
+    """Used instead of `read` when the answer's headers matter too (GetData's Link)."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -53,6 +56,8 @@ class Call(Generic[T]):
     def result(self, response: httpx.Response) -> T:
         """The parsed answer, or the package's exception for an error answer."""
         if response.is_success:
+            if self.read_response is not None:
+                return self.read_response(response)
             return self.read(response.content)
         raise error_from_response(response, self.target)
 
@@ -132,6 +137,50 @@ def data(proc_id: str, run_id: str) -> Call[DataSpec]:
         DataSpec.model_validate_json,
         Target(proc_id, run_id),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DataPage:
+    """One page of GetData, and the call that reads the next one (None on the last)."""
+
+    data: DataSpec
+    next: Call[DataPage] | None
+
+
+def data_page(
+    proc_id: str,
+    run_id: str,
+    state: DataChunkState | str | None = None,
+    limit: int = 1000,
+    after: str | None = None,
+) -> Call[DataPage]:
+    """A page of a run's data: at most `limit` chunks, optionally only those in `state`,
+    after the input chunk `after` (in arrival order)."""
+    params: dict[str, Any] = {}
+    if state is not None:
+        params["state"] = DataChunkState(state).value
+    params["limit"] = limit
+    if after is not None:
+        params["after"] = after
+    path = _run_path(proc_id, run_id) + "/data"
+    target = Target(proc_id, run_id)
+
+    def read(response: httpx.Response) -> DataPage:
+        link = response.links.get("next")
+        following = None
+        if link is not None:
+            # Follow the Link's query on our own path, so a base URL with a prefix
+            # (a client behind a proxy) is kept.
+            query = urlsplit(link["url"]).query
+            following = Call("GET", f"{path}?{query}", _no_read, target, read_response=read)
+        return DataPage(DataSpec.model_validate_json(response.content), following)
+
+    query = urlencode(params, quote_via=quote)
+    return Call("GET", f"{path}?{query}", _no_read, target, read_response=read)
+
+
+def _no_read(content: bytes) -> Any:
+    raise AssertionError("read through read_response")
 
 
 def chunk(proc_id: str, run_id: str, chunk_id: str, kind: str) -> Call[Data]:

@@ -9,6 +9,7 @@ route (same handler, for the OpenAPI document and as a fallback).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from time import perf_counter
@@ -17,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
-from ..wire import decode_add_data, encode
+from ..runs import Chunk
+from ..wire import batch_spans, decode_add_data, decode_distinct, encode
 from ._errors import error_body, error_headers, status_of
 
 log = logging.getLogger(__name__)
@@ -25,20 +27,45 @@ _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
 
-def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
+DECODE_OFF_LOOP_BYTES = 512 * 1024
+"""Bodies larger than this are decoded on a worker thread, so that a batch of many
+thousand chunks does not hold up the event loop while it is parsed (the GIL is handed
+back to the loop every few milliseconds). Smaller ones, the common case, are decoded in
+place: a thread hop would cost more than the decoding."""
+
+
+def _decode_large(executor: Executor, body: bytes) -> tuple[list[Chunk], int, list[str]]:
+    # Reads nothing but the body and the settings: safe off the loop.
+    split = batch_spans(body)
+    if split is None:
+        chunks, unknown = decode_add_data(body)
+        return chunks, 0, unknown
+    spans, count = split
+    executor.check_batch_size(count)  # before any item is decoded
+    return decode_distinct(body, spans)
+
+
+async def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes) -> bytes:
     """The AddData operation on raw bytes; raises WizError for the caller to map.
+
+    Decoding (pure, on the body alone) may run off the loop; checking and accepting the
+    chunks is one synchronous call on the loop, so a batch is still accepted or
+    rejected whole against the run map as it is at that instant.
 
     Fields a chunk does not have are ignored and named in the answer's `Warnings` (and
     the log), or refused with a 400 under `--strict-config`, before anything is taken.
     """
-    chunks, unknown = decode_add_data(body)
+    if len(body) <= DECODE_OFF_LOOP_BYTES:
+        chunks, unknown = decode_add_data(body)
+        repeats = 0
+    else:
+        chunks, repeats, unknown = await asyncio.to_thread(_decode_large, executor, body)
+    if unknown and executor.settings.strict_config:
+        raise InvalidInput(
+            "unknown field(s) in the chunks (refused under --strict-config): " + ", ".join(unknown)
+        )
+    result = executor.add_chunks(proc_id, run_id, chunks, repeats)
     if unknown:
-        if executor.settings.strict_config:
-            raise InvalidInput(
-                "unknown field(s) in the chunks (refused under --strict-config): "
-                + ", ".join(unknown)
-            )
-        result = executor.add_chunks(proc_id, run_id, chunks)
         warnings = [f"unknown field {path} ignored" for path in unknown]
         # Logged once per run and warning: a client that always sends the field would
         # otherwise write a log line per request.
@@ -49,7 +76,6 @@ def add_data_response(executor: Executor, proc_id: str, run_id: str, body: bytes
             log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
         answer = {"Accepted": result.accepted, "Duplicates": result.duplicates}
         return encode({**answer, "Warnings": warnings})
-    result = executor.add_chunks(proc_id, run_id, chunks)
     if result.accepted == 1 and not result.duplicates:
         return _ONE_ACCEPTED
     return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})
@@ -107,7 +133,7 @@ class AddDataFastPath:
         headers: list[tuple[bytes, bytes]] = [_JSON]
         try:
             body = await read_body(receive, executor.settings.max_body_bytes)
-            payload = add_data_response(executor, proc_id, run_id, body)
+            payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
         except WizError as exc:
             status = status_of(exc)

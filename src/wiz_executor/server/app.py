@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
@@ -35,7 +35,8 @@ from ..api import (
 from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..settings import Settings
-from ..wire import encode, render_data, render_input, render_output, render_run
+from ..wire import encode, render_input, render_output, render_run
+from ._data import DEFAULT_PAGE, MAX_PAGE, data_response, next_link, select_page
 from ._docs import add_docs_routes
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
@@ -53,6 +54,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         429: "the executor is full; retry after `Retry-After` seconds",
         503: "the executor is shutting down and takes no new runs or chunks",
     }.items()
+}
+
+_LINK_HEADER = {
+    "description": 'On a page that is not the last: `<URL of the next page>; rel="next"` '
+    "(RFC 8288).",
+    "schema": {"type": "string"},
 }
 
 
@@ -289,10 +296,52 @@ def _add_routes(app: FastAPI) -> None:
         run, _ = _executor(request).configure(procID, runID, configuration, unknown)
         return _json(render_run(run))
 
-    @app.get(run_path + "/data", tags=["data"], response_model=DataSpec, responses=ERRORS)
-    async def get_data(request: Request, procID: str, runID: str) -> Response:
-        """GetData: the run's input chunks and the outputs they produce, in arrival order."""
-        return _json(render_data(_executor(request).get_run(procID, runID)))
+    @app.get(
+        run_path + "/data",
+        tags=["data"],
+        response_model=DataSpec,
+        responses={**ERRORS, 200: {"headers": {"Link": _LINK_HEADER}}},
+    )
+    async def get_data(
+        request: Request,
+        procID: str,
+        runID: str,
+        state: Annotated[
+            DataChunkState | None,
+            Query(description="*Extension*: only chunks in this state (when chosen)."),
+        ] = None,
+        limit: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_PAGE,
+                description=f"*Extension*: at most this many chunks (default {DEFAULT_PAGE} "
+                "when `state` or `after` is given).",
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                description="*Extension*: start after this input ChunkID, the last one of the "
+                "previous page (in arrival order)."
+            ),
+        ] = None,
+    ) -> Response:
+        """GetData: the run's input chunks and the outputs they produce, in arrival order.
+
+        Without query parameters, the whole run, as the original answered. With any of
+        `state`, `limit`, `after`, one page; a `Link: <...>; rel="next"` header (RFC 8288)
+        names the next page and is absent on the last. Large answers are streamed."""
+        run = _executor(request).get_run(procID, runID)
+        if state is None and limit is None and after is None:
+            return data_response(run.order[:])
+        size = limit or DEFAULT_PAGE
+        page, more = await select_page(run, state, after, size)
+        headers = None
+        if more:
+            root = request.scope.get("root_path", "")
+            headers = {"Link": next_link(root, procID, runID, state, size, page[-1])}
+        return data_response(page, headers)
 
     @app.post(
         run_path + "/data",
@@ -311,7 +360,7 @@ def _add_routes(app: FastAPI) -> None:
         routing; this handler is the same operation, for the OpenAPI document.)"""
         body = await _body(request)
         return Response(
-            add_data_response(_executor(request), procID, runID, body),
+            await add_data_response(_executor(request), procID, runID, body),
             media_type="application/json",
         )
 

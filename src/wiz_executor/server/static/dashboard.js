@@ -8,7 +8,7 @@
 
 const CHUNK_STATES = ["WAITING", "RUNNING", "SUCCEEDED", "FAILED"];
 const FINISHED_RUN = new Set(["SUCCEEDED", "ERRORED"]);
-const ROW_LIMIT = 500; // chunk rows shown at once: a run may hold millions
+const PAGE_SIZE = 500; // chunks asked for at once: a run may hold millions
 const REFRESH_DIRTY_MS = 300;
 const HEALTH_MS = 1000;
 const FULL_REFRESH_MS = 5000;
@@ -19,6 +19,7 @@ const view = {
   selected: null, // key of the run on display
   chunks: new Map(), // ChunkID → {ChunkID, State, Error, Progress} of the selected run
   chunksLoaded: false,
+  nextPage: null, // query of the next page of the run on display (from the Link header)
   filter: "all",
   health: null,
   dirty: new Set(),
@@ -93,13 +94,39 @@ async function refreshRun(key) {
   scheduleRender();
 }
 
-async function loadChunks(key) {
+// One page of a run's chunks, and the query of the next page (null on the last).
+async function getPage(url) {
+  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!resp.ok) {
+    const err = new Error(`${resp.status} ${url}`);
+    err.status = resp.status;
+    throw err;
+  }
+  const link = /<[^>?]*\?([^>]*)>\s*;\s*rel="next"/.exec(resp.headers.get("Link") || "");
+  return { data: await resp.json(), next: link ? link[1] : null };
+}
+
+function pageQuery() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (view.filter !== "all") query.set("state", view.filter);
+  return query.toString();
+}
+
+// The first page of the run on display (in the current filter), never the whole run;
+// `more` appends the next one. The server filters, so a FAILED chunk far down the run
+// is found without downloading what comes before it.
+async function loadChunks(key, more = false) {
   const run = view.runs.get(key);
   if (!run) return;
+  const filter = view.filter;
+  const query = more ? view.nextPage : pageQuery();
+  if (!query) return;
   try {
-    const data = await getJSON(`${runUrl(run.ProcID, run.RunID)}/data`);
-    if (view.selected !== key) return;
-    const fresh = new Map();
+    const page = await getPage(`${runUrl(run.ProcID, run.RunID)}/data?${query}`);
+    if (view.selected !== key || view.filter !== filter) return;
+    const data = page.data;
+    view.nextPage = page.next;
+    const fresh = more ? new Map(view.chunks) : new Map();
     for (const c of data.In) {
       fresh.set(c.ChunkID, {
         ChunkID: c.ChunkID,
@@ -108,10 +135,10 @@ async function loadChunks(key) {
         Progress: c.Progress ?? null,
       });
     }
-    // events that arrived while the list was on its way are newer than the list
+    // events that arrived while the page was on its way are newer than the page
     for (const [id, c] of view.chunks) {
       const old = fresh.get(id);
-      if (!old || rank(c.State) >= rank(old.State)) fresh.set(id, c);
+      if (old ? rank(c.State) >= rank(old.State) : !more) fresh.set(id, c);
     }
     view.chunks = fresh;
     view.chunksLoaded = true;
@@ -176,7 +203,11 @@ function onRunEvent(data) {
 function onChunkEvent(data) {
   const key = keyOf(data.ProcID, data.RunID);
   view.dirty.add(key);
-  if (key === view.selected) {
+  // Chunks on display are kept current; a new one is added only while the whole (filtered)
+  // run is on display and short, so events cannot grow the table without bound.
+  const shown = view.chunks.has(data.ChunkID);
+  const room = view.chunksLoaded && !view.nextPage && view.chunks.size < PAGE_SIZE;
+  if (key === view.selected && (shown || room)) {
     view.chunks.set(data.ChunkID, {
       ChunkID: data.ChunkID,
       State: data.State,
@@ -367,7 +398,7 @@ function renderDetail() {
   const chunks = [...view.chunks.values()]
     .filter((c) => view.filter === "all" || c.State === view.filter)
     .sort((a, b) => order[a.State] - order[b.State]);
-  const shown = chunks.slice(0, ROW_LIMIT);
+  const shown = chunks;
   $("chunk-rows").innerHTML = shown.length
     ? shown
         .map(
@@ -381,8 +412,11 @@ function renderDetail() {
         )
         .join("")
     : `<tr><td colspan="4" class="muted small empty">${view.chunksLoaded ? "No chunks here." : "Loading…"}</td></tr>`;
-  $("chunk-note").textContent =
-    chunks.length > shown.length ? `Showing ${shown.length} of ${chunks.length} chunks (failed first).` : "";
+  const more = $("chunk-more");
+  more.hidden = !view.nextPage;
+  $("chunk-note").textContent = view.nextPage
+    ? `Showing the first ${view.chunks.size} chunks (in arrival order; failed first).`
+    : "";
 }
 
 // -- interaction -------------------------------------------------------------------
@@ -391,6 +425,7 @@ function select(key) {
   view.selected = key;
   view.chunks = new Map();
   view.chunksLoaded = false;
+  view.nextPage = null;
   view.filter = "all";
   if (key) {
     history.replaceState(null, "", `#run=${encodeURIComponent(key)}`);
@@ -409,8 +444,17 @@ $("detail-close").addEventListener("click", () => select(null));
 document.querySelector(".filters").addEventListener("click", (ev) => {
   const button = ev.target.closest("button[data-filter]");
   if (!button) return;
+  if (view.filter === button.dataset.filter) return;
   view.filter = button.dataset.filter;
+  // a page holds only part of the run: ask the server for the chunks in this state
+  view.chunks = new Map();
+  view.chunksLoaded = false;
+  view.nextPage = null;
+  if (view.selected) loadChunks(view.selected);
   scheduleRender();
+});
+$("chunk-more").addEventListener("click", () => {
+  if (view.selected && view.nextPage) loadChunks(view.selected, true);
 });
 
 // -- start -------------------------------------------------------------------------

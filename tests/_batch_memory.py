@@ -1,0 +1,87 @@
+"""Measure what one huge AddData batch costs: run as a script, in a fresh process.
+
+`python tests/_batch_memory.py reject|accept DATA_DIR` configures a run, sends one body of
+1,000,000 identical tiny chunks through the real ASGI app (the AddData fast path), and
+prints JSON: the answer, the body size, the peak RSS growth the request caused, and the
+longest gap between two turns of the event loop while it was handled. A fresh process,
+so the peak RSS is this request's alone and no other test's garbage blurs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from _lag import LagProbe
+from wiz_executor import Executor, Settings, create_app
+from wiz_executor.api import Configuration
+
+ITEMS = 1_000_000
+
+
+def body_of_identical_chunks(n: int) -> bytes:
+    # Built without a list of n items, so building it does not raise the peak RSS
+    # by more than the body itself.
+    one = b'{"ChunkID":"a"}'
+    return b"[" + (one + b",") * (n - 1) + one + b"]"
+
+
+async def main(mode: str, data_dir: Path) -> dict[str, Any]:
+    body = body_of_identical_chunks(ITEMS)
+    settings = Settings(
+        data_dir=data_dir,
+        max_body_bytes=64 * 1024 * 1024,
+        max_pending=1000 if mode == "reject" else 2 * ITEMS,
+    )
+    async with Executor(settings) as executor:
+        app = create_app(executor=executor)
+        executor.configure(
+            "noop", "r", Configuration.model_validate({"ExpectedData": {"NumChunks": 1}})
+        )
+        sent = False
+        answer: dict[str, Any] = {"body": b""}
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            else:
+                answer["body"] += message.get("body", b"")
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/processors/noop/runs/r/data",
+            "raw_path": b"/processors/noop/runs/r/data",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "app": app,
+        }
+        rss_before = psutil.Process().memory_info().rss
+        probe = LagProbe()
+        await app(scope, receive, send)
+        max_gap = await probe.stop()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "status": answer["status"],
+        "answer": json.loads(answer["body"]),
+        "body_bytes": len(body),
+        "peak_growth_bytes": max(0, peak - rss_before),
+        "max_loop_gap_s": max_gap,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1], Path(sys.argv[2])))))
