@@ -107,7 +107,7 @@ def test_splitting_a_batch_in_segments_reads_what_one_decode_reads(
         split = wire.batch_spans(body)
         assert split is not None
         spans, count = split
-        chunks, repeats = wire.decode_distinct(body, spans)
+        chunks, repeats, _ = wire.decode_distinct(body, spans)
     assert count == len(items)
     assert repeats == 0
     assert [(c.id, c.raw_data) for c in chunks] == [(i["ChunkID"], i["RawData"]) for i in items]

@@ -4,6 +4,7 @@ Wrong types stay a 400 either way."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from _gates import add, asgi_client, configure, run_path
 from conftest import wait_run_done
 from wiz_executor import Executor, Settings
 from wiz_executor.api import AddDataResult, Run
+from wiz_executor.server._fastpath import DECODE_OFF_LOOP_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -239,6 +241,27 @@ async def test_unknown_fields_in_a_batch_are_counted(client: httpx.AsyncClient) 
         "unknown field Foo (in 2 chunks) ignored",
         "unknown field Baz ignored",
     ]
+
+
+async def test_unknown_fields_in_a_batch_decoded_off_the_loop_are_reported(
+    client: httpx.AsyncClient, strict_client: httpx.AsyncClient
+) -> None:
+    """A body past `DECODE_OFF_LOOP_BYTES` is decoded item by item on a thread: its
+    unknown fields are reported, and refused under --strict-config, all the same."""
+    n = 20_000
+    batch = [{"ChunkID": f"c{i}", "RawData": "x" * 20} for i in range(n)]
+    batch[7]["Foo"] = 1
+    batch[n - 1]["Foo"] = 2
+    assert len(json.dumps(batch)) > DECODE_OFF_LOOP_BYTES
+    await configure(client, "noop", "big", num_chunks=n)
+    resp = await add(client, "noop", "big", batch)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["Accepted"] == n
+    assert resp.json()["Warnings"] == ["unknown field Foo (in 2 chunks) ignored"]
+    await configure(strict_client, "noop", "big", num_chunks=n)
+    resp = await add(strict_client, "noop", "big", batch)
+    assert resp.status_code == 400, resp.text
+    assert "Foo" in resp.json()["value"]
 
 
 async def test_a_clean_chunk_has_no_warnings(client: httpx.AsyncClient) -> None:
