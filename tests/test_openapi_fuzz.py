@@ -150,7 +150,10 @@ def _adjust(case: Any) -> None:
     config = body.get("ExecutorConfig") if isinstance(body, dict) else None
     locations = config.get("DownstreamLocations") if isinstance(config, dict) else None
     for location in locations if isinstance(locations, list) else ():
-        if isinstance(location, dict):
+        # Only a valid Hostname is replaced: an invalid one (empty, not a string) is what
+        # a negative case is about, and must reach the server as generated.
+        hostname = location.get("Hostname") if isinstance(location, dict) else None
+        if isinstance(hostname, str) and hostname:
             location["Hostname"] = "127.0.0.1:1"
 
 

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 from fastapi.responses import Response, StreamingResponse
 
 from ..api import DataChunkState
-from ..errors import InvalidInput
+from ..errors import NotFound
 from ..runs import Chunk, Run
 from ..wire import DataView, encode, render_input, render_output
 
@@ -49,7 +49,7 @@ async def select_page(
     if after is not None:
         held = run.chunks.get(after)
         if held is None:
-            raise InvalidInput(
+            raise NotFound(
                 f"after={after!r} is not an input chunk of run {run.run_id!r}: pass the "
                 "last ChunkID of the previous page (the Link header's next URL does)"
             )
