@@ -69,11 +69,14 @@ class Executor:
         self._started = True
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        settings = self.settings
         self.downstream = Downstream(
             self.runs,
             self._http,
-            self.settings.downstream_attempts,
-            self.settings.downstream_backoff,
+            attempts=settings.downstream_attempts,
+            backoff=settings.downstream_backoff,
+            cap=settings.delivery_backoff_cap,
+            timeout=settings.delivery_timeout,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
         return self
