@@ -6,15 +6,20 @@ wait for the window."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from _gates import add, asgi_client, configure, run_path
-from _stub_server import FlakyDownstream, serve_asgi
+from _stub_server import FlakyDownstream, closed_port, serve_asgi
 from conftest import live_server, wait_for, wait_run_done
 from wiz_executor import (
     Configuration,
@@ -43,13 +48,25 @@ class Outage:
         self.refused: Counter[str] = Counter()
         self.in_flight = 0
         self.most_in_flight = 0
+        self.probes = 0
+        """Requests refused that were sent after the first refusal."""
+        self.tries: Counter[str] = Counter()
+        """Requests refused, per ChunkID."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.down:
             await self.app(scope, receive, send)
             return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.tries[json.loads(body)["ChunkID"]] += 1
         known_down = sum(self.refused.values()) > 0
         if known_down:
+            self.probes += 1
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -101,10 +118,14 @@ async def test_an_outage_longer_than_the_old_retry_budget_loses_nothing(tmp_path
                 a, "noop", "first", num_chunks=n, SendDownstream=True, DownstreamLocations=where
             )
             assert (await add(a, "noop", "first", chunks(n))).json()["Accepted"] == n
-            refused = outage.refused.__getitem__
-            path = run_path("noop", "next") + "/data"
-            # 15 refusals, at 0.01 s doubling to the 0.1 s cap: about 1.5 s of outage.
-            await wait_for(lambda: refused(path) >= 15, 30, "B to refuse 15 deliveries")
+            # The first requests go out together; then 15 probes, one at a time, at 0.01 s
+            # doubling to the 0.1 s cap: about 1.2 s more of outage, and more tries of
+            # one output than delivery used to make (5) before it gave up.
+            await wait_for(
+                lambda: outage.probes >= 15 and max(outage.tries.values()) > 6,
+                30,
+                "B to refuse 15 probes, and one output 7 times",
+            )
             assert executor_a.downstream is not None
             assert executor_a.downstream.host_down(host_b)
             assert (await a.get(run_path("noop", "first"))).json()["CurrentState"] == "RUNNING"
@@ -210,3 +231,106 @@ async def test_shutdown_does_not_wait_for_the_delivery_window(tmp_path: Path) ->
         assert run.chunk("in0").delivery_error == (
             f"{stub_host} next/r2: executor shut down before the output was delivered"
         )
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """An httpx transport around the real one that counts connection failures and, while
+    `watching`, the requests in flight once one has failed."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.watching = True
+        self.refused = 0
+        self.probes = 0
+        """Requests sent after the first refusal."""
+        self.tries: Counter[str] = Counter()
+        """Requests sent, per ChunkID."""
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.tries[json.loads(request.content)["ChunkID"]] += 1
+        counted = self.watching and self.refused > 0
+        if counted:
+            self.probes += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self.real.handle_async_request(request)
+        except httpx.ConnectError:
+            self.refused += 1
+            raise
+        finally:
+            if counted:
+                self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+@asynccontextmanager
+async def serve_on(app: Any, port: int) -> AsyncIterator[None]:
+    """Serve `app` on 127.0.0.1:`port` (a port nothing listened on a moment ago)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started or task.done(), 10, "B to start")
+        if task.done():
+            task.result()
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_a_downstream_that_is_not_running_yet_gets_every_output_once(
+    tmp_path: Path,
+) -> None:
+    """B is not running (connections refused) until A has been refused more times than
+    it used to try; then B starts on that port (answering 503 until its run is
+    configured), and gets every output exactly once; A ends SUCCEEDED."""
+    n = 20
+    nowhere = closed_port()
+    port = int(nowhere.rsplit(":", 1)[1])
+    counting = Counting()
+    async with (
+        Executor(sender_settings(tmp_path)) as executor_a,
+        asgi_client(executor_a) as a,
+        Executor(Settings(data_dir=tmp_path / "b")) as executor_b,
+        asgi_client(executor_b) as b,
+    ):
+        assert executor_a.downstream is not None
+        real_client = executor_a.downstream.client
+        executor_a.downstream.client = httpx.AsyncClient(transport=counting)
+        try:
+            where = [{"Hostname": nowhere, "ProcID": "noop", "RunID": "next"}]
+            await configure(
+                a, "noop", "first", num_chunks=n, SendDownstream=True, DownstreamLocations=where
+            )
+            assert (await add(a, "noop", "first", chunks(n))).json()["Accepted"] == n
+            # after the first requests, refused together: 12 probes, one at a time, and
+            # more tries of one output than delivery used to make (5) before it gave up
+            await wait_for(
+                lambda: counting.probes >= 12 and max(counting.tries.values()) > 6,
+                30,
+                "A to be refused 12 probes, and one output 7 times",
+            )
+            assert (await a.get(run_path("noop", "first"))).json()["CurrentState"] == "RUNNING"
+            outage = Outage(create_app(executor=executor_b))  # up, but 503 until configured
+            counting.watching = False  # B is coming up: many requests at once are fine now
+            async with serve_on(outage, port):
+                await configure(b, "noop", "next", num_chunks=n)
+                outage.down = False
+                assert (await wait_run_done(a, "noop", "first", 30))["CurrentState"] == "SUCCEEDED"
+                assert (await wait_run_done(b, "noop", "next"))["CurrentState"] == "SUCCEEDED"
+                data = (await b.get(run_path("noop", "next") + "/data")).json()
+                got = sorted(c["ChunkID"] for c in data["In"])
+                assert got == sorted(f"out{i}" for i in range(n))
+        finally:
+            await executor_a.downstream.client.aclose()
+            executor_a.downstream.client = real_client
+    assert counting.most_in_flight == 1, "the dead host was sent several requests at once"
