@@ -254,3 +254,20 @@ async def test_retry_is_in_the_openapi_document(client: httpx.AsyncClient) -> No
         "Deliveries",
     }
     assert {"404", "429"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize("work_model", ["POOL", "LIFETIME"])
+async def test_a_retry_right_as_the_run_finishes_gets_workers(
+    executor: Executor, client: httpx.AsyncClient, flaky: type[Flaky], work_model: str
+) -> None:
+    """Retried in the loop pass the run finished in, before its work model has let its
+    workers go: the retry waits for that, then opens the run anew (else the release
+    would close the reopened run and its chunks would wait for ever)."""
+    await configure(client, "flaky", "r", num_chunks=2, WorkModel=work_model)
+    assert (await add(client, "flaky", "r", chunks(True, True))).is_success
+    run = await executor.wait("flaky", "r", timeout=10)
+    assert run.state.value == "ERRORED"
+    flaky.failing = False
+    _, requeued, _ = await executor.retry("flaky", "r")
+    assert requeued == 2
+    assert (await executor.wait("flaky", "r", timeout=10)).state.value == "SUCCEEDED"
