@@ -226,3 +226,27 @@ async def test_wiz_executor_serves_and_stops_on_sigint(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_delivery_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = served_with(monkeypatch)["settings"]
+    assert (defaults.delivery_timeout, defaults.delivery_backoff_cap) == (3600.0, 30.0)
+    assert defaults.downstream_attempts is None  # the window bounds a delivery, not a count
+    settings = served_with(
+        monkeypatch,
+        "--delivery-timeout",
+        "90",
+        "--delivery-backoff-cap",
+        "5",
+        "--downstream-backoff",
+        "0.5",
+    )["settings"]
+    assert settings.delivery_timeout == 90
+    assert settings.delivery_backoff_cap == 5
+    assert settings.downstream_backoff == 0.5
+
+
+def test_a_zero_delivery_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
+    result = runner.invoke(app, ["executor", "--delivery-timeout", "0"])
+    assert result.exit_code == 2, result.output

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import live_server
+from conftest import live_server, wait_for
 from wiz_executor import Settings
+from wiz_executor.api import DataChunkState
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -236,3 +237,58 @@ async def test_dashboard_screenshot_of_a_busy_executor(settings: Settings, tmp_p
         assert errors == []
         # the slow chunks are cancelled rather than left for the shutdown grace period
         assert (await http.delete("/processors/noop/runs/resize-2026-11")).status_code == 200
+
+
+async def test_retry_failures_asks_first_then_queues_the_failed_chunks(
+    settings: Settings,
+) -> None:
+    """The button shows on a run with failures; dismissing the confirmation sends
+    nothing, accepting it retries the run's failed chunks (noop's `Fail` fails again)."""
+    async with (
+        live_server(settings) as (url, executor),
+        httpx.AsyncClient(base_url=url) as http,
+        browser_page() as (page, errors),
+    ):
+        await configure(http, "ok", 1)
+        await add(http, "ok", [{"ChunkID": "fine"}])
+        await configure(http, "etl", 2)
+        await add(http, "etl", [{"ChunkID": "fine"}, {"ChunkID": "bad", "RawData": {"Fail": True}}])
+        await open_dashboard(page, url)
+        await page.wait_for_selector(row("ok", state="SUCCEEDED"))
+        await page.click(row("ok"))
+        await page.wait_for_selector("#detail:not([hidden])")
+        assert await page.is_hidden("#retry-failures")  # nothing failed: no button
+
+        await page.wait_for_selector(row("etl", state="ERRORED", failed=1))
+        await page.click(row("etl"))
+        await page.wait_for_selector("#retry-failures:not([hidden])")
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/retry") else None)
+        dialogs: list[str] = []
+
+        async def dismiss(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        await page.click("#retry-failures")
+        assert dialogs == [
+            "Retry the 1 failed chunk of run etl? They are queued and run (or sent) again."
+        ]
+        assert asked == []
+
+        async def accept(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.accept()
+
+        page.once("dialog", accept)
+        await page.click("#retry-failures")
+        await page.wait_for_selector('#retry-note[data-done="ok"]')
+        assert await page.inner_text("#retry-note") == "1 chunk and 0 deliveries queued again"
+        assert len(asked) == 1
+        assert asked[0].endswith("/processors/noop/runs/etl/retry")
+        # it ran again (and failed again, as noop's Fail does)
+        totals = executor.runs.finished_totals["noop"]
+        await wait_for(lambda: totals[DataChunkState.FAILED] == 2, what="the chunk to run again")
+        await page.wait_for_selector(row("etl", state="ERRORED", failed=1))
+    assert errors == []

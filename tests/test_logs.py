@@ -17,13 +17,25 @@ import pytest
 
 from _stub_server import FlakyDownstream, closed_port, serve_asgi
 from conftest import wait_for, wait_run_done
-from wiz_executor import Executor
+from wiz_executor import Executor, Settings
 from wiz_executor._logs import LogFormatter, escape
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"
 )
 """A record's first line, e.g. `2026-11-28 04:50:00.123 INFO wiz_executor.runs: run ...`."""
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """conftest's, with a short delivery window: a delivery to a dead host gives up (and
+    is logged) in half a second, not the default hour."""
+    return Settings(
+        data_dir=tmp_path / "wiz-data",
+        downstream_backoff=0.01,
+        shutdown_grace=5,
+        delivery_timeout=0.5,
+    )
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:

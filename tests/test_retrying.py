@@ -4,6 +4,7 @@ it. Nothing here waits: the delays the policy chose are recorded, and zero is wa
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from typing import Any
@@ -64,9 +65,37 @@ def test_backoff_doubles_up_to_the_cap_and_honours_a_longer_retry_after() -> Non
     assert policy.delay(10_000) == 5.0  # no overflow on a long outage
 
 
+def test_a_longer_retry_after_may_be_honoured_past_the_cap() -> None:
+    """A caller with a long deadline (downstream delivery) waits as long as the server
+    asks, up to its own bound; the backoff itself stays capped."""
+    policy = Backoff(first=0.5, cap=5.0, attempts=None, deadline=3600, longest_retry_after=600)
+    assert policy.delay(0, 120.0) == 120.0
+    assert policy.delay(0, 3600.0) == 600.0
+    assert policy.delay(10) == 5.0
+
+
+async def test_no_wait_goes_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last wait is cut to what is left of the deadline, so the last try comes at
+    the deadline rather than a whole backoff after it. The waits are recorded, not slept."""
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_wait(delay: float, result: Any = None) -> Any:
+        waits.append(delay)
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr(asyncio, "sleep", record_wait)
+    policy = Backoff(first=100.0, cap=100.0, attempts=3, deadline=5.0)
+    assert await fail_every_time(policy, lambda exc: 0.0) == 3
+    monkeypatch.undo()
+    assert len(waits) == 2
+    assert all(4.0 <= wait <= 5.0 for wait in waits), waits
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"longest_retry_after": -1}, "longest_retry_after"),
         ({"attempts": 0}, "attempts"),
         ({"attempts": None}, "attempts or a deadline"),
         ({"deadline": 0}, "deadline"),

@@ -72,6 +72,9 @@ async def test_file_outputs_are_absolute_with_a_relative_data_dir(
         ("chunk_timeout", float("nan")),
         ("shutdown_grace", -1.0),
         ("downstream_backoff", -0.5),
+        ("delivery_timeout", 0),
+        ("delivery_timeout", float("nan")),
+        ("delivery_backoff_cap", -1.0),
     ],
 )
 def test_settings_that_would_fail_everything_are_refused(field: str, value: float) -> None:

@@ -8,7 +8,9 @@ a fix to any of them reaches all three:
   (delta-seconds, or an HTTP-date such as `Wed, 21 Oct 2026 07:28:00 GMT`);
 - `Backoff.delay`: the wait before a retry, doubling from a first delay up to a cap, and
   the server's `Retry-After` instead when that is longer (still capped, so a server
-  cannot park a caller for an hour);
+  cannot park a caller for an hour; a caller with a long deadline, such as downstream
+  delivery, may honour longer ones with `longest_retry_after`), and never past the
+  deadline: the last try is made when the deadline comes, not after it;
 - `Backoff.retrying` / `Backoff.retrying_sync`: tenacity's retry loop, bounded by a
   number of attempts and/or a total deadline. A deadline instead of an attempt count is
   a configuration change (`Backoff(attempts=None, deadline=3600)`), not new code.
@@ -77,12 +79,15 @@ class Backoff:
     `cap`. The loop ends after `attempts` tries in all (so `attempts=1` never retries)
     or once `deadline` seconds have passed since the first, whichever comes first;
     either may be None, not both (a retry loop without a bound is a hang).
+    `longest_retry_after` is the longest `Retry-After` honoured (None: `cap`), for a
+    caller that may wait as long as a server asks, within its deadline.
     """
 
     first: float = 0.1
     cap: float = 30.0
     attempts: int | None = 5
     deadline: float | None = None
+    longest_retry_after: float | None = None
 
     def __post_init__(self) -> None:
         if self.attempts is not None and self.attempts < 1:
@@ -93,15 +98,19 @@ class Backoff:
             raise ValueError("a retry policy needs attempts or a deadline")
         if self.first < 0 or self.cap < 0:
             raise ValueError("delays cannot be negative")
+        if self.longest_retry_after is not None and not self.longest_retry_after >= 0:
+            raise ValueError("longest_retry_after cannot be negative")
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number `retry` (0 = the first retry): the doubling
-        backoff, or the server's `Retry-After` when longer, never more than `cap`."""
+        backoff, or the server's `Retry-After` when longer, never more than `cap` (a
+        `Retry-After` never more than `longest_retry_after`, when that is set)."""
         try:
-            backoff = self.first * 2.0**retry
+            backoff = min(self.first * 2.0**retry, self.cap)
         except OverflowError:
             backoff = self.cap
-        return float(min(max(backoff, retry_after or 0.0), self.cap))
+        longest = self.cap if self.longest_retry_after is None else self.longest_retry_after
+        return float(max(backoff, min(retry_after or 0.0, longest)))
 
     def retrying(self, transient: Transient) -> AsyncIterator[tenacity.AttemptManager]:
         """The async retry loop: `async for attempt in policy.retrying(decide):` then
@@ -121,7 +130,10 @@ class Backoff:
             return _asked(state, transient) is not None
 
         def wait(state: tenacity.RetryCallState) -> float:
-            return self.delay(state.attempt_number - 1, _asked(state, transient))
+            delay = self.delay(state.attempt_number - 1, _asked(state, transient))
+            if self.deadline is not None:  # the last try comes at the deadline, not after
+                delay = min(delay, max(self.deadline - (state.seconds_since_start or 0.0), 0.0))
+            return delay
 
         stops: list[tenacity.stop.stop_base] = []
         if self.attempts is not None:

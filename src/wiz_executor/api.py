@@ -414,6 +414,15 @@ class EndOfInputResult(_Wire):
     Accepted: int
 
 
+class RetryResult(_Wire):
+    """*Extension*: what a retry re-queued (0 and 0 when nothing had failed)."""
+
+    RunID: str
+    CurrentState: _State = Field(description="the run's state after the retry")
+    Chunks: int = Field(description="FAILED chunks queued again (WAITING)")
+    Deliveries: int = Field(description="failed downstream deliveries sent again")
+
+
 def unknown_fields(model: type[BaseModel], value: Any, path: str = "") -> list[str]:
     """The dotted paths of the keys in a decoded JSON `value` that `model` does not know,
     looking into nested wire objects (and lists of them) but not into free-form values

@@ -1,15 +1,29 @@
-"""Sending finished outputs to the next run, with bounded retries and backoff.
+"""Sending finished outputs to the next run, riding out downstream outages.
 
 Each SUCCEEDED output of a run with `SendDownstream` goes, as an INPUT chunk whose
 ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
 `DownstreamLocations[].Hostname`, asking that run to name its output
 `{ChunkID}-{RunID}` (so outputs of parallel branches never share an ID at a join).
+
 Connection errors, 5xx and 429 are retried under the project's one retry policy
-(`wiz_executor._retrying`): exponential backoff, or the Retry-After (seconds or an
-HTTP-date) when longer, at most 30 s; other 4xx answers are final. A delivery
-that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
-the run ERRORED: an output is never dropped silently. Deleting a run cancels its
-deliveries still queued or being retried.
+(`wiz_executor._retrying`): a backoff doubling from `downstream_backoff` up to
+`delivery_backoff_cap`, or the downstream's `Retry-After` (seconds or an HTTP-date) when
+longer, for as long as `delivery_timeout` (an hour by default) since the output was
+ready; other 4xx answers are final. Only then does the delivery fail: the reason is
+recorded on the output chunk (`DeliveryError`) and logged, and the run ends ERRORED.
+An output is never dropped silently, and a failed delivery can be sent again
+(`retry` on the run). Deleting a run cancels its deliveries still queued or retried.
+
+Each downstream host (`host:port`) has its own queue and senders, so a dead host never
+holds up the outputs for a live one. While a host is down (its last answer was a
+connection error, 5xx or 429), one delivery at a time probes it, on its own backoff;
+the others to that host wait, without sending, until the probe gets through (then they
+all go) or gives up (then the next one probes). So an outage costs the dead host one
+request per backoff step, not one per output, and once it is back every output is
+delivered. A run whose outputs are still on their way is not finished.
+
+On shutdown the deliveries still pending get the grace period, then stop and fail with
+"executor shut down before the output was delivered".
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
@@ -18,7 +32,11 @@ already held with the same content, so a retry after a lost answer cannot duplic
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+from collections import deque
+from time import monotonic
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +50,8 @@ from .runs import Chunk, Run, RunMap
 log = logging.getLogger(__name__)
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
-MAX_BACKOFF = 30.0
+SHUT_DOWN = "executor shut down before the output was delivered"
+DELETED = "run was deleted before the output was delivered"
 
 
 def location_url(loc: DownstreamDataLocation) -> str:
@@ -41,118 +60,308 @@ def location_url(loc: DownstreamDataLocation) -> str:
     return f"{base}/processors/{quote(loc.ProcID, safe='')}/runs/{quote(loc.RunID, safe='')}/data"
 
 
+class _Output:
+    """One output on its way to some of its run's downstream locations."""
+
+    __slots__ = ("chunk", "deadline", "errors", "left", "run")
+
+    def __init__(self, run: Run, chunk: Chunk, left: int, deadline: float) -> None:
+        self.run = run
+        self.chunk = chunk
+        self.left = left
+        """Locations still to hear from."""
+        self.deadline = deadline
+        """When (monotonic) its delivery window ends."""
+        self.errors: list[tuple[int, str]] = []
+        """(location index, why) of each location it could not be delivered to."""
+
+
+class _Send:
+    """One output to one downstream location."""
+
+    __slots__ = ("index", "loc", "output")
+
+    def __init__(self, output: _Output, index: int, loc: DownstreamDataLocation) -> None:
+        self.output = output
+        self.index = index
+        self.loc = loc
+
+
+class _Host:
+    """The deliveries to one downstream host: a queue, the senders draining it, and
+    whether the host is down (then `prober` is the one sender that may try it)."""
+
+    __slots__ = ("changed", "down", "last_error", "prober", "queue", "senders")
+
+    def __init__(self) -> None:
+        self.queue: deque[_Send] = deque()
+        self.senders: set[asyncio.Task[None]] = set()
+        self.down = False
+        self.prober: asyncio.Task[Any] | None = None
+        self.last_error = ""
+        self.changed = asyncio.Event()
+        """Set (and replaced) when the host comes back up or its prober lets go."""
+
+    def signal(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class _GaveUp(Exception):
+    """A delivery ends without another try (the run was deleted, or its window passed
+    while another delivery probed the host): final, with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class Downstream:
-    """A queue of outputs to deliver and a few sender tasks draining it."""
+    """Per downstream host, a queue of outputs to deliver and a few senders draining it."""
 
     def __init__(
         self,
         runs: RunMap,
         client: httpx.AsyncClient,
-        attempts: int = 5,
+        attempts: int | None = None,
         backoff: float = 0.1,
         senders: int = 16,
+        *,
+        cap: float = 30.0,
+        timeout: float = 3600.0,
     ) -> None:
         self.runs = runs
         self.client = client
-        self.policy = Backoff(first=backoff, cap=MAX_BACKOFF, attempts=attempts)
-        """When to give up on a delivery: today a number of attempts; riding out a long
-        outage is `Backoff(attempts=None, deadline=...)`."""
+        self.timeout = timeout
+        """Seconds an output may take to be delivered, from when it was queued."""
+        self.policy = Backoff(
+            first=backoff,
+            cap=cap,
+            attempts=attempts,
+            deadline=timeout,
+            longest_retry_after=timeout,
+        )
+        """How to retry one output at one location; its deadline is set per output to
+        what is left of that output's window."""
         self._senders_max = senders
-        self._queue: asyncio.Queue[tuple[Run, Chunk]] = asyncio.Queue()
-        self._senders: set[asyncio.Task[None]] = set()
+        self._hosts: dict[str, _Host] = {}
         self._encode = msgspec.json.Encoder().encode
 
-    def deliver(self, run: Run, chunk: Chunk) -> None:
-        """Queue an output for delivery (the run map already counts it as pending)."""
-        self._queue.put_nowait((run, chunk))
-        if len(self._senders) < self._senders_max:
-            task = asyncio.create_task(self._send_loop())
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+    @property
+    def _senders(self) -> set[asyncio.Task[None]]:
+        """Every sender task, of every host."""
+        return {task for host in self._hosts.values() for task in host.senders}
 
-    async def _send_loop(self) -> None:
+    def host_down(self, hostname: str) -> bool:
+        """Whether deliveries to `hostname` (as in DownstreamLocations) are being probed."""
+        host = self._hosts.get(_host_key(hostname))
+        return host is not None and host.down
+
+    def deliver(self, run: Run, chunk: Chunk, locations: tuple[int, ...] | None = None) -> None:
+        """Queue an output for delivery to its run's downstream locations (or, for a
+        retry, to those numbered in `locations`); the run map already counts it as
+        pending, and is told once it has been delivered everywhere or given up."""
+        targets = run.configuration.ExecutorConfig.DownstreamLocations or []
+        indices = range(len(targets)) if locations is None else locations
+        output = _Output(run, chunk, len(indices), monotonic() + self.timeout)
+        if not indices:
+            self.runs.delivery_finished(run, chunk, None)
+            return
+        for index in indices:
+            loc = targets[index]
+            key = _host_key(loc.Hostname)
+            host = self._hosts.get(key)
+            if host is None:
+                host = self._hosts[key] = _Host()
+            host.queue.append(_Send(output, index, loc))
+            self._staff(host, 1)
+
+    def _staff(self, host: _Host, wanted: int) -> None:
+        """Start up to `wanted` more senders for `host`: one at most while it is down."""
+        limit = 1 if host.down else self._senders_max
+        while wanted > 0 and host.queue and len(host.senders) < limit:
+            task = asyncio.create_task(self._send_loop(host))
+            host.senders.add(task)
+            task.add_done_callback(host.senders.discard)
+            wanted -= 1
+
+    async def _send_loop(self, host: _Host) -> None:
+        me = asyncio.current_task()
         while True:
-            try:
-                run, chunk = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                # Leave the set now, not in a done-callback a loop pass later: an
-                # output queued meanwhile would find the set full and get no sender.
-                self._senders.discard(asyncio.current_task())
+            # Leave the set now, not in a done-callback a loop pass later: an output
+            # queued meanwhile would find the set full and get no sender. While the host
+            # is down and another sender probes it, the queue waits for it to come up.
+            if not host.queue or (host.down and host.prober not in (None, me)):
+                host.senders.discard(me)
                 return
-            if run.removed:  # deleted: its outputs are cancelled with it
-                self.runs.delivery_finished(run, chunk, None)
+            send = host.queue.popleft()
+            if send.output.run.removed:  # deleted: its outputs are cancelled with it
+                self._sent(send, None)
                 continue
-            error: str | None = "executor shut down before the output was delivered"
+            error: str | None = SHUT_DOWN
             try:
-                error = await self._deliver(run, chunk)
+                error = await self._send(host, send)
             finally:
-                self.runs.delivery_finished(run, chunk, error)
-                if error:
-                    log.warning(
-                        "output %s of run %s/%s not delivered downstream: %s",
-                        chunk.output_id,
-                        run.proc_id,
-                        run.run_id,
-                        error,
-                    )
+                self._sent(send, error)
 
-    async def _deliver(self, run: Run, chunk: Chunk) -> str | None:
-        chunk_id = chunk.output_id
+    def _sent(self, send: _Send, error: str | None) -> None:
+        output = send.output
+        if error is not None:
+            loc = send.loc
+            output.errors.append((send.index, f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}"))
+        output.left -= 1
+        if output.left:
+            return
+        run, chunk = output.run, output.chunk
+        if not output.errors:
+            self.runs.delivery_finished(run, chunk, None)
+            return
+        output.errors.sort()
+        reason = "; ".join(text for _, text in output.errors)
+        failed = tuple(index for index, _ in output.errors)
+        self.runs.delivery_finished(run, chunk, reason, failed)
+        log.warning(
+            "output %s of run %s/%s not delivered downstream: %s",
+            chunk.output_id,
+            run.proc_id,
+            run.run_id,
+            reason,
+        )
+
+    async def _send(self, host: _Host, send: _Send) -> str | None:
+        output = send.output
+        run = output.run
+        chunk = output.chunk
         message = {
-            "ChunkID": chunk_id,
+            "ChunkID": chunk.output_id,
             "Format": chunk.out_format.value,
             "Type": "INPUT",
             "State": "WAITING",
             "RawData": chunk.out_raw,
             "FilesystemReference": {"Driver": chunk.out_driver, "Location": chunk.out_location},
-            "AssociatedChunkID": "",
-        }
-        errors = []
-        for loc in run.configuration.ExecutorConfig.DownstreamLocations or ():
             # Name the output the next run will make after that run, so that parallel
             # branches fed the same chunk never hand a join two outputs with one ID.
-            message["AssociatedChunkID"] = f"{chunk_id}-{loc.RunID}"
-            error = await self._send(run, location_url(loc), self._encode(message))
-            if error:
-                errors.append(f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}")
-        return "; ".join(errors) or None
-
-    async def _send(self, run: Run, url: str, body: bytes) -> str | None:
+            "AssociatedChunkID": f"{chunk.output_id}-{send.loc.RunID}",
+        }
+        url = location_url(send.loc)
+        try:
+            body = self._encode(message)
+        except (TypeError, ValueError) as exc:  # (outputs are checked to be JSON already)
+            return f"cannot encode the output: {exc}"
+        me = asyncio.current_task()
+        remaining = output.deadline - monotonic()
+        if remaining <= 0 and host.down:
+            return self._window_passed(host, 0)
+        policy = dataclasses.replace(self.policy, deadline=max(remaining, 0.001))
         tries = 0
         try:
-            async for attempt in self.policy.retrying(_transient):
+            async for attempt in policy.retrying(_transient):
                 with attempt:
+                    await self._turn(host, output, tries)
                     if run.removed:  # deleted while retrying: stop, and let go of its memory
-                        return "run was deleted before the output was delivered"
-                    tries = attempt.retry_state.attempt_number
-                    resp = await self.client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
+                        return DELETED
+                    tries += 1
+                    try:
+                        resp = await self.client.post(
+                            url, content=body, headers={"content-type": "application/json"}
+                        )
+                    except httpx.TransportError as exc:
+                        self._failing(host, _describe(exc))
+                        raise
                     if resp.status_code >= 300:
-                        raise _Refused(resp)
+                        refused = _Refused(resp)
+                        if _transient(refused) is None:
+                            self._up(host)  # it answers: up, though this run refuses
+                        else:
+                            self._failing(host, refused.text)
+                        raise refused
+                    self._up(host)
                     return None
         except httpx.TransportError as exc:
-            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            last = _describe(exc)
         except _Refused as exc:
             if _transient(exc) is None:
                 return exc.text
             last = exc.text
+        except _GaveUp as exc:
+            return exc.reason
         except Exception as exc:  # not an address httpx can send to: final
             return f"cannot send to {url}: {type(exc).__name__}: {exc}"
-        return f"gave up after {tries} attempts; last: {last}"
+        finally:
+            if host.prober is me:
+                host.prober = None
+                host.signal()
+        if self.policy.attempts is not None and tries >= self.policy.attempts:
+            return f"gave up after {tries} attempts; last: {last}"
+        return (
+            f"gave up after {tries} attempts in the {self.timeout:g} s delivery window "
+            f"(--delivery-timeout); last: {last}"
+        )
+
+    async def _turn(self, host: _Host, output: _Output, tries: int) -> None:
+        """Wait, while the host is down and another delivery probes it, until it is up
+        or the probe lets go (then this one probes). Ends the delivery (`_GaveUp`) when
+        its window passes meanwhile or its run is deleted."""
+        me = asyncio.current_task()
+        while host.down and host.prober not in (None, me):
+            if output.run.removed:
+                raise _GaveUp(DELETED)
+            remaining = output.deadline - monotonic()
+            if remaining <= 0:
+                raise _GaveUp(self._window_passed(host, tries))
+            changed = host.changed
+            # Woken by the host; also every backoff cap, to notice a deleted run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, max(self.policy.cap, 0.1))):
+                    await changed.wait()
+        if host.down:
+            host.prober = me
+
+    def _window_passed(self, host: _Host, tries: int) -> str:
+        return (
+            f"gave up after {tries} attempts in the {self.timeout:g} s delivery window "
+            f"(--delivery-timeout): the host was down; last: {host.last_error}"
+        )
+
+    def _failing(self, host: _Host, error: str) -> None:
+        """An attempt found the host down (a connection error, 5xx or 429)."""
+        host.last_error = error
+        if not host.down:
+            host.down = True
+            host.signal()
+
+    def _up(self, host: _Host) -> None:
+        """An attempt got an answer: the host is up; its waiting deliveries go now."""
+        if host.down:
+            host.down = False
+            host.last_error = ""
+            host.signal()
+            self._staff(host, len(host.queue))
 
     async def close(self, grace: float) -> None:
-        """Give queued deliveries `grace` seconds, then record the rest as undelivered."""
-        if self._senders:
-            _, late = await asyncio.wait(set(self._senders), timeout=grace)
-            for task in late:
+        """Give pending deliveries `grace` seconds, then record the rest as undelivered."""
+        deadline = monotonic() + grace
+        while senders := self._senders:
+            remaining = deadline - monotonic()
+            if remaining > 0:
+                await asyncio.wait(senders, timeout=remaining)
+                continue
+            for task in senders:
                 task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        while not self._queue.empty():
-            run, chunk = self._queue.get_nowait()
-            self.runs.delivery_finished(
-                run, chunk, "executor shut down before the output was delivered"
-            )
+            await asyncio.gather(*senders, return_exceptions=True)
+        for host in self._hosts.values():
+            while host.queue:
+                self._sent(host.queue.popleft(), SHUT_DOWN)
+
+
+def _host_key(hostname: str) -> str:
+    """What deliveries to one host share (the scheme-less `host:port`, lowercased)."""
+    host = hostname.rstrip("/").lower()
+    return host.split("://", 1)[1] if "://" in host else host
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _error_text(resp: httpx.Response) -> str:

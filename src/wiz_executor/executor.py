@@ -21,7 +21,7 @@ from .downstream import Downstream
 from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, ShuttingDown
 from .events import EventHub
 from .registry import Registry
-from .runs import RUNNING, WAITING, Chunk, Run, RunMap, same_json
+from .runs import FAILED, RUNNING, WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import ProcessorThreads, Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
@@ -69,11 +69,14 @@ class Executor:
         self._started = True
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        settings = self.settings
         self.downstream = Downstream(
             self.runs,
             self._http,
-            self.settings.downstream_attempts,
-            self.settings.downstream_backoff,
+            attempts=settings.downstream_attempts,
+            backoff=settings.downstream_backoff,
+            cap=settings.delivery_backoff_cap,
+            timeout=settings.delivery_timeout,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
         return self
@@ -252,6 +255,50 @@ class Executor:
         run = self.get_run(proc_id, run_id)
         self.runs.close_input(run)
         return run
+
+    async def retry(self, proc_id: str, run_id: str) -> tuple[Run, int, int]:
+        """Re-queue a run's FAILED chunks and send its failed deliveries again.
+
+        The chunks become WAITING (error and output cleared) and go to the work model
+        again; a finished run is RUNNING again until they end (then SUCCEEDED or ERRORED
+        as ever). Idempotent: with nothing failed, nothing changes. A 429 when the
+        chunks would overflow `max_pending`. Returns the run and how many chunks and
+        deliveries were re-queued.
+        """
+        run = self.get_run(proc_id, run_id)
+        if run.finished:  # its workers were let go: wait until they are, to open anew
+            await self.scheduler.released(run)
+            run = self.get_run(proc_id, run_id)  # (it may have been deleted meanwhile)
+        if not run.counts[FAILED] and not run.undelivered:
+            return run, 0, 0
+        if self.closing:
+            raise ShuttingDown()
+        waiting = self.runs.counts[WAITING]
+        failed = run.counts[FAILED]
+        if waiting + failed > self.settings.max_pending:
+            raise ExecutorFull(
+                f"retrying {failed} chunks would make {waiting + failed} waiting, more "
+                f"than the executor holds ({self.settings.max_pending}, --max-pending); "
+                "retry later",
+                self.settings.retry_after,
+            )
+        if run.finished:
+            self.scheduler.reopen(run, self.registry.get(proc_id))
+        chunks, outputs = self.runs.retry(run)
+        if chunks:
+            self.scheduler.submit(run, chunks)
+        if outputs:
+            assert self.downstream is not None
+            for chunk, locations in outputs:
+                self.downstream.deliver(run, chunk, locations)
+        log.info(
+            "run %s/%s retried: %d failed chunks and %d failed deliveries queued again",
+            proc_id,
+            run_id,
+            len(chunks),
+            len(outputs),
+        )
+        return run, len(chunks), len(outputs)
 
     async def delete_run(self, proc_id: str, run_id: str) -> Run:
         """Forget a run, cancelling its waiting and running chunks, so memory is given back."""

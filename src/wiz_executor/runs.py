@@ -112,6 +112,7 @@ class Run:
         "sched",
         "state",
         "timeout",
+        "undelivered",
         "warned",
         "warnings",
         "work_model",
@@ -156,6 +157,9 @@ class Run:
         self.input_closed = False
         self.deliveries_pending = 0
         self.deliveries_failed = 0
+        self.undelivered: dict[str, tuple[int, ...]] = {}
+        """Input ChunkID → the downstream locations (indices into DownstreamLocations)
+        its output could not be delivered to: what `RunMap.retry` sends again."""
         self.done = asyncio.Event()
         self.removed = False
         self.sched: Any = None
@@ -371,13 +375,66 @@ class RunMap:
     def delivery_started(self, run: Run) -> None:
         run.deliveries_pending += 1
 
-    def delivery_finished(self, run: Run, chunk: Chunk, error: str | None) -> None:
+    def delivery_finished(
+        self, run: Run, chunk: Chunk, error: str | None, failed: tuple[int, ...] = ()
+    ) -> None:
+        """An output's delivery ended: delivered everywhere (`error` None) or not to the
+        downstream locations numbered in `failed`, for `error`."""
         run.deliveries_pending -= 1
         if error is not None:
             chunk.delivery_error = error
             run.deliveries_failed += 1
+            if failed and not run.removed:
+                run.undelivered[chunk.id] = failed
             self._notify(run, chunk)
         self._maybe_complete(run)
+
+    def retry(self, run: Run) -> tuple[list[Chunk], list[tuple[Chunk, tuple[int, ...]]]]:
+        """Take a run's failures back: its FAILED chunks become WAITING again (error
+        and output cleared) and its failed deliveries pending again, and a finished
+        run is RUNNING again until they end. Returns the chunks, for the caller to
+        submit to the work model, and the outputs with the locations to send them to
+        again. Nothing failed: nothing changes (so a second call is a no-op).
+
+        Finished-chunk totals (`finished_totals`, the metrics' counter) count endings,
+        so a retried chunk that ends again is counted again: the counter never goes
+        down, and stays at least the run's finished chunks.
+        """
+        chunks = (
+            [chunk for chunk in run.order if chunk.state is FAILED] if run.counts[FAILED] else []
+        )
+        outputs = [(run.chunks[cid], where) for cid, where in run.undelivered.items()]
+        if not chunks and not outputs:
+            return chunks, outputs
+        for chunk in chunks:
+            chunk.state = WAITING
+            chunk.error = None
+            chunk.delivery_error = None
+            chunk.out_format = DataFormat.RAW
+            chunk.out_raw = None
+            chunk.out_driver = chunk.out_location = ""
+            chunk.progress = None
+        n = len(chunks)
+        run.counts[FAILED] -= n
+        run.counts[WAITING] += n
+        if not run.removed:
+            self.counts[FAILED] -= n
+            self.counts[WAITING] += n
+        for chunk, _ in outputs:
+            chunk.delivery_error = None
+        run.undelivered.clear()
+        run.deliveries_failed -= len(outputs)
+        run.deliveries_pending += len(outputs)
+        if run.finished:
+            run.state = State.RUNNING
+            run.done.clear()
+            self._notify(run, None)
+        if self.listeners:
+            for chunk in chunks:
+                self._notify(run, chunk)
+            for chunk, _ in outputs:
+                self._notify(run, chunk)
+        return chunks, outputs
 
     def close_input(self, run: Run) -> None:
         if not run.input_closed:

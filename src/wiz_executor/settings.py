@@ -34,10 +34,18 @@ class Settings:
     allowed_roots: tuple[Path, ...] = ()
     """Folders outside the data directory that processors may read (e.g. `file://`
     sources of `get` and `git`); writes still go only to the data directory."""
-    downstream_attempts: int = 5
-    """Tries to deliver one output downstream before it is recorded as failed."""
     downstream_backoff: float = 0.1
-    """First delay between delivery tries, doubled after each."""
+    """First delay between delivery tries, doubled after each (up to
+    `delivery_backoff_cap`)."""
+    delivery_backoff_cap: float = 30.0
+    """Longest delay between two delivery tries of one output, however long the outage."""
+    delivery_timeout: float = 3600.0
+    """Seconds an output is retried, from when it became ready to send, before its
+    delivery is recorded as failed (`DeliveryError`): a downstream outage shorter than
+    this loses nothing. A `Retry-After` up to what is left of it is honoured."""
+    downstream_attempts: int | None = None
+    """An extra bound, off by default: at most this many tries per output and
+    location, even within `delivery_timeout`."""
     retry_after: int = 1
     """Seconds a client is told to wait when the executor is full."""
     strict_config: bool = False
@@ -56,8 +64,12 @@ class Settings:
         # Out of range, these would fail every chunk, delivery or request at once.
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
-        if self.downstream_attempts < 1:
-            raise ValueError("downstream_attempts must be at least 1")
+        if self.downstream_attempts is not None and self.downstream_attempts < 1:
+            raise ValueError("downstream_attempts must be None or at least 1")
+        if not self.delivery_timeout > 0:
+            raise ValueError("delivery_timeout must be more than 0")
+        if not self.delivery_backoff_cap >= 0:
+            raise ValueError("delivery_backoff_cap must be at least 0")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
             raise ValueError("chunk_timeout must be None or at least 0")
         if not self.shutdown_grace >= 0 or not self.downstream_backoff >= 0:

@@ -105,6 +105,20 @@ def serve(
     shutdown_grace: Annotated[
         float, typer.Option(min=0, help="Seconds running chunks get to finish on shutdown.")
     ] = DEFAULTS.shutdown_grace,
+    delivery_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Seconds an output is retried while its downstream is unreachable or "
+            "refuses it (5xx, 429) before its delivery fails.",
+        ),
+    ] = DEFAULTS.delivery_timeout,
+    downstream_backoff: Annotated[
+        float, typer.Option(min=0, help="First delay between delivery tries, doubled after each.")
+    ] = DEFAULTS.downstream_backoff,
+    delivery_backoff_cap: Annotated[
+        float, typer.Option(min=0, help="Longest delay between two delivery tries.")
+    ] = DEFAULTS.delivery_backoff_cap,
     data_dir: Annotated[
         Path, typer.Option(help="Where processors write; their file access stays inside.")
     ] = Path("wiz-data"),
@@ -142,6 +156,9 @@ def serve(
         work_model=WorkModel(work_model.value.upper()),
         chunk_timeout=chunk_timeout or None,
         shutdown_grace=shutdown_grace,
+        delivery_timeout=delivery_timeout,
+        downstream_backoff=downstream_backoff,
+        delivery_backoff_cap=delivery_backoff_cap,
         data_dir=data_dir,
         allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,

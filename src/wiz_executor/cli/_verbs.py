@@ -287,6 +287,19 @@ def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption =
     )
 
 
+def retry(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+    """Retry what failed: queue the run's FAILED chunks again and resend its failed
+    downstream deliveries (nothing, when nothing failed)."""
+    with api_errors(url), Client(url) as wiz:
+        done = wiz.retry(proc, run)
+    if json:
+        return print_json(done)
+    stdout().print(
+        f"retried {proc}/{done.RunID}: {done.Chunks} chunks and {done.Deliveries} "
+        f"deliveries queued again; the run is {done.CurrentState.value}"
+    )
+
+
 def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
     with api_errors(url), Client(url) as wiz:
@@ -311,6 +324,7 @@ def register(app: typer.Typer) -> None:
         ("end", end),
         ("watch", watch),
         ("data", data),
+        ("retry", retry),
         ("delete", delete),
     ]
     for name, verb in verbs:

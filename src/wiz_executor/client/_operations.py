@@ -22,6 +22,7 @@ from ..api import (
     DataSpec,
     EndOfInputResult,
     Processor,
+    RetryResult,
     Run,
 )
 from ._errors import Target, error_from_response
@@ -198,6 +199,15 @@ def end_of_input(proc_id: str, run_id: str) -> Call[EndOfInputResult]:
         "POST",
         _run_path(proc_id, run_id) + "/end-of-input",
         EndOfInputResult.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def retry(proc_id: str, run_id: str) -> Call[RetryResult]:
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/retry",
+        RetryResult.model_validate_json,
         Target(proc_id, run_id),
     )
 

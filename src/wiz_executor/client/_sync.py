@@ -18,6 +18,7 @@ from ..api import (
     DataSpec,
     EndOfInputResult,
     Processor,
+    RetryResult,
     Run,
 )
 from . import _operations as ops
@@ -35,7 +36,8 @@ class Client:
 
     Use it as a context manager (or call `close()`); like httpx, a closed client cannot
     be used again. Requests answered 429 are retried after the server's `Retry-After`,
-    as `retry` allows. Error answers raise the classes of `wiz_executor.errors`.
+    as the `retry` policy allows (kept as `retry_policy`). Error answers raise the
+    classes of `wiz_executor.errors`.
     `stream_idle` is how long `follow`/`wait` let an event stream stay silent before
     they read the run again.
     """
@@ -51,7 +53,7 @@ class Client:
         stream_idle: float = 20.0,
     ) -> None:
         self.base_url = base_url
-        self.retry = retry or RetryPolicy()
+        self.retry_policy = retry or RetryPolicy()
         self.stream_idle = stream_idle
         self._timeout = timeout
         self._http = httpx.Client(
@@ -86,12 +88,12 @@ class Client:
     def _send(self, call: ops.Call[T]) -> T:
         self._lifecycle.check()
         try:
-            for attempt in self.retry.backoff.retrying_sync(self.retry.transient):
+            for attempt in self.retry_policy.backoff.retrying_sync(self.retry_policy.transient):
                 with attempt:
                     response = self._http.request(
                         call.method, call.path, content=call.body, headers=call.headers
                     )
-                    if self.retry.retryable(response):
+                    if self.retry_policy.retryable(response):
                         raise Answered(response)
                     return call.result(response)
         except Answered as last:  # still full after every attempt: its error
@@ -183,6 +185,11 @@ class Client:
     def end_of_input(self, proc_id: str, run_id: str) -> EndOfInputResult:
         """Declare that no more chunks will come; the run completes when those held finish."""
         return self._send(ops.end_of_input(proc_id, run_id))
+
+    def retry(self, proc_id: str, run_id: str) -> RetryResult:
+        """Queue a run's FAILED chunks again and resend its failed deliveries; says how
+        many (0 and 0 when nothing had failed)."""
+        return self._send(ops.retry(proc_id, run_id))
 
     # -- following ---------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ class Scheduler:
             WorkModel.POOL: PoolModel(self.runner, self.limiter),
         }
         self._background: set[asyncio.Task[Any]] = set()
+        self._releasing: dict[Run, asyncio.Task[Any]] = {}
+        """Finished runs whose workers are being let go (what `reopen` waits for)."""
         runs.on_run_finished.append(self._run_finished)
 
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
@@ -57,13 +59,31 @@ class Scheduler:
     async def delete(self, run: Run) -> None:
         await self.models[run.work_model].release(run, cancel=True)
 
+    async def released(self, run: Run) -> None:
+        """Wait until a finished run's workers have been let go (at once if they have)."""
+        task = self._releasing.get(run)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def reopen(self, run: Run, cls: type[Processor[Any]]) -> None:
+        """Give a finished run, its workers let go (`released`), a work model's queue
+        and workers again: its failures are being retried."""
+        self.models[run.work_model].open(run, cls)
+
     def _run_finished(self, run: Run) -> None:
         # Called from inside a state change: the workers are let go from a task of our own.
         task = asyncio.get_running_loop().create_task(
             self.models[run.work_model].release(run, cancel=False)
         )
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._releasing[run] = task
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._background.discard(task)
+            if self._releasing.get(run) is task:
+                del self._releasing[run]
+
+        task.add_done_callback(done)
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking work, give running chunks `grace` seconds, then cancel the rest.

@@ -29,6 +29,7 @@ from ..api import (
     EndOfInputResult,
     ErrorBody,
     Processor,
+    RetryResult,
     Run,
     unknown_fields,
 )
@@ -394,4 +395,21 @@ def _add_routes(app: FastAPI) -> None:
         run = _executor(request).end_of_input(procID, runID)
         return _json(
             {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": len(run.chunks)}
+        )
+
+    @app.post(run_path + "/retry", tags=["runs"], response_model=RetryResult, responses=ERRORS)
+    async def retry(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: retry what failed. The run's FAILED chunks are queued again
+        (WAITING, error and output cleared) and its failed downstream deliveries sent
+        again; a finished run is RUNNING again until they end, then SUCCEEDED or ERRORED
+        as ever. Idempotent: with nothing failed it re-queues nothing (0 and 0). A 429
+        with `Retry-After` when the chunks would not fit in the waiting queue."""
+        run, chunks, deliveries = await _executor(request).retry(procID, runID)
+        return _json(
+            {
+                "RunID": run.run_id,
+                "CurrentState": run.state.value,
+                "Chunks": chunks,
+                "Deliveries": deliveries,
+            }
         )

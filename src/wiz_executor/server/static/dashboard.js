@@ -380,6 +380,8 @@ function renderDetail() {
   const [proc, ...rest] = view.selected.split("/");
   $("detail-proc").textContent = `processor ${proc}`;
   $("detail-title").textContent = rest.join("/");
+  // failed chunks, or an ERRORED run whose failures are undelivered outputs
+  $("retry-failures").hidden = !(run && (run.ChunkCounts.FAILED || run.CurrentState === "ERRORED"));
   if (!run) {
     $("detail-summary").innerHTML = `<p class="muted">This run no longer exists.</p>`;
     $("chunk-rows").innerHTML = "";
@@ -427,6 +429,8 @@ function select(key) {
   view.chunksLoaded = false;
   view.nextPage = null;
   view.filter = "all";
+  $("retry-note").textContent = "";
+  delete $("retry-note").dataset.done;
   if (key) {
     history.replaceState(null, "", `#run=${encodeURIComponent(key)}`);
     loadChunks(key);
@@ -453,6 +457,39 @@ document.querySelector(".filters").addEventListener("click", (ev) => {
   if (view.selected) loadChunks(view.selected);
   scheduleRender();
 });
+// Retry what failed, once a person has confirmed: the run's FAILED chunks are queued
+// again and its failed deliveries resent (POST .../retry); events show them run again.
+async function retryFailures() {
+  const run = view.selected ? view.runs.get(view.selected) : null;
+  if (!run) return;
+  const failed = run.ChunkCounts.FAILED || 0;
+  const what = failed
+    ? `the ${failed} failed chunk${failed === 1 ? "" : "s"}`
+    : "the outputs not delivered downstream";
+  if (!confirm(`Retry ${what} of run ${run.RunID}? They are queued and run (or sent) again.`)) {
+    return;
+  }
+  const note = $("retry-note");
+  note.textContent = "retrying…";
+  try {
+    const resp = await fetch(`${runUrl(run.ProcID, run.RunID)}/retry`, {
+      method: "POST",
+      headers: { Accept: "application/json" },
+    });
+    const body = await resp.json();
+    note.textContent = resp.ok
+      ? `${body.Chunks} chunk${body.Chunks === 1 ? "" : "s"} and ${body.Deliveries} ` +
+        `deliver${body.Deliveries === 1 ? "y" : "ies"} queued again`
+      : `not retried: ${body.value}`;
+    note.dataset.done = resp.ok ? "ok" : "refused";
+  } catch (err) {
+    note.textContent = `not retried: ${err}`;
+    note.dataset.done = "refused";
+  }
+  if (view.selected) loadChunks(view.selected);
+}
+
+$("retry-failures").addEventListener("click", () => retryFailures());
 $("chunk-more").addEventListener("click", () => {
   if (view.selected && view.nextPage) loadChunks(view.selected, true);
 });
