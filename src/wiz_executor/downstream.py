@@ -27,6 +27,7 @@ import msgspec
 
 from ._retrying import Backoff, parse_retry_after
 from .api import DownstreamDataLocation
+from .errors import NetworkRefused
 from .runs import Chunk, Run, RunMap
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Downstream:
                     if resp.status_code >= 300:
                         raise _Refused(resp)
                     return None
+        except NetworkRefused as exc:  # the policy's answer will not change: final
+            return exc.message
         except httpx.TransportError as exc:
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except _Refused as exc:
