@@ -7,6 +7,7 @@ Nothing here sleeps to wait: helpers poll a condition against a deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,7 +34,12 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "wiz-data", downstream_backoff=0.01, shutdown_grace=5)
+    return Settings(
+        data_dir=tmp_path / "wiz-data",
+        downstream_backoff=0.01,
+        shutdown_grace=5,
+        allow_net=("127.0.0.1/32",),  # the tests' servers are on loopback
+    )
 
 
 @pytest.fixture
@@ -93,13 +99,14 @@ async def wait_run_done(
 async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Executor]]:
     """A real uvicorn server on 127.0.0.1 and an ephemeral port, in this event loop.
 
-    Yields its base URL and its executor; stops it (gracefully) on exit.
+    Yields its base URL and its executor; stops it (gracefully) on exit. The executor
+    knows the address it serves on (`Settings.listen`), as under `wiz executor`.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, listen=("127.0.0.1", port)))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
