@@ -164,6 +164,26 @@ def test_the_cli_takes_repeatable_flags_and_refuses_bad_ones(tmp_path: Path) -> 
     assert "--deny-net" in help_text
 
 
+def test_the_cli_passes_the_flags_and_the_listening_address_into_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from wiz_executor.cli import _serve
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
+    )
+    monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(kw))
+    args = ["--allow-net", "127.0.0.1/32", "--allow-net", "::1", "--deny-net", "10.0.0.0/8"]
+    args += ["--port", "127.0.0.2:9123", "--data-dir", str(tmp_path)]
+    result = CliRunner().invoke(cli_app, ["executor", *args])
+    assert result.exit_code == 0, result.output
+    settings = seen["settings"]
+    assert settings.allow_net == ("127.0.0.1/32", "::1")
+    assert settings.deny_net == ("10.0.0.0/8",)
+    assert settings.listen == ("127.0.0.2", 9123)
+
+
 # -- the executor's own address -----------------------------------------------------------
 
 

@@ -72,7 +72,9 @@ def describe(settings: Settings) -> str:
         f"run workers {settings.default_run_workers}, max pending {settings.max_pending}, "
         f"chunk timeout {timeout}, shutdown grace {settings.shutdown_grace:g} s, "
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
-        f"allowed roots {roots}"
+        f"allowed roots {roots}, "
+        f"--allow-net {', '.join(settings.allow_net) or 'none'}, "
+        f"--deny-net {', '.join(settings.deny_net) or 'none'}"
     )
 
 
