@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from wiz_executor import Executor, Settings, create_app
+from wiz_executor import Executor, Settings, create_app, netpolicy
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +31,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def resolve_without_dns(host: str, port: int) -> list[Any]:
+    """The tests' name resolution for outbound connections: addresses are themselves,
+    `localhost` is 127.0.0.1, and any other name fails at once, so no test (a fuzzed
+    downstream Hostname, say) sends a DNS query off the machine. Tests that need a name
+    replace `netpolicy.resolve` themselves."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    if host.lower().rstrip(".") == "localhost":
+        return [ipaddress.ip_address("127.0.0.1")]
+    raise socket.gaierror(socket.EAI_NONAME, f"the tests resolve no name but localhost ({host})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_dns() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(netpolicy, "resolve", resolve_without_dns)
+        yield
 
 
 @pytest.fixture
