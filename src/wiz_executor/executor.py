@@ -152,8 +152,8 @@ class Executor:
         self, proc_id: str, run_id: str, configuration: Configuration
     ) -> None:
         """Refuse (400) a new run whose downstream locations the network policy refuses,
-        at Configure rather than on every delivery. Each Hostname is resolved now, off the
-        loop; a name that does not resolve (yet) is left to the deliveries, which check
+        at Configure rather than on every delivery. Each Hostname is resolved now, without
+        blocking the loop; a name that does not resolve (yet) is left to the deliveries, which check
         every connection anyway. A run already held is left to `configure` (same
         configuration: a no-op; another: a 409)."""
         self.registry.get(proc_id)  # an unknown processor stays a 404

@@ -305,3 +305,24 @@ async def test_fixtures_still_reachable_with_the_tests_allow_net(
     out = await run_one(client, "get", {"URL": web.url("/files/small.txt")})
     assert out["State"] == "SUCCEEDED", out
     assert output_text(out).encode() == fixtures.files["small.txt"]
+
+
+async def test_git_pins_names_and_leaves_addresses_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wiz_executor.processors.git import _pinned
+
+    monkeypatch.setattr(netpolicy, "resolve", fake_resolver({"git.wiz.test": "127.0.0.1"}))
+    policy = netpolicy.NetworkPolicy(allow=["127.0.0.1/32", "::1/128"])
+    source, pins = await _pinned("https://git.wiz.test/r.git", policy)
+    assert source == "https://git.wiz.test/r.git"
+    assert pins == (
+        "-c",
+        "http.curloptResolve=git.wiz.test:443:127.0.0.1",
+        "-c",
+        "http.followRedirects=false",
+    )
+    source, pins = await _pinned("http://[::1]:8080/r.git", policy)
+    assert pins == ("-c", "http.followRedirects=false")
+    source, pins = await _pinned("git://git.wiz.test/r.git", policy)
+    assert (source, pins) == ("git://127.0.0.1:9418/r.git", ())
+    with pytest.raises(netpolicy.NetworkRefused, match=r"\[::1\]:9418"):
+        await _pinned("git://[::1]/r.git", netpolicy.NetworkPolicy())

@@ -183,12 +183,10 @@ async def _pinned(source: str, network: NetworkPolicy) -> tuple[str, tuple[str, 
             netloc = f"{literal}:{port}"
             source = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         return source, ()
-    return source, (
-        "-c",
-        f"http.curloptResolve={host}:{port}:{literal}",
-        "-c",
-        "http.followRedirects=false",
-    )
+    no_redirects = ("-c", "http.followRedirects=false")
+    if host.strip("[]") == str(address):  # an address already: curl looks nothing up
+        return source, no_redirects
+    return source, ("-c", f"http.curloptResolve={host}:{port}:{literal}", *no_redirects)
 
 
 def _repo_name(url: str) -> str:
