@@ -333,3 +333,67 @@ async def test_the_executor_learns_its_own_address_when_it_serves(tmp_path: Path
         assert "own address" in executor.network.decide(loopback, port).reason
         assert not executor.network.decide(loopback, port).allowed
         assert executor.network.decide(loopback, port + 1).allowed
+
+
+# -- TLS through the transport ------------------------------------------------------------
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection goes to the address the policy checked, while TLS still sends the
+    name (SNI) and checks the certificate against it: a certificate for another name
+    fails, although the address is the same."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("files.wiz.test").configure_cert(server_context)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = str(self.headers["Host"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.socket = server_context.wrap_socket(httpd.socket, server_side=True)
+    port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        names = {"files.wiz.test": "127.0.0.1", "other.wiz.test": "127.0.0.1"}
+
+        async def resolve(host: str, port: int) -> list[Any]:
+            return [ipaddress.ip_address(names[host])]
+
+        monkeypatch.setattr(netpolicy, "resolve", resolve)
+        # A proxy from the environment would connect on its own: it is never used.
+        for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, "http://127.0.0.1:1")
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        policy = NetworkPolicy(allow=["127.0.0.1/32"])
+        async with netpolicy.guarded_client(policy, client_context) as http:
+            resp = await http.get(f"https://files.wiz.test:{port}/")
+            assert resp.status_code == 200
+            assert resp.text == f"files.wiz.test:{port}"
+            with pytest.raises(httpx.ConnectError, match="certificate"):
+                await http.get(f"https://other.wiz.test:{port}/")
+        async with netpolicy.guarded_client(NetworkPolicy(), client_context) as http:
+            with pytest.raises(NetworkRefused, match="loopback"):
+                await http.get(f"https://files.wiz.test:{port}/")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
