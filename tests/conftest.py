@@ -33,17 +33,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+_system_resolve = netpolicy.resolve
+
+
 async def resolve_without_dns(host: str, port: int) -> list[Any]:
     """The tests' name resolution for outbound connections: addresses are themselves,
-    `localhost` is 127.0.0.1, and any other name fails at once, so no test (a fuzzed
+    `localhost` is what the system says (from /etc/hosts), and any other name fails at once, so no test (a fuzzed
     downstream Hostname, say) sends a DNS query off the machine. Tests that need a name
     replace `netpolicy.resolve` themselves."""
     try:
         return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         pass
-    if host.lower().rstrip(".") == "localhost":
-        return [ipaddress.ip_address("127.0.0.1")]
+    if host.lower().rstrip(".") == "localhost":  # /etc/hosts: the system's own answer
+        return await _system_resolve(host, port)
     raise socket.gaierror(socket.EAI_NONAME, f"the tests resolve no name but localhost ({host})")
 
 
