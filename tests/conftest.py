@@ -38,9 +38,9 @@ _system_resolve = netpolicy.resolve
 
 async def resolve_without_dns(host: str, port: int) -> list[Any]:
     """The tests' name resolution for outbound connections: addresses are themselves,
-    `localhost` is what the system says (from /etc/hosts), and any other name fails at once, so no test (a fuzzed
-    downstream Hostname, say) sends a DNS query off the machine. Tests that need a name
-    replace `netpolicy.resolve` themselves."""
+    `localhost` is what the system says (from /etc/hosts), and any other name fails at
+    once, so no test (a fuzzed downstream Hostname, say) sends a DNS query off the
+    machine. Tests that need a name replace `netpolicy.resolve` themselves."""
     try:
         return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
