@@ -7,8 +7,10 @@ Nothing here sleeps to wait: helpers poll a condition against a deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from wiz_executor import Executor, Settings, create_app
+from wiz_executor import Executor, Settings, create_app, netpolicy
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,9 +33,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+_system_resolve = netpolicy.resolve
+
+
+async def resolve_without_dns(host: str, port: int) -> list[Any]:
+    """The tests' name resolution for outbound connections: addresses are themselves,
+    `localhost` is what the system says (from /etc/hosts), and any other name fails at
+    once, so no test (a fuzzed downstream Hostname, say) sends a DNS query off the
+    machine. Tests that need a name replace `netpolicy.resolve` themselves."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    if host.lower().rstrip(".") == "localhost":  # /etc/hosts: the system's own answer
+        return await _system_resolve(host, port)
+    raise socket.gaierror(socket.EAI_NONAME, f"the tests resolve no name but localhost ({host})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_dns() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(netpolicy, "resolve", resolve_without_dns)
+        yield
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "wiz-data", downstream_backoff=0.01, shutdown_grace=5)
+    return Settings(
+        data_dir=tmp_path / "wiz-data",
+        downstream_backoff=0.01,
+        shutdown_grace=5,
+        allow_net=("127.0.0.1/32",),  # the tests' servers are on loopback
+    )
 
 
 @pytest.fixture
@@ -93,13 +124,14 @@ async def wait_run_done(
 async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Executor]]:
     """A real uvicorn server on 127.0.0.1 and an ephemeral port, in this event loop.
 
-    Yields its base URL and its executor; stops it (gracefully) on exit.
+    Yields its base URL and its executor; stops it (gracefully) on exit. The executor
+    knows the address it serves on (`Settings.listen`), as under `wiz executor`.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, listen=("127.0.0.1", port)))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -39,6 +39,7 @@ from .errors import (
     JournalCorrupt,
     JournalError,
     JournalTooNew,
+    NetworkRefused,
     NotFound,
     PayloadTooLarge,
     ProcessorNotFound,
@@ -49,6 +50,7 @@ from .errors import (
 )
 from .executor import AddResult, Executor
 from .journal import JournalStore, MemoryStore, SqliteStore
+from .netpolicy import NetworkPolicy
 from .processors import Context, Input, Output, Processor, ProcessorConfig
 from .registry import Registry
 from .server import create_app
@@ -83,6 +85,8 @@ __all__ = [
     "JournalStore",
     "JournalTooNew",
     "MemoryStore",
+    "NetworkPolicy",
+    "NetworkRefused",
     "NotFound",
     "Output",
     "PayloadTooLarge",

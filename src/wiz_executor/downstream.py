@@ -45,6 +45,7 @@ import msgspec
 
 from ._retrying import Backoff, parse_retry_after
 from .api import DownstreamDataLocation
+from .errors import NetworkRefused
 from .runs import Chunk, Run, RunMap
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,8 @@ class Downstream:
                         raise refused
                     self._up(host)
                     return None
+        except NetworkRefused as exc:  # the policy's answer will not change: final
+            return exc.message
         except httpx.TransportError as exc:
             last = _describe(exc)
         except _Refused as exc:

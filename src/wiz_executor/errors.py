@@ -13,7 +13,8 @@
     ├── ShuttingDown                 the executor is stopping and takes no new work
     ├── Unauthorized                 a required token is missing or wrong
     ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
-    │   └── ChunkTimeout             recorded on the chunk)
+    │   ├── ChunkTimeout             recorded on the chunk)
+    │   └── NetworkRefused           the network policy refused a connection's address
     └── JournalError                 the journal cannot be opened (a start-up error, never an
         ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
         └── JournalTooNew            written by a newer version of the executor
@@ -104,6 +105,18 @@ class ChunkTimeout(ChunkFailed):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"processor did not finish the chunk within {seconds:g} s (timeout)")
         self.seconds = seconds
+
+
+class NetworkRefused(ChunkFailed):
+    """The network policy refused to connect to an address (`wiz_executor.netpolicy`).
+
+    It fails the chunk (or the delivery) that asked, never the executor; the message
+    names the address, the rule that refused it and the flag that would allow it."""
+
+    def __init__(self, message: str, address: str, port: int) -> None:
+        super().__init__(message)
+        self.address = address
+        self.port = port
 
 
 class JournalError(WizError):

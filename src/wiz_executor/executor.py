@@ -14,12 +14,21 @@ from types import TracebackType
 
 import httpx
 
+from . import netpolicy
 from ._runlog import RunLog
 from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
-from .downstream import Downstream
-from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, ShuttingDown
+from .downstream import Downstream, location_url
+from .errors import (
+    Conflict,
+    ExecutorFull,
+    InvalidInput,
+    NetworkRefused,
+    PayloadTooLarge,
+    ShuttingDown,
+)
 from .events import EventHub
+from .netpolicy import NetworkPolicy, guarded_client
 from .registry import Registry
 from .runs import FAILED, RUNNING, WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import ProcessorThreads, Scheduler
@@ -56,6 +65,12 @@ class Executor:
         """Run and chunk state changes as event streams (costs nothing unsubscribed)."""
         self.stats = self.scheduler.runner.stats
         """Finished chunks and their durations, per processor, for the metrics."""
+        self.network = NetworkPolicy(self.settings.allow_net, self.settings.deny_net)
+        """What processors may connect to: `--allow-net`, `--deny-net`, and this
+        executor's own address (learnt at start-up, see `listening_on`)."""
+        self.downstream_network = self.network.for_downstream()
+        """What deliveries may connect to: the same flags, loopback allowed by default."""
+        self.scheduler.runner.network = self.network
         self._http: httpx.AsyncClient | None = None
         self.downstream: Downstream | None = None
         self.closing = False
@@ -68,7 +83,11 @@ class Executor:
             raise RuntimeError("an Executor can be started only once")
         self._started = True
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        if self.settings.listen is not None:
+            await self.listening_on([self.settings.listen])
+        self._http = guarded_client(
+            self.downstream_network, timeout=httpx.Timeout(30.0, connect=5.0)
+        )
         settings = self.settings
         self.downstream = Downstream(
             self.runs,
@@ -117,6 +136,53 @@ class Executor:
             "executor stopped%s",
             f" ({failed} unfinished chunks failed by the shutdown)" if failed else "",
         )
+
+    async def listening_on(self, endpoints: Sequence[tuple[str, int]]) -> None:
+        """Tell the network policy where this executor serves (host, port): processors
+        may not fetch from there. A host name is resolved (without blocking the loop);
+        the server calls this again with the sockets it bound, so port 0 is known."""
+        own: list[tuple[str, int]] = []
+        for host, port in endpoints:
+            try:
+                addresses = await netpolicy.resolve(host, port)
+            except OSError:
+                log.warning("cannot resolve the listening address %s", host)
+                continue
+            own += [(str(address), port) for address in addresses]
+        self.network.listening_on(own)
+
+    async def check_downstream(
+        self, proc_id: str, run_id: str, configuration: Configuration
+    ) -> None:
+        """Refuse (400) a new run whose downstream locations the network policy refuses,
+        at Configure rather than on every delivery. Each Hostname is resolved now, without
+        blocking the loop; a name that does not resolve (yet) is left to the deliveries, which check
+        every connection anyway. A run already held is left to `configure` (same
+        configuration: a no-op; another: a 409)."""
+        self.registry.get(proc_id)  # an unknown processor stays a 404
+        ec = configuration.ExecutorConfig
+        if not ec.SendDownstream or not ec.DownstreamLocations:
+            return
+        if self.runs.find(proc_id, run_id) is not None:
+            return
+        for i, loc in enumerate(ec.DownstreamLocations):
+            try:
+                url = httpx.URL(location_url(loc))
+            except (httpx.InvalidURL, ValueError):
+                continue  # not a URL: the delivery says so
+            if url.scheme not in ("http", "https") or not url.host:
+                continue
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                async with asyncio.timeout(5):
+                    await self.downstream_network.resolve_checked(url.host, port)
+            except NetworkRefused as exc:
+                raise InvalidInput(
+                    f"ExecutorConfig.DownstreamLocations[{i}].Hostname {loc.Hostname!r} is "
+                    f"refused by the network policy: {exc.message}"
+                ) from None
+            except (OSError, TimeoutError):
+                continue
 
     # -- processors --------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import WorkModel
+from .netpolicy import parse_cidr
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,17 @@ class Settings:
     fields (`"Processor": {"test": "test"}`), so they are ignored and reported in the
     answer's `Warnings` instead, never dropped silently."""
 
+    allow_net: tuple[str, ...] = ()
+    """Networks (CIDR) processors may connect to although the defaults refuse them
+    (`--allow-net`, e.g. `127.0.0.1/32` for a service on loopback); the most specific
+    rule wins (`wiz_executor.netpolicy`)."""
+    deny_net: tuple[str, ...] = ()
+    """Networks (CIDR) no outbound connection may reach, downstream deliveries included
+    (`--deny-net`)."""
+    listen: tuple[str, int] | None = None
+    """The address and port this executor serves its API on (`--host`/`--port`): refused
+    to processors' fetches. The server also reports the sockets it bound at start-up."""
+
     def __post_init__(self) -> None:
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -74,6 +86,8 @@ class Settings:
             raise ValueError("chunk_timeout must be None or at least 0")
         if not self.shutdown_grace >= 0 or not self.downstream_backoff >= 0:
             raise ValueError("shutdown_grace and downstream_backoff must be at least 0")
+        for cidr in (*self.allow_net, *self.deny_net):
+            parse_cidr(cidr)  # a ValueError naming the bad one
         # Absolute once, here: output Locations are handed to other runs (and other
         # processes), which must not read them against their own working directory.
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())

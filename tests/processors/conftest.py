@@ -128,6 +128,7 @@ def settings(tmp_path: Path, repos: Repos, fixtures: Fixtures) -> Settings:
         allowed_roots=(repos.root, fixtures.files_root),
         downstream_backoff=0.01,
         shutdown_grace=5,
+        allow_net=("127.0.0.1/32",),  # the fixture servers are on loopback
     )
 
 

@@ -15,6 +15,7 @@ import typer
 
 from .._logs import configure_logging
 from ..api import WorkModel
+from ..netpolicy import parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..settings import Settings
@@ -69,6 +70,16 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
             param_hint=_HINT,
         )
     return host, int(port_text)
+
+
+def _check_cidrs(values: list[str] | None) -> list[str] | None:
+    """`--allow-net`/`--deny-net` values, each a network in CIDR notation."""
+    for value in values or ():
+        try:
+            parse_cidr(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return values
 
 
 def serve(
@@ -139,6 +150,27 @@ def serve(
             "of ignoring them and naming them in the answer's Warnings."
         ),
     ] = DEFAULTS.strict_config,
+    allow_net: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-net",
+            metavar="CIDR",
+            callback=_check_cidrs,
+            help="A network processors may connect to although the defaults refuse it "
+            "(e.g. 127.0.0.1/32 for a service on loopback); repeatable. The most specific "
+            "rule wins.",
+        ),
+    ] = None,
+    deny_net: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deny-net",
+            metavar="CIDR",
+            callback=_check_cidrs,
+            help="A network no outbound connection may reach, downstream deliveries "
+            "included; repeatable. The most specific rule wins.",
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -149,6 +181,7 @@ def serve(
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
     port_host, port_number = parse_listen_address(port)
+    bind = port_host or host
     settings = Settings(
         max_workers=max_workers,
         default_run_workers=run_workers,
@@ -163,11 +196,14 @@ def serve(
         allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,
         strict_config=strict_config,
+        allow_net=tuple(allow_net or ()),
+        deny_net=tuple(deny_net or ()),
+        listen=(bind, port_number),
     )
     configure_logging(log_level.value)
     run_server(
         create_app(settings),
-        host=port_host or host,
+        host=bind,
         port=port_number,
         log_config=None,  # configure_logging's, for uvicorn's lines too
         log_level=log_level.value,

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..api import DataFormat
 from ..api import Processor as ProcessorInfo
 from ..errors import InvalidConfiguration
+from ..netpolicy import NetworkPolicy, default_policy
 
 
 class ProcessorConfig(BaseModel):
@@ -89,7 +90,16 @@ ProgressSink = Callable[[int, int | None], None]
 class Context(Generic[ConfigT]):
     """Everything a processor may know about the chunk it works on, and how to report."""
 
-    __slots__ = ("_report", "allowed_roots", "chunk_id", "config", "data_dir", "proc_id", "run_id")
+    __slots__ = (
+        "_report",
+        "allowed_roots",
+        "chunk_id",
+        "config",
+        "data_dir",
+        "network",
+        "proc_id",
+        "run_id",
+    )
 
     def __init__(
         self,
@@ -100,6 +110,7 @@ class Context(Generic[ConfigT]):
         data_dir: Path,
         report: ProgressSink,
         allowed_roots: tuple[Path, ...] = (),
+        network: NetworkPolicy | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -110,6 +121,9 @@ class Context(Generic[ConfigT]):
         self.allowed_roots = allowed_roots
         """Folders outside `data_dir` that processors may read (`--allow-root`); check
         user paths with `processors._sandbox.Sandbox`, which is built only on demand."""
+        self.network = network if network is not None else default_policy()
+        """What the processor may connect to (`--allow-net`, `--deny-net`): make HTTP
+        clients with `netpolicy.guarded_client(context.network, ...)`."""
         self._report = report
 
     @property

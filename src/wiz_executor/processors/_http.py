@@ -25,6 +25,7 @@ import httpx
 from .. import __version__
 from .._retrying import Backoff, parse_retry_after
 from ..errors import ChunkFailed
+from ..netpolicy import NetworkPolicy, guarded_client
 
 USER_AGENT = f"wiz-executor/{__version__}"
 
@@ -53,18 +54,23 @@ class FetchError(ChunkFailed):
         """Seconds the server asked us to wait before trying again (Retry-After)."""
 
 
-def make_client(idle_timeout: float, connect_timeout: float = 10.0) -> httpx.AsyncClient:
+def make_client(
+    policy: NetworkPolicy, idle_timeout: float, connect_timeout: float = 10.0
+) -> httpx.AsyncClient:
     """A client for one chunk: redirects followed, and a timeout on every network step
     (connect, and the silence between two reads) rather than on the whole transfer, so
-    a large download that keeps moving is never cut off."""
+    a large download that keeps moving is never cut off. Every connection, each
+    redirect's included, goes through the network `policy` (`netpolicy`): an address it
+    refuses raises `NetworkRefused`, which fails the chunk at once (never retried)."""
     idle = idle_timeout or None
     connect = min(connect_timeout, idle) if idle else connect_timeout
-    return httpx.AsyncClient(
+    return guarded_client(
+        policy,
+        tls_context(),
         follow_redirects=True,
         max_redirects=10,
         timeout=httpx.Timeout(idle, connect=connect),
         headers={"User-Agent": USER_AGENT},
-        verify=tls_context(),
     )
 
 

@@ -25,11 +25,12 @@ import shutil
 import signal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, field_validator
 
 from ..errors import ChunkFailed
+from ..netpolicy import NetworkPolicy
 from ._base import Context, Input, Output, Processor, ProcessorConfig
 from ._sandbox import Sandbox, partial_result, remove_quietly
 
@@ -113,9 +114,10 @@ class Git(Processor[GitConfig]):
         if git is None:
             raise ChunkFailed("the git program is not installed on this executor's machine")
         source = _source(config.URL, Sandbox.of(context))
+        source, pins = await _pinned(source, context.network)
         folder = context.scratch_dir
         dest = folder / _repo_name(config.URL)
-        clone = _Clone(git, source, dest, config, context)
+        clone = _Clone(git, source, dest, config, context, pins)
         await asyncio.to_thread(remove_quietly, dest)  # left by an earlier run of this ID
         async with partial_result(dest, folder, config.Timeout, f"clone of {config.URL}"):
             state = await clone.run()
@@ -148,6 +150,45 @@ def _source(url: str, sandbox: Sandbox) -> str:
     return path.as_uri()
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "git": 9418}
+
+
+async def _pinned(source: str, network: NetworkPolicy) -> tuple[str, tuple[str, ...]]:
+    """Check a network URL's host against the network policy, and pin git to the
+    address that was checked, so git's own lookup cannot land elsewhere (DNS rebinding).
+
+    http(s): `http.curloptResolve` hands curl the address for host:port (the URL, and
+    so the Host header and TLS verification, keep the name), and redirects are not
+    followed (a redirect would take git to a host nobody checked; it also stops
+    http-alternates). git://: the protocol has no such option, so a URL naming a host
+    is rewritten to the checked address (the daemon then sees the address as its
+    virtual host). Returns the URL for git and the `-c` options to run it with."""
+    parts = urlsplit(source)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return source, ()
+    host = parts.hostname
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ChunkFailed(f"{source!r} has an invalid port") from None
+    try:
+        addresses = await network.resolve_checked(host, port)
+    except OSError as exc:
+        raise ChunkFailed(f"cannot resolve {host}: {exc}") from None
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    if scheme == "git":
+        if host.strip("[]") != str(address):
+            netloc = f"{literal}:{port}"
+            source = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return source, ()
+    no_redirects = ("-c", "http.followRedirects=false")
+    if host.strip("[]") == str(address):  # an address already: curl looks nothing up
+        return source, no_redirects
+    return source, ("-c", f"http.curloptResolve={host}:{port}:{literal}", *no_redirects)
+
+
 def _repo_name(url: str) -> str:
     tail = url.rstrip("/").rpartition("/")[2].rpartition(":")[2]
     tail = tail.removesuffix(".git")
@@ -161,10 +202,18 @@ class GitFailed(ChunkFailed):
 
 class _Clone:
     def __init__(
-        self, git: str, source: str, dest: Path, config: GitConfig, context: Context[GitConfig]
+        self,
+        git: str,
+        source: str,
+        dest: Path,
+        config: GitConfig,
+        context: Context[GitConfig],
+        pins: tuple[str, ...] = (),
     ) -> None:
         self.git = git
         self.source = source
+        self.pins = pins
+        """`-c` options pinning git to the address the network policy checked."""
         self.dest = dest
         self.config = config
         self.context = context
@@ -177,6 +226,9 @@ class _Clone:
             await self._fetch_one()
         else:
             await self._clone(ref)
+        if self.source != config.URL and "://" in config.URL and not config.URL.startswith("file"):
+            # A git:// URL was cloned through its checked address: keep the name as origin.
+            await self._git("remote", "set-url", "origin", "--", config.URL, cwd=self.dest)
         commit = (await self._git("rev-parse", "HEAD", cwd=self.dest)).strip()
         if config.Commit and not commit.startswith(config.Commit):
             raise ChunkFailed(f"checked out {commit}, not the commit {config.Commit} asked for")
@@ -247,6 +299,7 @@ class _Clone:
         proc = await asyncio.create_subprocess_exec(
             self.git,
             *GIT_OPTIONS,
+            *self.pins,
             *args,
             cwd=cwd,
             env=self.env,
@@ -311,17 +364,11 @@ def _explain(lines: list[str]) -> str:
     return "; ".join(important) if important else (lines[-1] if lines else "")
 
 
-_PROXY_VARS = tuple(
-    name
-    for base in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
-    for name in (base, base.upper())
-)
-
-
 def _base_env() -> dict[str, str]:
-    """The parts of our environment git needs (and proxies the machine relies on); none
-    of the user's GIT_* settings."""
-    keep = ("PATH", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", *_PROXY_VARS)
+    """The parts of our environment git needs; none of the user's GIT_* settings, and
+    no proxy variables: a proxy would resolve and connect on its own, out of the network
+    policy's reach (the executor's HTTP clients ignore them too)."""
+    keep = ("PATH", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("PATH", os.defpath)
     return env

@@ -22,6 +22,7 @@ import msgspec
 from ..api import DataFormat
 from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
+from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
@@ -69,6 +70,8 @@ class ChunkRunner:
         self.data_dir = data_dir
         self.default_timeout = default_timeout
         self.allowed_roots = allowed_roots
+        self.network: NetworkPolicy | None = None
+        """What processors may connect to (the executor's policy); None = the defaults."""
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
@@ -110,6 +113,7 @@ class ChunkRunner:
                     self.data_dir,
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
+                    self.network,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:

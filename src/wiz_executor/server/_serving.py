@@ -32,7 +32,18 @@ class Server(uvicorn.Server):
         await super().startup(sockets)
         executor = getattr(getattr(self.config.app, "state", None), "executor", None)
         if self.started and executor is not None:
+            # Processors may not fetch from here; now the real port of a port 0 is known.
+            await executor.listening_on(self._endpoints())
             log.info("executor started on %s: %s", self._address(), describe(executor.settings))
+
+    def _endpoints(self) -> list[tuple[str, int]]:
+        """Every (address, port) the server's sockets are bound to."""
+        return [
+            (str(sock.getsockname()[0]), int(sock.getsockname()[1]))
+            for server in self.servers
+            for sock in server.sockets
+            if sock.family in (socket.AF_INET, socket.AF_INET6)
+        ]
 
     def _address(self) -> str:
         """Where it listens: the socket bound (so port 0 shows the real port)."""
@@ -61,7 +72,9 @@ def describe(settings: Settings) -> str:
         f"run workers {settings.default_run_workers}, max pending {settings.max_pending}, "
         f"chunk timeout {timeout}, shutdown grace {settings.shutdown_grace:g} s, "
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
-        f"allowed roots {roots}"
+        f"allowed roots {roots}, "
+        f"--allow-net {', '.join(settings.allow_net) or 'none'}, "
+        f"--deny-net {', '.join(settings.deny_net) or 'none'}"
     )
 
 

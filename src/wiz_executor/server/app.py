@@ -294,7 +294,9 @@ def _add_routes(app: FastAPI) -> None:
         configuration = _parse(Configuration, body)
         # Parsed, so valid JSON: read again to find the fields the models ignored.
         unknown = unknown_fields(Configuration, json.loads(body))
-        run, _ = _executor(request).configure(procID, runID, configuration, unknown)
+        executor = _executor(request)
+        await executor.check_downstream(procID, runID, configuration)
+        run, _ = executor.configure(procID, runID, configuration, unknown)
         return _json(render_run(run))
 
     @app.get(
