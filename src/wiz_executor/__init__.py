@@ -44,6 +44,7 @@ from .errors import (
     ProcessorNotFound,
     RunNotFound,
     ShuttingDown,
+    TLSError,
     Unauthorized,
     WizError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "ShuttingDown",
     "SqliteStore",
     "State",
+    "TLSError",
     "Unauthorized",
     "WizError",
     "WorkModel",

@@ -14,6 +14,8 @@
     ├── Unauthorized                 a required token is missing or wrong
     ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
     │   └── ChunkTimeout             recorded on the chunk)
+    ├── TLSError                     a certificate, key or CA bundle cannot be used (a start-up
+    │                                or client set-up error, never an HTTP answer)
     └── JournalError                 the journal cannot be opened (a start-up error, never an
         ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
         └── JournalTooNew            written by a newer version of the executor
@@ -104,6 +106,16 @@ class ChunkTimeout(ChunkFailed):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"processor did not finish the chunk within {seconds:g} s (timeout)")
         self.seconds = seconds
+
+
+class TLSError(WizError):
+    """A certificate, private key or CA bundle named by the operator cannot be used; the
+    message names the file and what is wrong with it. Raised before anything is served
+    or sent, so an executor never starts with TLS half set up."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class JournalError(WizError):

@@ -15,6 +15,7 @@ from types import TracebackType
 import httpx
 
 from ._runlog import RunLog
+from ._tls import client_context
 from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream
@@ -68,7 +69,11 @@ class Executor:
             raise RuntimeError("an Executor can be started only once")
         self._started = True
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        # One trust for everything the executor connects to: downstream executors here,
+        # and `get`/`scrape` sources through the chunk runner's contexts.
+        tls = client_context(self.settings.ssl_ca_certs)
+        self.scheduler.runner.tls = tls
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), verify=tls)
         self.downstream = Downstream(
             self.runs,
             self._http,

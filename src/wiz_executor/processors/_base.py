@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import ssl
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -89,7 +90,16 @@ ProgressSink = Callable[[int, int | None], None]
 class Context(Generic[ConfigT]):
     """Everything a processor may know about the chunk it works on, and how to report."""
 
-    __slots__ = ("_report", "allowed_roots", "chunk_id", "config", "data_dir", "proc_id", "run_id")
+    __slots__ = (
+        "_report",
+        "allowed_roots",
+        "chunk_id",
+        "config",
+        "data_dir",
+        "proc_id",
+        "run_id",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -100,6 +110,7 @@ class Context(Generic[ConfigT]):
         data_dir: Path,
         report: ProgressSink,
         allowed_roots: tuple[Path, ...] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -110,6 +121,9 @@ class Context(Generic[ConfigT]):
         self.allowed_roots = allowed_roots
         """Folders outside `data_dir` that processors may read (`--allow-root`); check
         user paths with `processors._sandbox.Sandbox`, which is built only on demand."""
+        self.tls = tls
+        """What HTTPS sources are verified against: the system's CAs plus the executor's
+        `--ssl-ca-certs` (None: the default trust)."""
         self._report = report
 
     @property

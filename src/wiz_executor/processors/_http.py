@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import os
 import socket
 import ssl
@@ -24,6 +23,7 @@ import httpx
 
 from .. import __version__
 from .._retrying import Backoff, parse_retry_after
+from .._tls import client_context
 from ..errors import ChunkFailed
 
 USER_AGENT = f"wiz-executor/{__version__}"
@@ -53,10 +53,13 @@ class FetchError(ChunkFailed):
         """Seconds the server asked us to wait before trying again (Retry-After)."""
 
 
-def make_client(idle_timeout: float, connect_timeout: float = 10.0) -> httpx.AsyncClient:
+def make_client(
+    idle_timeout: float, connect_timeout: float = 10.0, tls: ssl.SSLContext | None = None
+) -> httpx.AsyncClient:
     """A client for one chunk: redirects followed, and a timeout on every network step
     (connect, and the silence between two reads) rather than on the whole transfer, so
-    a large download that keeps moving is never cut off."""
+    a large download that keeps moving is never cut off. `tls` is what https servers are
+    verified against (the chunk's `Context.tls`); None is the default trust."""
     idle = idle_timeout or None
     connect = min(connect_timeout, idle) if idle else connect_timeout
     return httpx.AsyncClient(
@@ -64,15 +67,9 @@ def make_client(idle_timeout: float, connect_timeout: float = 10.0) -> httpx.Asy
         max_redirects=10,
         timeout=httpx.Timeout(idle, connect=connect),
         headers={"User-Agent": USER_AGENT},
-        verify=tls_context(),
+        # Shared, never rebuilt per chunk: loading the CA stores takes tens of ms.
+        verify=tls or client_context(),
     )
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The TLS settings every chunk's client shares. Loading the CA bundle takes ~20 ms,
-    which a fresh client per chunk would otherwise spend, on the event loop, each time."""
-    return httpx.create_ssl_context()
 
 
 def transport_error(exc: httpx.HTTPError, url: str) -> FetchError:

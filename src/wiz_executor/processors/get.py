@@ -175,6 +175,7 @@ class _Download:
         self.part = part
         self.config = config
         self.report = context.report_progress
+        self.tls = context.tls
         self.client: httpx.AsyncClient | None = None
         self.file: BlockFile | None = None
         self.written = 0
@@ -191,7 +192,7 @@ class _Download:
     async def run(self) -> dict[str, Any]:
         config = self.config
         try:
-            async with make_client(config.IdleTimeout) as client:
+            async with make_client(config.IdleTimeout, tls=self.tls) as client:
                 self.client = client
                 await with_retries(
                     self._attempt, config.Retries, config.Backoff, config.Method in IDEMPOTENT

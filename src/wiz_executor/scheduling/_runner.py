@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -69,6 +70,9 @@ class ChunkRunner:
         self.data_dir = data_dir
         self.default_timeout = default_timeout
         self.allowed_roots = allowed_roots
+        self.tls: ssl.SSLContext | None = None
+        """What processors' HTTPS clients trust (the executor's `ssl_ca_certs` included);
+        None: the default trust."""
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
@@ -110,6 +114,7 @@ class ChunkRunner:
                     self.data_dir,
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
+                    self.tls,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:

@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from .._tls import SERVER_CIPHERS
 from ..settings import Settings
 
 STARTUP_FAILURE = 3
@@ -41,8 +42,11 @@ class Server(uvicorn.Server):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     host, port = sock.getsockname()[:2]
                     host = f"[{host}]" if ":" in host else host
-                    return f"http://{host}:{port}"
-        return f"http://{self.config.host}:{self.config.port}"
+                    return f"{self._scheme()}://{host}:{port}"
+        return f"{self._scheme()}://{self.config.host}:{self.config.port}"
+
+    def _scheme(self) -> str:
+        return "https" if self.config.is_ssl else "http"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self.config.app, "state", None)
@@ -63,6 +67,20 @@ def describe(settings: Settings) -> str:
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
         f"allowed roots {roots}"
     )
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options to serve HTTPS with the settings' certificate and key (none when
+    TLS is off). Check the files first with `_tls.server_context`: uvicorn loads them
+    with a traceback on failure, and would prompt for an encrypted key's password."""
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return {}
+    return {
+        "ssl_certfile": str(settings.ssl_certfile),
+        "ssl_keyfile": str(settings.ssl_keyfile),
+        "ssl_keyfile_password": settings.ssl_keyfile_password,
+        "ssl_ciphers": SERVER_CIPHERS,
+    }
 
 
 def run(app: Any, **options: Any) -> None:
