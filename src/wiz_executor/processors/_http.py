@@ -23,7 +23,7 @@ import httpx
 
 from .. import __version__
 from .._retrying import Backoff, parse_retry_after
-from .._tls import client_context
+from .._tls import CA_CERTS_HINT, client_context, verification_failure
 from ..errors import ChunkFailed
 
 USER_AGENT = f"wiz-executor/{__version__}"
@@ -81,6 +81,9 @@ def transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
     if isinstance(exc, httpx.TimeoutException):
         return FetchError(f"{host} stopped sending data (timed out: {detail})", True)
     if isinstance(exc, httpx.ConnectError):
+        refused = verification_failure(exc)
+        if refused:  # final: another attempt meets the same certificate
+            return FetchError(f"could not connect to {host}: {refused}; {CA_CERTS_HINT}", False)
         reason = _connect_reason(exc, detail)
         return FetchError(f"could not connect to {host} ({reason})", True, True)
     if isinstance(exc, httpx.UnsupportedProtocol):
