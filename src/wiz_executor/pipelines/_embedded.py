@@ -18,6 +18,7 @@ from typing import Self
 import uvicorn
 
 from ..server import create_app
+from ..server._serving import tls_options
 from ..settings import Settings
 
 
@@ -47,7 +48,8 @@ class EmbeddedExecutor:
 
     @property
     def hostname(self) -> str:
-        """host:port, as `DownstreamLocations[].Hostname` names this executor."""
+        """How `DownstreamLocations[].Hostname` names this executor: host:port, or its
+        https URL when it serves TLS (a bare host:port means plain http)."""
         return self.url.removeprefix("http://")
 
     def __enter__(self) -> Self:
@@ -56,9 +58,15 @@ class EmbeddedExecutor:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self._sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        options = tls_options(self.settings)
+        scheme = "https" if options else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            create_app(self.settings), log_level="warning", lifespan="on", access_log=False
+            create_app(self.settings),
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            **options,
         )
         self._server = server = _Server(config)
         self._thread = threading.Thread(
