@@ -6,7 +6,8 @@ ChunkID is the output's ID, to run `RunID` of processor `ProcID` at every
 `{ChunkID}-{RunID}` (so outputs of parallel branches never share an ID at a join).
 Connection errors, 5xx and 429 are retried under the project's one retry policy
 (`wiz_executor._retrying`): exponential backoff, or the Retry-After (seconds or an
-HTTP-date) when longer, at most 30 s; other 4xx answers are final. A delivery
+HTTP-date) when longer, at most 30 s; other 4xx answers, and a certificate the executor
+does not trust (`--ssl-ca-certs` adds CAs), are final. A delivery
 that finally fails is recorded on the output chunk (`DeliveryError`), logged, and makes
 the run ERRORED: an output is never dropped silently. Deleting a run cancels its
 deliveries still queued or being retried.
@@ -26,6 +27,7 @@ import httpx
 import msgspec
 
 from ._retrying import Backoff, parse_retry_after
+from ._tls import CA_CERTS_HINT, verification_failure
 from .api import DownstreamDataLocation
 from .runs import Chunk, Run, RunMap
 
@@ -132,6 +134,9 @@ class Downstream:
                         raise _Refused(resp)
                     return None
         except httpx.TransportError as exc:
+            refused = verification_failure(exc)
+            if refused:
+                return f"{refused}; {CA_CERTS_HINT} (when starting this executor)"
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except _Refused as exc:
             if _transient(exc) is None:
@@ -178,9 +183,9 @@ class _Refused(Exception):
 def _transient(exc: Exception) -> float | None:
     """Downstream's rule: connection errors, timeouts and RETRIED_STATUS answers are
     worth another try (AddData is idempotent per ChunkID, so a resend is safe); any
-    other answer is final."""
+    other answer is final, and so is a certificate this executor does not trust."""
     if isinstance(exc, httpx.TransportError):
-        return 0.0
+        return None if verification_failure(exc) else 0.0
     if isinstance(exc, _Refused) and exc.status in RETRIED_STATUS:
         return exc.retry_after or 0.0
     return None
