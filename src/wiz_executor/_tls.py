@@ -26,9 +26,11 @@ import httpx
 from .errors import TLSError
 
 SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
-"""TLS 1.2 cipher suites the server offers: forward secret and authenticated
-encryption only (TLS 1.3 suites are always on and not affected). uvicorn's own default
-("TLSv1") would also offer anonymous, NULL-encryption and CBC-SHA1 suites."""
+"""TLS 1.2 cipher suites the server offers: forward secret with authenticated
+encryption only, as Mozilla's "intermediate" profile (TLS 1.3 suites are always on and
+not affected). Python's default server list also has CBC suites, and older uvicorn
+releases passed "TLSv1", which adds SHA-1 and NULL-encryption ones: stated here, the
+list does not depend on the HTTP server's version."""
 
 Verify: TypeAlias = Literal[True] | str | os.PathLike[str] | ssl.SSLContext
 """What a client verifies servers against: True (the default trust), a CA bundle to
@@ -129,7 +131,7 @@ def server_context(
                 f"the key in --ssl-keyfile {key} does not belong to the certificate in "
                 f"--ssl-certfile {cert}"
             )
-        elif password is not None and ("bad_decrypt" in text or "bad decrypt" in text):
+        elif password is not None and b"ENCRYPTED" in key.read_bytes():
             message = f"--ssl-keyfile-password does not decrypt --ssl-keyfile {key}"
         else:
             message = f"--ssl-keyfile {key} holds no usable PEM private key ({_reason(exc)})"
