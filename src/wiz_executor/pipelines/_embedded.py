@@ -18,7 +18,7 @@ from typing import Self
 import uvicorn
 
 from ..server import create_app
-from ..server._serving import tls_options
+from ..server._serving import drop_idle_tls_connections, tls_options
 from ..settings import Settings
 
 
@@ -32,6 +32,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        drop_idle_tls_connections(self)
+        await super().shutdown(sockets)
 
 
 class EmbeddedExecutor:

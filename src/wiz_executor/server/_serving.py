@@ -53,7 +53,27 @@ class Server(uvicorn.Server):
         executor = getattr(state, "executor", None)
         if executor is not None:
             executor.events.close()
+        drop_idle_tls_connections(self)
         await super().shutdown(sockets)
+
+
+def drop_idle_tls_connections(server: uvicorn.Server) -> None:
+    """Close the idle connections of a TLS server at once, before uvicorn's shutdown.
+
+    uvicorn closes an idle keep-alive connection politely, and over TLS asyncio then
+    waits up to 30 s for the client's own TLS close. A client's idle pooled connection
+    (another executor's downstream client, the executor's own, a pipeline's) is not
+    being read, so it never answers, and shutdown waited for it, then logged a timeout.
+    Between two requests there is nothing to cut short: the client sees a closed idle
+    connection, as after any server's keep-alive timeout. Connections in the middle of
+    a request are left to uvicorn, which lets them finish."""
+    if not server.config.is_ssl:
+        return
+    for connection in list(server.server_state.connections):
+        cycle = getattr(connection, "cycle", None)
+        transport = getattr(connection, "transport", None)
+        if transport is not None and (cycle is None or cycle.response_complete):
+            transport.abort()
 
 
 def describe(settings: Settings) -> str:
