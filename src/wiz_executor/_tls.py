@@ -100,11 +100,8 @@ def server_context(
             path.read_bytes()
         except OSError as exc:
             raise TLSError(str(path), f"cannot read {flag} {path}: {_reason(exc)}") from None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(SERVER_CIPHERS)
-    try:
-        ctx.load_verify_locations(cafile=cert)  # only to see that it holds certificates
+    try:  # a throwaway context, only to see that the file holds certificates
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
     except ssl.SSLError:
         raise TLSError(
             str(cert), f"--ssl-certfile {cert} holds no PEM certificate (-----BEGIN CERTIFICATE)"
@@ -112,10 +109,8 @@ def server_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(SERVER_CIPHERS)
-    asked: list[bool] = []
 
     def no_password() -> str:
-        asked.append(True)
         raise TLSError(
             str(key),
             f"--ssl-keyfile {key} is encrypted: give its password with "

@@ -1,4 +1,5 @@
-"""What every client verb shares: `--url`, `--json`, output, and one-line errors.
+"""What every client verb shares: `--url`, `--ssl-ca-certs`, `--json`, output, and
+one-line errors.
 
 The verbs are thin: they parse arguments, call `wiz_executor.client`, and print. An API
 error or an unreachable executor becomes one line on stderr and exit code 1; bad
