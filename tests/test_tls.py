@@ -6,6 +6,7 @@ they are given, and refusing it, clearly, without."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.testing import CliRunner, Result
 from _certs import Certs, make_certs
 from conftest import wait_run_done
 from wiz_executor import AsyncClient, Client, Executor, Settings, State, TLSError, create_app
-from wiz_executor._tls import verification_failure
+from wiz_executor._tls import client_context, verification_failure
 from wiz_executor.cli import app
 from wiz_executor.client import ChunkEvent, DoneEvent
 from wiz_executor.pipelines import EmbeddedExecutor
@@ -93,6 +94,22 @@ async def test_a_downstream_delivery_without_the_ca_fails_naming_the_certificate
     assert "certificate" in error, error
     assert "--ssl-ca-certs" in error, error
     assert "gave up after" not in error, error
+
+
+# -- what clients trust ---------------------------------------------------------------
+
+
+def test_an_extra_ca_bundle_is_trusted_besides_the_default_trust(certs: Certs) -> None:
+    """`--ssl-ca-certs` adds to the system's CAs and certifi's; it does not replace them
+    (an executor delivering to a private-CA executor still fetches public sites)."""
+    default = {c["serialNumber"] for c in client_context().get_ca_certs()}
+    extra = {c["serialNumber"] for c in client_context(certs.ca).get_ca_certs()}
+    ours = {c["serialNumber"] for c in certs.client_context().get_ca_certs()}
+    assert len(ours) == 1
+    assert default, "no default CAs: the test says nothing"
+    assert extra == default | ours
+    assert client_context(certs.ca).verify_mode is ssl.CERT_REQUIRED
+    assert client_context(certs.ca).check_hostname
 
 
 # -- the Python client ----------------------------------------------------------------

@@ -28,7 +28,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
-def serve(*args: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Result, dict[str, Any]]:
+def serve(
+    *args: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None] | None = None
+) -> tuple[Result, dict[str, Any]]:
     """`wiz executor ARGS` without serving: what it would pass to the server."""
     seen: dict[str, Any] = {}
     monkeypatch.setattr(
@@ -36,7 +38,7 @@ def serve(*args: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Result, dict[str
     )
     monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(options=kw))
     monkeypatch.setattr(_serve, "configure_logging", lambda level: None)
-    env = {"WIZ_CA_CERTS": None, "WIZ_SSL_KEYFILE_PASSWORD": None}
+    env = {"WIZ_CA_CERTS": None, "WIZ_SSL_KEYFILE_PASSWORD": None, **(env or {})}
     return CliRunner().invoke(app, ["executor", *args], env=env), seen
 
 
@@ -62,6 +64,9 @@ def test_tls_options_become_settings_and_server_options(
     assert settings.ssl_ca_certs == certs.ca
     assert seen["options"]["ssl_certfile"] == str(certs.cert)
     assert seen["options"]["ssl_keyfile"] == str(certs.key)
+    result, seen = serve(monkeypatch=monkeypatch, env={"WIZ_CA_CERTS": str(certs.ca)})
+    assert result.exit_code == 0, result.output
+    assert seen["settings"].ssl_ca_certs == certs.ca
 
 
 def test_tls_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,6 +140,9 @@ def test_an_encrypted_key_needs_its_password_and_is_never_prompted_for(
     assert result.exit_code == 0, result.output
     assert seen["options"]["ssl_keyfile_password"] == "s3cret"
     assert "s3cret" not in repr(seen["settings"])
+    result, seen = serve(*args, monkeypatch=monkeypatch, env={"WIZ_SSL_KEYFILE_PASSWORD": "s3cret"})
+    assert result.exit_code == 0, result.output
+    assert seen["settings"].ssl_keyfile_password == "s3cret"
 
 
 def test_an_unusable_ca_bundle_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
