@@ -45,6 +45,7 @@ from .errors import (
     ProcessorNotFound,
     RunNotFound,
     ShuttingDown,
+    TLSError,
     Unauthorized,
     WizError,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "ShuttingDown",
     "SqliteStore",
     "State",
+    "TLSError",
     "Unauthorized",
     "WizError",
     "WorkModel",

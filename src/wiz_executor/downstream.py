@@ -9,7 +9,8 @@ Connection errors, 5xx and 429 are retried under the project's one retry policy
 (`wiz_executor._retrying`): a backoff doubling from `downstream_backoff` up to
 `delivery_backoff_cap`, or the downstream's `Retry-After` (seconds or an HTTP-date) when
 longer, for as long as `delivery_timeout` (an hour by default) since the output was
-ready; other 4xx answers are final. Only then does the delivery fail: the reason is
+ready; other 4xx answers, and a certificate the executor does not trust
+(`--ssl-ca-certs` adds CAs), are final. Only then does the delivery fail: the reason is
 recorded on the output chunk (`DeliveryError`) and logged, and the run ends ERRORED.
 An output is never dropped silently, and a failed delivery can be sent again
 (`retry` on the run). Deleting a run cancels its deliveries still queued or retried.
@@ -44,6 +45,7 @@ import httpx
 import msgspec
 
 from ._retrying import Backoff, parse_retry_after
+from ._tls import CA_CERTS_HINT, verification_failure
 from .api import DownstreamDataLocation
 from .errors import NetworkRefused
 from .runs import Chunk, Run, RunMap
@@ -281,6 +283,9 @@ class Downstream:
         except NetworkRefused as exc:  # the policy's answer will not change: final
             return exc.message
         except httpx.TransportError as exc:
+            untrusted = verification_failure(exc)
+            if untrusted:
+                return f"{untrusted}; {CA_CERTS_HINT} (when starting this executor)"
             last = _describe(exc)
         except _Refused as exc:
             if _transient(exc) is None:
@@ -390,9 +395,9 @@ class _Refused(Exception):
 def _transient(exc: Exception) -> float | None:
     """Downstream's rule: connection errors, timeouts and RETRIED_STATUS answers are
     worth another try (AddData is idempotent per ChunkID, so a resend is safe); any
-    other answer is final."""
+    other answer is final, and so is a certificate this executor does not trust."""
     if isinstance(exc, httpx.TransportError):
-        return 0.0
+        return None if verification_failure(exc) else 0.0
     if isinstance(exc, _Refused) and exc.status in RETRIED_STATUS:
         return exc.retry_after or 0.0
     return None

@@ -15,6 +15,8 @@
     ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
     │   ├── ChunkTimeout             recorded on the chunk)
     │   └── NetworkRefused           the network policy refused a connection's address
+    ├── TLSError                     a certificate, key or CA bundle cannot be used (a start-up
+    │                                or client set-up error, never an HTTP answer)
     └── JournalError                 the journal cannot be opened (a start-up error, never an
         ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
         └── JournalTooNew            written by a newer version of the executor
@@ -117,6 +119,16 @@ class NetworkRefused(ChunkFailed):
         super().__init__(message)
         self.address = address
         self.port = port
+
+
+class TLSError(WizError):
+    """A certificate, private key or CA bundle named by the operator cannot be used; the
+    message names the file and what is wrong with it. Raised before anything is served
+    or sent, so an executor never starts with TLS half set up."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class JournalError(WizError):

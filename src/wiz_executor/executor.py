@@ -16,6 +16,7 @@ import httpx
 
 from . import netpolicy
 from ._runlog import RunLog
+from ._tls import client_context
 from .api import Configuration, Data
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream, location_url
@@ -85,8 +86,12 @@ class Executor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.listen is not None:
             await self.listening_on([self.settings.listen])
+        # One trust for everything the executor connects to: downstream executors here,
+        # and `get`/`scrape` sources through the chunk runner's contexts.
+        tls = client_context(self.settings.ssl_ca_certs)
+        self.scheduler.runner.tls = tls
         self._http = guarded_client(
-            self.downstream_network, timeout=httpx.Timeout(30.0, connect=5.0)
+            self.downstream_network, verify=tls, timeout=httpx.Timeout(30.0, connect=5.0)
         )
         settings = self.settings
         self.downstream = Downstream(

@@ -54,6 +54,16 @@ class Settings:
     know. Off by default: the original Go manager and its example pipelines send such
     fields (`"Processor": {"test": "test"}`), so they are ignored and reported in the
     answer's `Warnings` instead, never dropped silently."""
+    ssl_certfile: Path | None = None
+    """The certificate (PEM, the chain after it) to serve HTTPS with; with `ssl_keyfile`,
+    both or neither. None serves plain HTTP."""
+    ssl_keyfile: Path | None = None
+    """The private key (PEM) of `ssl_certfile`."""
+    ssl_keyfile_password: str | None = field(default=None, repr=False)
+    """The password of an encrypted `ssl_keyfile`; kept out of the repr (and so of logs)."""
+    ssl_ca_certs: Path | None = None
+    """A CA bundle trusted, besides the system's, by everything the executor connects to:
+    downstream executors, and `get` and `scrape` sources over https."""
 
     allow_net: tuple[str, ...] = ()
     """Networks (CIDR) processors may connect to although the defaults refuse them
@@ -88,6 +98,8 @@ class Settings:
             raise ValueError("shutdown_grace and downstream_backoff must be at least 0")
         for cidr in (*self.allow_net, *self.deny_net):
             parse_cidr(cidr)  # a ValueError naming the bad one
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
         # Absolute once, here: output Locations are handed to other runs (and other
         # processes), which must not read them against their own working directory.
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())

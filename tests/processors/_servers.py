@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import threading
 from collections import Counter
@@ -58,7 +59,9 @@ def etag_of(body: bytes) -> str:
 class FixtureHTTP:
     """The fixture web server; `requests` logs (method, path, headers) of every request."""
 
-    def __init__(self, files: dict[str, bytes], git_root: Path) -> None:
+    def __init__(
+        self, files: dict[str, bytes], git_root: Path, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.files = files
         self.git_root = git_root
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -74,6 +77,9 @@ class FixtureHTTP:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # HTTPS: the handshake happens as a connection is accepted
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            self.base = f"https://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> FixtureHTTP:

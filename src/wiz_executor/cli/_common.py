@@ -1,4 +1,5 @@
-"""What every client verb shares: `--url`, `--json`, output, and one-line errors.
+"""What every client verb shares: `--url`, `--ssl-ca-certs`, `--json`, output, and
+one-line errors.
 
 The verbs are thin: they parse arguments, call `wiz_executor.client`, and print. An API
 error or an unreachable executor becomes one line on stderr and exit code 1; bad
@@ -8,9 +9,11 @@ arguments or input files exit 2 (typer's usage code); a run that ends ERRORED ex
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -18,8 +21,9 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from .._tls import CA_CERTS_HINT, client_context, verification_failure
 from ..client import DEFAULT_URL
-from ..errors import WizError
+from ..errors import TLSError, WizError
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
@@ -32,6 +36,19 @@ UrlOption = Annotated[
         envvar="WIZ_URL",
         help="Base URL of the executor.",
         show_envvar=True,
+    ),
+]
+
+
+CaCertsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ssl-ca-certs",
+        envvar="WIZ_CA_CERTS",
+        show_envvar=True,
+        metavar="PATH",
+        help="A CA bundle (PEM) trusted besides the system's, for https servers signed "
+        "by a private CA (an executor, its downstream executors, get and scrape sources).",
     ),
 ]
 
@@ -76,6 +93,15 @@ def fail(message: str, code: int = EXIT_API_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def trust(ca_certs: Path | None) -> ssl.SSLContext:
+    """What the client verifies the executor's certificate against: the system's CAs,
+    plus `--ssl-ca-certs`; an unusable bundle is a usage error naming it."""
+    try:
+        return client_context(ca_certs)
+    except TLSError as exc:
+        fail(exc.message, EXIT_USAGE)
+
+
 @contextmanager
 def api_errors(url: str) -> Iterator[None]:
     """Turn the client's exceptions into one-line errors and exit codes."""
@@ -84,6 +110,9 @@ def api_errors(url: str) -> Iterator[None]:
     except WizError as exc:
         fail(exc.message)
     except httpx.TransportError as exc:
+        refused = verification_failure(exc)
+        if refused:
+            fail(f"cannot reach the executor at {url}: {refused}; {CA_CERTS_HINT}")
         fail(f"cannot reach the executor at {url}: {_describe(exc)}")
     except TimeoutError as exc:
         fail(str(exc) or "timed out")

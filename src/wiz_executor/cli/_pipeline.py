@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from ..settings import Settings
 from ._common import (
     EXIT_RUN_ERRORED,
     EXIT_USAGE,
+    CaCertsOption,
     JsonOption,
     api_errors,
     compact,
@@ -41,6 +43,7 @@ from ._common import (
     print_json,
     stderr,
     stdout,
+    trust,
 )
 from ._progress import RunTracker, bar, counts_text, state_text
 
@@ -82,6 +85,7 @@ def run(
         Path | None,
         typer.Option(help="Data directory of the embedded executor (default: a temporary one)."),
     ] = None,
+    ssl_ca_certs: CaCertsOption = None,
     json: JsonOption = False,
 ) -> None:
     """Create a run per node, wire them, send the data, and follow every node to the end.
@@ -91,6 +95,7 @@ def run(
         pipeline = load_pipeline(file)
     except InvalidInput as exc:
         fail(exc.message, EXIT_USAGE)
+    verify = trust(ssl_ca_certs)
     with ExitStack() as stack:
         embedded = url is None
         if url is None:
@@ -98,7 +103,8 @@ def run(
                 data_dir = Path(stack.enter_context(TemporaryDirectory(prefix="wiz-pipeline-")))
             # It lives only as long as this command: when the pipeline has ended (or
             # failed, or timed out) no chunk is worth a long shutdown grace.
-            settings = Settings(data_dir=data_dir, shutdown_grace=1.0)
+            # It trusts the same CAs, for its get and scrape sources.
+            settings = Settings(data_dir=data_dir, shutdown_grace=1.0, ssl_ca_certs=ssl_ca_certs)
             stack.enter_context(_quiet_run_log())
             executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname
@@ -110,7 +116,9 @@ def run(
         )
         with api_errors(url), live:
             try:
-                result = anyio.run(_run, pipeline, url, host, batch_size, display.update, timeout)
+                result = anyio.run(
+                    _run, pipeline, url, host, batch_size, display.update, timeout, verify
+                )
             except TimeoutError:
                 fail(f"pipeline {pipeline.name} did not finish within {timeout:g} s")
     if json:
@@ -128,8 +136,9 @@ async def _run(
     batch_size: int,
     on_update: Update,
     deadline: float | None,
+    verify: ssl.SSLContext,
 ) -> PipelineResult:
-    async with AsyncClient(url) as client:
+    async with AsyncClient(url, verify=verify) as client:
         runner = PipelineRunner(
             pipeline, client, hostname, batch_size=batch_size, on_update=on_update
         )

@@ -24,6 +24,7 @@ from ..errors import PayloadTooLarge
 from ._common import (
     DEFAULT,
     EXIT_USAGE,
+    CaCertsOption,
     JsonOption,
     ProcArg,
     RunArg,
@@ -35,6 +36,7 @@ from ._common import (
     print_warnings,
     stderr,
     stdout,
+    trust,
 )
 
 MiB = 1024 * 1024
@@ -68,6 +70,7 @@ def send(
     ] = "chunk-",
     url: UrlOption = DEFAULT,
     json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Send chunks to a run, in batches, with a progress bar.
 
@@ -86,7 +89,7 @@ def send(
         console=stderr(),
         disable=json,
     )
-    with api_errors(url), Client(url) as wiz, progress:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz, progress:
         task = progress.add_task("send", total=len(chunks))
         for batch, size in batches:
             try:

@@ -14,11 +14,15 @@ from typing import Annotated
 import typer
 
 from .._logs import configure_logging
+from .._tls import client_context, server_context
 from ..api import WorkModel
+from ..errors import TLSError
 from ..netpolicy import parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
+from ..server._serving import tls_options
 from ..settings import Settings
+from ._common import EXIT_USAGE, CaCertsOption, fail
 
 DEFAULTS = Settings()
 
@@ -171,6 +175,28 @@ def serve(
             "included; repeatable. The most specific rule wins.",
         ),
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Serve HTTPS with this certificate (PEM, its chain after it); needs "
+            "--ssl-keyfile.",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="The private key (PEM) of --ssl-certfile."),
+    ] = None,
+    ssl_keyfile_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WIZ_SSL_KEYFILE_PASSWORD",
+            show_envvar=True,
+            help="Password of an encrypted --ssl-keyfile (the environment variable keeps "
+            "it out of the process list).",
+        ),
+    ] = None,
+    ssl_ca_certs: CaCertsOption = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -182,6 +208,21 @@ def serve(
     """Run the executor: serve the Wiz Processor API."""
     port_host, port_number = parse_listen_address(port)
     bind = port_host or host
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        given, missing = (
+            ("--ssl-certfile", "--ssl-keyfile")
+            if ssl_keyfile is None
+            else ("--ssl-keyfile", "--ssl-certfile")
+        )
+        fail(f"{given} needs {missing}: give both to serve HTTPS, or neither", EXIT_USAGE)
+    try:
+        # Checked now, so a bad file is one line naming it, not uvicorn's traceback.
+        if ssl_certfile is not None and ssl_keyfile is not None:
+            server_context(ssl_certfile, ssl_keyfile, ssl_keyfile_password)
+        if ssl_ca_certs is not None:
+            client_context(ssl_ca_certs)
+    except TLSError as exc:
+        fail(exc.message, EXIT_USAGE)
     settings = Settings(
         max_workers=max_workers,
         default_run_workers=run_workers,
@@ -199,6 +240,10 @@ def serve(
         allow_net=tuple(allow_net or ()),
         deny_net=tuple(deny_net or ()),
         listen=(bind, port_number),
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        ssl_keyfile_password=ssl_keyfile_password,
+        ssl_ca_certs=ssl_ca_certs,
     )
     configure_logging(log_level.value)
     run_server(
@@ -209,4 +254,5 @@ def serve(
         log_level=log_level.value,
         access_log=log_level is LogLevel.debug,
         timeout_graceful_shutdown=int(shutdown_grace) + 1,
+        **tls_options(settings),
     )

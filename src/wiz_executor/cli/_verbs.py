@@ -17,6 +17,7 @@ from ..client import Client
 from ._common import (
     DEFAULT,
     EXIT_USAGE,
+    CaCertsOption,
     JsonOption,
     ProcArg,
     RunArg,
@@ -29,13 +30,16 @@ from ._common import (
     print_warnings,
     stderr,
     stdout,
+    trust,
 )
 from ._progress import state_text
 
 
-def processors(url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def processors(
+    url: UrlOption = DEFAULT, json: JsonOption = False, ssl_ca_certs: CaCertsOption = None
+) -> None:
     """List the processors the executor serves."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.processors()
     if json:
         return print_json(found)
@@ -45,9 +49,14 @@ def processors(url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
     stdout().print(table)
 
 
-def runs(proc: ProcArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def runs(
+    proc: ProcArg,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
     """List the runs of a processor."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.runs(proc)
     if json:
         return print_json(found)
@@ -67,9 +76,15 @@ def runs(proc: ProcArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> N
     stdout().print(table)
 
 
-def run(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def run(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
     """Show one run: its state, chunk counts and configuration."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.run(proc, run)
     if json:
         return print_json(found)
@@ -135,6 +150,7 @@ def configure(
     ] = None,
     url: UrlOption = DEFAULT,
     json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Create a run (the same configuration again is a no-op)."""
     base: dict[str, Any] = {}
@@ -167,7 +183,7 @@ def configure(
     # not sent. The executor reports what it ignored itself, in the run's Warnings.
     for path in unknown_fields(Configuration, document):
         _warn(f"unknown field {path} in the configuration, not sent")
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         created = wiz.configure(proc, run, configuration)
     print_warnings(created.Warnings)
     if json:
@@ -208,6 +224,7 @@ def data(
     limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many chunks.")] = None,
     url: UrlOption = DEFAULT,
     json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Show a run's input chunks and their outputs, read and printed page by page."""
     page_size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
@@ -215,7 +232,7 @@ def data(
     outputs: list[Data] = []
     shown = 0
     rows = _DataRows()
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
             room = len(page.In) if limit is None else limit - shown
             page_in, page_out = page.In[:room], page.Out[:room]
@@ -274,10 +291,16 @@ class _DataRows:
         return chunk.ChunkID, chunk.State.value, chunk.AssociatedChunkID, result
 
 
-def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def end(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
     """Declare end of input: no more chunks will come, so the run completes once the
     chunks it holds have finished (for a run whose NumChunks is 0, the only way)."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         closed = wiz.end_of_input(proc, run)
     if json:
         return print_json(closed)
@@ -287,10 +310,16 @@ def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption =
     )
 
 
-def retry(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def retry(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
     """Retry what failed: queue the run's FAILED chunks again and resend its failed
     downstream deliveries (nothing, when nothing failed)."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         done = wiz.retry(proc, run)
     if json:
         return print_json(done)
@@ -300,9 +329,15 @@ def retry(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption
     )
 
 
-def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def delete(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         gone = wiz.delete(proc, run)
     if json:
         return print_json(gone)

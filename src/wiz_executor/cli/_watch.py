@@ -15,6 +15,7 @@ from ..client._events import describe
 from ._common import (
     DEFAULT,
     EXIT_RUN_ERRORED,
+    CaCertsOption,
     JsonOption,
     ProcArg,
     RunArg,
@@ -22,6 +23,7 @@ from ._common import (
     api_errors,
     stderr,
     stdout,
+    trust,
 )
 from ._progress import RunTracker, render_run
 
@@ -34,6 +36,7 @@ def watch(
     ] = None,
     url: UrlOption = DEFAULT,
     json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Follow a run live until it ends; exit 3 if it ends ERRORED.
 
@@ -42,7 +45,7 @@ def watch(
     tracker = RunTracker(proc, run)
     final: Run | None = None
     failures: list[str] = []
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
         if json:
             with closing(wiz.follow(proc, run, timeout)) as items:
                 for item in items:

@@ -12,6 +12,7 @@ from typing import Any, Self, TypeVar
 import anyio
 import httpx
 
+from .._tls import Verify, verify_context
 from ..api import (
     AddDataResult,
     Configuration,
@@ -41,7 +42,9 @@ class AsyncClient:
     as the `retry` policy allows (kept as `retry_policy`). Error answers raise the
     classes of `wiz_executor.errors`.
     `stream_idle` is how long `follow`/`wait` let an event stream stay silent before
-    they read the run again.
+    they read the run again. `verify` is what an https executor's certificate is checked
+    against: True (the system's CAs), the path of a CA bundle trusted besides them, or an
+    `ssl.SSLContext`; verification cannot be switched off with False.
     """
 
     def __init__(
@@ -53,13 +56,18 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         stream_idle: float = 20.0,
+        verify: Verify = True,
     ) -> None:
         self.base_url = base_url
         self.retry_policy = retry or RetryPolicy()
         self.stream_idle = stream_idle
         self._timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+            base_url=base_url,
+            timeout=timeout,
+            headers=headers,
+            transport=transport,
+            verify=verify_context(verify),
         )
         self._lifecycle = Lifecycle("AsyncClient")
 

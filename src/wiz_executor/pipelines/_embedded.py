@@ -18,6 +18,7 @@ from typing import Self
 import uvicorn
 
 from ..server import create_app
+from ..server._serving import drop_idle_tls_connections, tls_options
 from ..settings import Settings
 
 
@@ -31,6 +32,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        drop_idle_tls_connections(self)
+        await super().shutdown(sockets)
 
 
 class EmbeddedExecutor:
@@ -47,7 +52,8 @@ class EmbeddedExecutor:
 
     @property
     def hostname(self) -> str:
-        """host:port, as `DownstreamLocations[].Hostname` names this executor."""
+        """How `DownstreamLocations[].Hostname` names this executor: host:port, or its
+        https URL when it serves TLS (a bare host:port means plain http)."""
         return self.url.removeprefix("http://")
 
     def __enter__(self) -> Self:
@@ -56,9 +62,15 @@ class EmbeddedExecutor:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self._sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        options = tls_options(self.settings)
+        scheme = "https" if options else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            create_app(self.settings), log_level="warning", lifespan="on", access_log=False
+            create_app(self.settings),
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            **options,
         )
         self._server = server = _Server(config)
         self._thread = threading.Thread(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import ssl
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -99,6 +100,7 @@ class Context(Generic[ConfigT]):
         "network",
         "proc_id",
         "run_id",
+        "tls",
     )
 
     def __init__(
@@ -111,6 +113,7 @@ class Context(Generic[ConfigT]):
         report: ProgressSink,
         allowed_roots: tuple[Path, ...] = (),
         network: NetworkPolicy | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -124,6 +127,9 @@ class Context(Generic[ConfigT]):
         self.network = network if network is not None else default_policy()
         """What the processor may connect to (`--allow-net`, `--deny-net`): make HTTP
         clients with `netpolicy.guarded_client(context.network, ...)`."""
+        self.tls = tls
+        """What HTTPS sources are verified against: the system's CAs plus the executor's
+        `--ssl-ca-certs` (None: the default trust)."""
         self._report = report
 
     @property

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import os
 import socket
 import ssl
@@ -24,6 +23,7 @@ import httpx
 
 from .. import __version__
 from .._retrying import Backoff, parse_retry_after
+from .._tls import CA_CERTS_HINT, client_context, verification_failure
 from ..errors import ChunkFailed
 from ..netpolicy import NetworkPolicy, guarded_client
 
@@ -55,30 +55,29 @@ class FetchError(ChunkFailed):
 
 
 def make_client(
-    policy: NetworkPolicy, idle_timeout: float, connect_timeout: float = 10.0
+    policy: NetworkPolicy,
+    idle_timeout: float,
+    connect_timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """A client for one chunk: redirects followed, and a timeout on every network step
     (connect, and the silence between two reads) rather than on the whole transfer, so
     a large download that keeps moving is never cut off. Every connection, each
     redirect's included, goes through the network `policy` (`netpolicy`): an address it
-    refuses raises `NetworkRefused`, which fails the chunk at once (never retried)."""
+    refuses raises `NetworkRefused`, which fails the chunk at once (never retried). `tls`
+    is what https servers are verified against (the chunk's `Context.tls`); None is the
+    default trust."""
     idle = idle_timeout or None
     connect = min(connect_timeout, idle) if idle else connect_timeout
     return guarded_client(
         policy,
-        tls_context(),
+        # Shared, never rebuilt per chunk: loading the CA stores takes tens of ms.
+        tls or client_context(),
         follow_redirects=True,
         max_redirects=10,
         timeout=httpx.Timeout(idle, connect=connect),
         headers={"User-Agent": USER_AGENT},
     )
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The TLS settings every chunk's client shares. Loading the CA bundle takes ~20 ms,
-    which a fresh client per chunk would otherwise spend, on the event loop, each time."""
-    return httpx.create_ssl_context()
 
 
 def transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
@@ -90,6 +89,9 @@ def transport_error(exc: httpx.HTTPError, url: str) -> FetchError:
     if isinstance(exc, httpx.TimeoutException):
         return FetchError(f"{host} stopped sending data (timed out: {detail})", True)
     if isinstance(exc, httpx.ConnectError):
+        refused = verification_failure(exc)
+        if refused:  # final: another attempt meets the same certificate
+            return FetchError(f"could not connect to {host}: {refused}; {CA_CERTS_HINT}", False)
         reason = _connect_reason(exc, detail)
         return FetchError(f"could not connect to {host} ({reason})", True, True)
     if isinstance(exc, httpx.UnsupportedProtocol):

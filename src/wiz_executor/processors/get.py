@@ -176,6 +176,7 @@ class _Download:
         self.config = config
         self.report = context.report_progress
         self.network = context.network
+        self.tls = context.tls
         self.client: httpx.AsyncClient | None = None
         self.file: BlockFile | None = None
         self.written = 0
@@ -192,7 +193,7 @@ class _Download:
     async def run(self) -> dict[str, Any]:
         config = self.config
         try:
-            async with make_client(self.network, config.IdleTimeout) as client:
+            async with make_client(self.network, config.IdleTimeout, tls=self.tls) as client:
                 self.client = client
                 await with_retries(
                     self._attempt, config.Retries, config.Backoff, config.Method in IDEMPOTENT

@@ -189,7 +189,7 @@ class _Crawl:
     async def run(self) -> dict[str, list[dict[str, str]]]:
         sites = self.config.config
         max_depth = self.config.colly.MaxDepth
-        async with make_client(self.context.network, sites.Timeout) as client:
+        async with make_client(self.context.network, sites.Timeout, tls=self.context.tls) as client:
             if self.config.colly.UserAgent:
                 client.headers["User-Agent"] = self.config.colly.UserAgent
             if self.allowed:

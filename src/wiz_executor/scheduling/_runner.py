@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -72,6 +73,9 @@ class ChunkRunner:
         self.allowed_roots = allowed_roots
         self.network: NetworkPolicy | None = None
         """What processors may connect to (the executor's policy); None = the defaults."""
+        self.tls: ssl.SSLContext | None = None
+        """What processors' HTTPS clients trust (the executor's `ssl_ca_certs` included);
+        None: the default trust."""
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
@@ -114,6 +118,7 @@ class ChunkRunner:
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
                     self.network,
+                    self.tls,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:

@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from .._tls import SERVER_CIPHERS
 from ..settings import Settings
 
 STARTUP_FAILURE = 3
@@ -52,15 +53,38 @@ class Server(uvicorn.Server):
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     host, port = sock.getsockname()[:2]
                     host = f"[{host}]" if ":" in host else host
-                    return f"http://{host}:{port}"
-        return f"http://{self.config.host}:{self.config.port}"
+                    return f"{self._scheme()}://{host}:{port}"
+        return f"{self._scheme()}://{self.config.host}:{self.config.port}"
+
+    def _scheme(self) -> str:
+        return "https" if self.config.is_ssl else "http"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self.config.app, "state", None)
         executor = getattr(state, "executor", None)
         if executor is not None:
             executor.events.close()
+        drop_idle_tls_connections(self)
         await super().shutdown(sockets)
+
+
+def drop_idle_tls_connections(server: uvicorn.Server) -> None:
+    """Close the idle connections of a TLS server at once, before uvicorn's shutdown.
+
+    uvicorn closes an idle keep-alive connection politely, and over TLS asyncio then
+    waits up to 30 s for the client's own TLS close. A client's idle pooled connection
+    (another executor's downstream client, the executor's own, a pipeline's) is not
+    being read, so it never answers, and shutdown waited for it, then logged a timeout.
+    Between two requests there is nothing to cut short: the client sees a closed idle
+    connection, as after any server's keep-alive timeout. Connections in the middle of
+    a request are left to uvicorn, which lets them finish."""
+    if not server.config.is_ssl:
+        return
+    for connection in list(server.server_state.connections):
+        cycle = getattr(connection, "cycle", None)
+        transport = getattr(connection, "transport", None)
+        if transport is not None and (cycle is None or cycle.response_complete):
+            transport.abort()
 
 
 def describe(settings: Settings) -> str:
@@ -76,6 +100,20 @@ def describe(settings: Settings) -> str:
         f"--allow-net {', '.join(settings.allow_net) or 'none'}, "
         f"--deny-net {', '.join(settings.deny_net) or 'none'}"
     )
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options to serve HTTPS with the settings' certificate and key (none when
+    TLS is off). Check the files first with `_tls.server_context`: uvicorn loads them
+    with a traceback on failure, and would prompt for an encrypted key's password."""
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return {}
+    return {
+        "ssl_certfile": str(settings.ssl_certfile),
+        "ssl_keyfile": str(settings.ssl_keyfile),
+        "ssl_keyfile_password": settings.ssl_keyfile_password,
+        "ssl_ciphers": SERVER_CIPHERS,
+    }
 
 
 def run(app: Any, **options: Any) -> None:
