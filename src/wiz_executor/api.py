@@ -217,27 +217,17 @@ class DownstreamDataLocation(_Wire):
 
 
 class ExecutorConfig(_Wire):
-    # What Configure checks beyond the fields' types, said in the schema too.
-    model_config = ConfigDict(
-        json_schema_extra={
-            "if": {
-                "properties": {"SendDownstream": {"const": True}},
-                "required": ["SendDownstream"],
-            },
-            "then": {
-                "properties": {"DownstreamLocations": {"type": "array", "minItems": 1}},
-                "required": ["DownstreamLocations"],
-            },
-            "description": "SendDownstream true needs at least one DownstreamLocations entry.",
-        }
-    )
     _extensions = frozenset({"WorkModel", "ChunkTimeout"})
 
     MaxWorkers: _Count = Field(
         0, description="chunks of this run processed at once; 0 = the executor's default"
     )
     SendDownstream: bool = False
-    DownstreamLocations: list[DownstreamDataLocation] | None = None
+    DownstreamLocations: list[DownstreamDataLocation] | None = Field(
+        None,
+        description="where outputs go when SendDownstream is true; empty or null sends "
+        "nothing (the original manager configures its leaves so)",
+    )
     WorkModel: _WorkModel | None = Field(
         None, description="*Extension*: LIFETIME or POOL; unset = the executor's default"
     )
