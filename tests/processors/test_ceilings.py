@@ -54,7 +54,7 @@ def test_defaults_are_finite() -> None:
     assert defaults.max_scrape_parallelism == 8
     assert defaults.max_ls_entries == 1_000_000
     assert defaults.max_chunk_timeout == 3600
-    assert defaults.chunk_timeout == 3600  # a run that sets none gets the ceiling
+    assert defaults.default_chunk_timeout == 3600  # a run that sets none gets the ceiling
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,8 @@ def test_ceilings_must_be_positive(field: str) -> None:
 def test_the_default_chunk_timeout_may_not_pass_the_ceiling() -> None:
     with pytest.raises(ValueError, match="chunk_timeout"):
         Settings(chunk_timeout=100, max_chunk_timeout=10)
-    assert Settings(max_chunk_timeout=None).chunk_timeout is None  # the operator's choice
+    assert Settings(chunk_timeout=10, max_chunk_timeout=100).default_chunk_timeout == 10
+    assert Settings(max_chunk_timeout=None).default_chunk_timeout is None  # operator's choice
 
 
 # -- get: --max-download-bytes -----------------------------------------------------------
