@@ -257,6 +257,7 @@ def test_ceiling_flags_fill_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_chunk_timeout_above_its_ceiling_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
-    result = runner.invoke(app, ["executor", "--chunk-timeout", "100", "--max-chunk-timeout", "10"])
+    args = ["executor", "--chunk-timeout", "100", "--max-chunk-timeout", "10"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert "may not be above --max-chunk-timeout (10)" in " ".join(result.output.split())
