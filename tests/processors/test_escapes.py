@@ -126,6 +126,18 @@ async def test_git_refuses_a_commondir_that_leads_outside(
     failed_with(out, "outside", str(outside_repo))
 
 
+async def test_git_refuses_a_git_directory_with_symlinks_that_lead_outside(
+    client: httpx.AsyncClient, settings: Settings, outside_repo: Path
+) -> None:
+    """A clone may check out a folder that looks like a bare repository, with `objects`
+    a symlink to another repository's objects: git would read them through it."""
+    evil = settings.data_dir / "evil.git"
+    shutil.copytree(outside_repo, evil, ignore=shutil.ignore_patterns("objects"))
+    os.symlink(outside_repo / "objects", evil / "objects")
+    out = await run_one(client, "git", {"URL": "evil.git"})
+    failed_with(out, "symlink", "outside")
+
+
 async def test_git_still_clones_a_repository_inside(
     client: httpx.AsyncClient, settings: Settings, repos: Repos
 ) -> None:
