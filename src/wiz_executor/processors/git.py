@@ -13,9 +13,9 @@ is removed.
 
 A local source (a path, or `file://`) is checked twice: its path against the sandbox,
 then what git itself makes of it. git follows a `.git` file (`gitdir: ELSEWHERE`), a
-`commondir` file and `objects/info/alternates` to other folders, so each folder
-`git rev-parse --git-dir --git-common-dir` names, and each alternate object store,
-must lie inside the allowed folders too; the clone then reads the resolved git
+`commondir` file, `objects/info/alternates` and symlinks to other folders, so each
+folder `git rev-parse --git-dir --git-common-dir` names, each symlink inside them and
+each alternate object store must lie inside the allowed folders too; the clone then reads the resolved git
 directory itself, with `--no-local` (no hard links, no borrowed alternates).
 
 The output is a FILESYSTEM_REF to the checkout, with RawData recording the resolved
@@ -357,10 +357,24 @@ class _Clone:
 
 def _check_git_dir(git_dir: Path, common: Path, sandbox: Sandbox, url: str) -> None:
     """What git reads besides the two folders: a `.git` inside the git directory (which
-    git tries before the folder itself) and the alternates. (Blocking: in a thread.)"""
+    git tries before the folder itself), symlinks inside either (a checked-out folder
+    that looks like a repository may have `objects` lead to another one's), and the
+    alternates. (Blocking: in a thread.)"""
     if os.path.lexists(git_dir / ".git"):
         raise ChunkFailed(f"the git directory of {url!r} holds a .git of its own; refused")
+    for folder in dict.fromkeys((git_dir, common)):
+        _check_links(folder, sandbox, url)
     _check_alternates(common / "objects", sandbox, url, 0)
+
+
+def _check_links(folder: Path, sandbox: Sandbox, url: str) -> None:
+    """Every symlink under a git directory must lead inside the allowed folders (git
+    makes none there itself)."""
+    for top, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = Path(top, name)
+            if path.is_symlink():
+                sandbox.readable(path, f"a symlink in the git directory of {url!r}")
 
 
 def _check_alternates(objects: Path, sandbox: Sandbox, url: str, depth: int) -> None:

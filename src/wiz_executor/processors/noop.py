@@ -17,7 +17,10 @@ MAX_SLEEP_MS = 3_600_000
 
 class NoopConfig(ProcessorConfig):
     SleepMs: int = Field(
-        0, ge=0, le=MAX_SLEEP_MS, description="milliseconds to wait before answering (≤ 1 hour)"
+        0,
+        ge=0,
+        le=MAX_SLEEP_MS,
+        description="milliseconds to wait before answering (at most 1 hour)",
     )
     Fail: bool = Field(False, description="fail the chunk instead of answering")
 
