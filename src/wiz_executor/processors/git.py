@@ -15,8 +15,9 @@ A local source (a path, or `file://`) is checked twice: its path against the san
 then what git itself makes of it. git follows a `.git` file (`gitdir: ELSEWHERE`), a
 `commondir` file, `objects/info/alternates` and symlinks to other folders, so each
 folder `git rev-parse --git-dir --git-common-dir` names, each symlink inside them and
-each alternate object store must lie inside the allowed folders too; the clone then reads the resolved git
-directory itself, with `--no-local` (no hard links, no borrowed alternates).
+each alternate object store must lie inside the allowed folders too; the clone then
+reads the resolved git directory itself, with `--no-local` (no hard links, no borrowed
+alternates).
 
 The output is a FILESYSTEM_REF to the checkout, with RawData recording the resolved
 commit, so the run can be reproduced exactly.
