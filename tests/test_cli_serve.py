@@ -250,3 +250,38 @@ def test_a_zero_delivery_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
     result = runner.invoke(app, ["executor", "--delivery-timeout", "0"])
     assert result.exit_code == 2, result.output
+
+
+def test_ceiling_flags_fill_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = served_with(
+        monkeypatch,
+        "--max-download-bytes",
+        "5000",
+        "--max-page-bytes",
+        "600",
+        "--max-scrape-parallelism",
+        "2",
+        "--max-ls-entries",
+        "70",
+        "--max-chunk-timeout",
+        "90",
+    )
+    settings: Settings = seen["settings"]
+    assert settings.limits().max_download_bytes == 5000
+    assert (settings.max_page_bytes, settings.max_scrape_parallelism) == (600, 2)
+    assert settings.max_ls_entries == 70
+    assert (settings.max_chunk_timeout, settings.default_chunk_timeout) == (90, 90)
+    # The defaults are finite; --max-chunk-timeout 0 is the operator lifting that one.
+    defaults: Settings = served_with(monkeypatch)["settings"]
+    assert defaults.default_chunk_timeout == 3600
+    assert defaults.max_download_bytes == 1 << 30
+    lifted: Settings = served_with(monkeypatch, "--max-chunk-timeout", "0")["settings"]
+    assert lifted.max_chunk_timeout is None
+
+
+def test_a_chunk_timeout_above_its_ceiling_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_serve, "run_server", lambda *a, **kw: pytest.fail("served anyway"))
+    args = ["executor", "--chunk-timeout", "100", "--max-chunk-timeout", "10"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "may not be above --max-chunk-timeout (10)" in " ".join(result.output.split())

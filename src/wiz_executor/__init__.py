@@ -52,7 +52,7 @@ from .errors import (
 from .executor import AddResult, Executor
 from .journal import JournalStore, MemoryStore, SqliteStore
 from .netpolicy import NetworkPolicy
-from .processors import Context, Input, Output, Processor, ProcessorConfig
+from .processors import Context, Input, Limits, Output, Processor, ProcessorConfig
 from .registry import Registry
 from .server import create_app
 from .settings import Settings
@@ -85,6 +85,7 @@ __all__ = [
     "JournalError",
     "JournalStore",
     "JournalTooNew",
+    "Limits",
     "MemoryStore",
     "NetworkPolicy",
     "NetworkRefused",

@@ -23,6 +23,7 @@ from .downstream import Downstream, location_url
 from .errors import (
     Conflict,
     ExecutorFull,
+    InvalidConfiguration,
     InvalidInput,
     NetworkRefused,
     PayloadTooLarge,
@@ -60,6 +61,8 @@ class Executor:
         self.threads = ProcessorThreads(self.settings.max_workers)
         """Where blocking `run` calls run; a thread stuck in a timed-out call is replaced."""
         self.scheduler = Scheduler(self.runs, self.settings, self.threads)
+        self.limits = self.scheduler.runner.limits
+        """The operator's ceilings every run's configuration is held to."""
         self.run_log = RunLog(self.runs, lambda: self.closing)
         """The runs' lifecycle lines (configured, started, finished, failed chunks)."""
         self.events = EventHub(self.runs)
@@ -245,9 +248,16 @@ class Executor:
         processor_config, unknown_in_processor = cls.check_config(
             configuration.Processor, allow_unknown=not strict
         )
+        processor_config = cls.apply_limits(processor_config, self.limits)
+        ec = configuration.ExecutorConfig
+        ceiling = self.settings.max_chunk_timeout
+        if ec.ChunkTimeout and ceiling is not None and ec.ChunkTimeout > ceiling:
+            raise InvalidConfiguration(
+                f"ExecutorConfig.ChunkTimeout {ec.ChunkTimeout:g} is above the executor's "
+                f"--max-chunk-timeout ({ceiling:g})"
+            )
         warnings = [f"unknown field {path} ignored" for path in unknown]
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
-        ec = configuration.ExecutorConfig
         # SendDownstream with no locations (the original manager's leaves) sends nothing.
         limit = self.settings.max_workers
         max_workers = min(ec.MaxWorkers or self.settings.default_run_workers, limit)

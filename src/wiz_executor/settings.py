@@ -7,6 +7,9 @@ from pathlib import Path
 
 from .api import WorkModel
 from .netpolicy import parse_cidr
+from .processors import Limits
+
+_CEILINGS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,20 @@ class Settings:
     processors alike, ties on start-up and idle CPU, and loses only on the memory an
     expensive `setup` holds while a run is open (benchmarks/results/latest.md)."""
     chunk_timeout: float | None = None
-    """Seconds a chunk may take when its run sets none; None = no limit."""
+    """Seconds a chunk may take when its run sets none; None (or 0) = `max_chunk_timeout`
+    (see `default_chunk_timeout`)."""
+    max_chunk_timeout: float | None = _CEILINGS.max_chunk_timeout
+    """The longest `ChunkTimeout` a run may ask for, and the timeout of runs that set
+    none; None = no ceiling (`--max-chunk-timeout 0`, the operator's explicit choice)."""
+    max_download_bytes: int = _CEILINGS.max_download_bytes
+    """The largest file `get` may write; a run's `MaxBytes` may only lower it."""
+    max_page_bytes: int = _CEILINGS.max_page_bytes
+    """The largest page `scrape` holds in memory; `MaxPageBytes` may only lower it."""
+    max_scrape_parallelism: int = _CEILINGS.max_scrape_parallelism
+    """Pages one scrape chunk reads at once; with `max_page_bytes` it bounds the memory
+    one chunk buffers. A run's `Parallelism` may only lower it."""
+    max_ls_entries: int = _CEILINGS.max_ls_entries
+    """The most entries `ls` lists; a run's `MaxEntries` may only lower it."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body accepted; larger ones get 413."""
     shutdown_grace: float = 10.0
@@ -94,6 +110,25 @@ class Settings:
             raise ValueError("delivery_backoff_cap must be at least 0")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
             raise ValueError("chunk_timeout must be None or at least 0")
+        if self.max_chunk_timeout is not None and not 0 < self.max_chunk_timeout < float("inf"):
+            raise ValueError("max_chunk_timeout must be None or a positive number of seconds")
+        if (
+            self.chunk_timeout
+            and self.max_chunk_timeout is not None
+            and self.chunk_timeout > self.max_chunk_timeout
+        ):
+            raise ValueError(
+                f"chunk_timeout ({self.chunk_timeout:g}) may not be above max_chunk_timeout "
+                f"({self.max_chunk_timeout:g})"
+            )
+        for name in (
+            "max_download_bytes",
+            "max_page_bytes",
+            "max_scrape_parallelism",
+            "max_ls_entries",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if not self.shutdown_grace >= 0 or not self.downstream_backoff >= 0:
             raise ValueError("shutdown_grace and downstream_backoff must be at least 0")
         for cidr in (*self.allow_net, *self.deny_net):
@@ -105,4 +140,21 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         object.__setattr__(
             self, "allowed_roots", tuple(Path(root).absolute() for root in self.allowed_roots)
+        )
+
+    @property
+    def default_chunk_timeout(self) -> float | None:
+        """Seconds a chunk of a run that sets no `ChunkTimeout` may take (None = no limit)."""
+        return self.chunk_timeout or self.max_chunk_timeout
+
+    def limits(self) -> Limits:
+        """The ceilings and folders processors are held to, as they receive them."""
+        return Limits(
+            max_download_bytes=self.max_download_bytes,
+            max_page_bytes=self.max_page_bytes,
+            max_scrape_parallelism=self.max_scrape_parallelism,
+            max_ls_entries=self.max_ls_entries,
+            max_chunk_timeout=self.max_chunk_timeout,
+            data_dir=self.data_dir,
+            allowed_roots=self.allowed_roots,
         )

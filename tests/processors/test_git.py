@@ -166,7 +166,13 @@ async def test_paths_and_transports_outside_the_rules(
         "--upload-pack=touch /tmp/pwned": "is not a repository URL",
     }
     for i, (url, words) in enumerate(cases.items()):
-        out = await run_one(client, "git", {"URL": url}, run=f"r{i}")
+        # In the run's configuration these are a 400 at Configure (test_ceilings.py);
+        # a chunk's override brings them past it, and the chunk is refused.
+        resp = await client.post(
+            f"/processors/git/runs/c{i}/config", json={"Processor": {"URL": url}}
+        )
+        assert resp.status_code == 400, (url, resp.text)
+        out = await run_one(client, "git", {}, {"RawData": url}, run=f"r{i}")
         failed_with(out, words)
     assert files_in(settings.data_dir) == []
     assert files_in(outside) == ["secret.txt"]

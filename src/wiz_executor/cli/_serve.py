@@ -115,8 +115,41 @@ def serve(
         WorkModelName, typer.Option(help="Work model of runs that do not choose one.")
     ] = DEFAULT_WORK_MODEL,
     chunk_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds a chunk may take; 0 = no limit.")
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a chunk may take when its run sets no ChunkTimeout; "
+            "0 = --max-chunk-timeout.",
+        ),
     ] = 0,
+    max_chunk_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="The longest ChunkTimeout a run may ask for (and the default one); "
+            "0 = no ceiling.",
+        ),
+    ] = DEFAULTS.max_chunk_timeout or 0,
+    max_download_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="Largest file get writes; a run's MaxBytes may only lower it."),
+    ] = DEFAULTS.max_download_bytes,
+    max_page_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Largest page scrape holds in memory; MaxPageBytes may only lower it."
+        ),
+    ] = DEFAULTS.max_page_bytes,
+    max_scrape_parallelism: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Pages one scrape chunk reads at once; Parallelism may only lower it."
+        ),
+    ] = DEFAULTS.max_scrape_parallelism,
+    max_ls_entries: Annotated[
+        int,
+        typer.Option(min=1, help="Most entries ls lists; MaxEntries may only lower it."),
+    ] = DEFAULTS.max_ls_entries,
     shutdown_grace: Annotated[
         float, typer.Option(min=0, help="Seconds running chunks get to finish on shutdown.")
     ] = DEFAULTS.shutdown_grace,
@@ -223,12 +256,23 @@ def serve(
             client_context(ssl_ca_certs)
     except TLSError as exc:
         fail(exc.message, EXIT_USAGE)
+    if max_chunk_timeout and chunk_timeout > max_chunk_timeout:
+        raise typer.BadParameter(
+            f"--chunk-timeout {chunk_timeout:g} may not be above --max-chunk-timeout "
+            f"({max_chunk_timeout:g})",
+            param_hint="'--chunk-timeout'",
+        )
     settings = Settings(
         max_workers=max_workers,
         default_run_workers=run_workers,
         max_pending=max_pending,
         work_model=WorkModel(work_model.value.upper()),
         chunk_timeout=chunk_timeout or None,
+        max_chunk_timeout=max_chunk_timeout or None,
+        max_download_bytes=max_download_bytes,
+        max_page_bytes=max_page_bytes,
+        max_scrape_parallelism=max_scrape_parallelism,
+        max_ls_entries=max_ls_entries,
         shutdown_grace=shutdown_grace,
         delivery_timeout=delivery_timeout,
         downstream_backoff=downstream_backoff,

@@ -1,6 +1,6 @@
 """The processor library and the built-in processors."""
 
-from ._base import Context, Input, Output, Processor, ProcessorConfig
+from ._base import Context, Input, Limits, Output, Processor, ProcessorConfig
 from .get import Get, GetConfig
 from .git import Git, GitConfig
 from .ls import Ls, LsConfig
@@ -17,6 +17,7 @@ __all__ = [
     "Git",
     "GitConfig",
     "Input",
+    "Limits",
     "Ls",
     "LsConfig",
     "Noop",

@@ -14,6 +14,7 @@ import ssl
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -88,6 +89,48 @@ class Output:
 ProgressSink = Callable[[int, int | None], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The ceilings the operator set with flags, and the folders processors may read.
+
+    A run may ask for less than a ceiling, never more: `Processor.apply_limits` checks a
+    run's configuration against them at Configure (a 400 naming the flag) and each
+    chunk's overrides (a FAILED chunk with the same message). They bound what one run
+    can make the executor spend, whoever sends it.
+    """
+
+    max_download_bytes: int = 1 << 30
+    """`--max-download-bytes`: the largest file `get` writes (its `MaxBytes` 0 means this)."""
+    max_page_bytes: int = 32 << 20
+    """`--max-page-bytes`: the largest page `scrape` holds in memory."""
+    max_scrape_parallelism: int = 8
+    """`--max-scrape-parallelism`: pages one scrape chunk reads at once, so one chunk
+    buffers at most `max_page_bytes * max_scrape_parallelism` bytes."""
+    max_ls_entries: int = 1_000_000
+    """`--max-ls-entries`: the most entries `ls` lists (its `MaxEntries` 0 means this)."""
+    max_chunk_timeout: float | None = 3600.0
+    """`--max-chunk-timeout`: the longest a run's `ChunkTimeout` may be; None = no ceiling."""
+    data_dir: Path = Path("wiz-data")
+    """Where processors write, and read."""
+    allowed_roots: tuple[Path, ...] = ()
+    """Further folders processors may read (`--allow-root`)."""
+
+
+def ceiling(model: BaseModel, field: str, limit: int, flag: str, where: str = "") -> int:
+    """The value of a size `field` of `model` once the operator's `limit` applies.
+
+    0 means the ceiling, and so does a default above it (the run asked for nothing);
+    a value the run set above it is refused, naming the field and the `flag` that sets
+    the ceiling, so the person who sent it knows which side has to change.
+    """
+    value: int = getattr(model, field)
+    if value > limit and field in model.model_fields_set:
+        raise InvalidConfiguration(
+            f"Processor.{where}{field} {value} is above the executor's {flag} ({limit})"
+        )
+    return limit if value == 0 or value > limit else value
+
+
 class Context(Generic[ConfigT]):
     """Everything a processor may know about the chunk it works on, and how to report."""
 
@@ -97,6 +140,7 @@ class Context(Generic[ConfigT]):
         "chunk_id",
         "config",
         "data_dir",
+        "limits",
         "network",
         "proc_id",
         "run_id",
@@ -114,6 +158,7 @@ class Context(Generic[ConfigT]):
         allowed_roots: tuple[Path, ...] = (),
         network: NetworkPolicy | None = None,
         tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -130,6 +175,8 @@ class Context(Generic[ConfigT]):
         self.tls = tls
         """What HTTPS sources are verified against: the system's CAs plus the executor's
         `--ssl-ca-certs` (None: the default trust)."""
+        self.limits = limits or Limits(data_dir=data_dir, allowed_roots=allowed_roots)
+        """The operator's ceilings (the configuration already respects them)."""
         self._report = report
 
     @property
@@ -238,6 +285,18 @@ class Processor(ABC, Generic[ConfigT]):
                 f"invalid configuration for processor {cls.id!r}: {_describe(exc)}"
             ) from None
         return config, [".".join(str(p) for p in loc) for loc in extra]
+
+    @classmethod
+    def apply_limits(cls, config: BaseModel, limits: Limits) -> BaseModel:
+        """`config` within the operator's `limits`: the configuration the processor sees.
+
+        Called on the run's configuration at Configure and on a chunk's configuration
+        when its RawData overrides fields. Raise `InvalidConfiguration` for what asks
+        for more than a ceiling (or reads outside the allowed folders, when that can be
+        told from the configuration alone); return the configuration, with fields that
+        mean "the ceiling" (0, or a default above it) set to it. The default allows all.
+        """
+        return config
 
     @classmethod
     def config_for_chunk(cls, run_config: BaseModel, raw_data: Any) -> BaseModel:

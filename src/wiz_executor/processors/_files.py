@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,20 @@ class BlockFile:
         self._in_flight: set[asyncio.Future[Any]] = set()
 
     @classmethod
-    async def create(cls, path: Path, size: int | None = None) -> BlockFile:
+    async def create(
+        cls,
+        path: Path,
+        size: int | None = None,
+        opener: Callable[[Path, int], int] | None = None,
+    ) -> BlockFile:
         """Create (or truncate) `path`, pre-sized to `size` bytes when it is known. A
-        symlink at `path` is refused (O_NOFOLLOW): writes go where the sandbox checked."""
+        symlink at `path` is refused (O_NOFOLLOW): writes go where the sandbox checked.
+        `opener(path, flags)` opens it instead of `os.open` (the sandbox's `open_fd`,
+        which refuses a symlink anywhere in the path)."""
 
         def open_file() -> int:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(path, flags, 0o644)
+            fd = opener(path, flags) if opener is not None else os.open(path, flags, 0o644)
             if size:
                 os.ftruncate(fd, size)
             return fd

@@ -6,23 +6,38 @@ result lies inside the executor's data directory or one of the roots allowed at 
 (`wiz executor --allow-root PATH`). So `..`, absolute paths elsewhere and symlinks that
 lead out are all refused, each with a message that says which rule the path broke.
 
-Reading may use any allowed root; writing is confined to the data directory alone.
-This module is the one place that rule lives, so a reviewer can check it at a glance.
+Reading may use any allowed root; writing is confined to the data directory alone,
+and no writer but `git` may make a file or folder named `.git` there: git follows a
+`.git` file (`gitdir: ELSEWHERE`) to any repository on the host, so a planted one would
+turn a clone of a folder inside into a clone of one outside. This module is the one
+place those rules live, so a reviewer can check them at a glance.
+
+A check of a path and its later opening are two steps, and the tree may change in
+between (a folder swapped for a symlink that leads out). So files are opened with
+`open_fd`/`open_checked`, which walk the already checked real path one component at a
+time from the root's folder, relative to each folder's descriptor with `O_NOFOLLOW`:
+what is opened is what was checked, or the open fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ChunkFailed
 from ._base import Context
+
+
+class OutsideSandbox(ChunkFailed):
+    """A path resolves outside the folders processors may use."""
 
 
 class Sandbox:
@@ -50,9 +65,78 @@ class Sandbox:
         lies inside the data directory or an allowed root; `ChunkFailed` otherwise."""
         return self._check(user_path, self.roots, what)
 
-    def writable(self, user_path: str | Path, what: str = "path") -> Path:
-        """Like `readable`, but only the data directory counts: writes never leave it."""
-        return self._check(user_path, (self.data_dir,), what)
+    def writable(self, user_path: str | Path, what: str = "path", *, git: bool = False) -> Path:
+        """Like `readable`, but only the data directory counts: writes never leave it.
+        Nor may they make a `.git` file or folder (see `is_git_name`), unless `git`:
+        only the git processor writes those, into clones it made itself."""
+        real = self._check(user_path, (self.data_dir,), what)
+        if not git:
+            for part in real.relative_to(self.data_dir).parts:
+                if is_git_name(part):
+                    raise ChunkFailed(
+                        f"{what} {str(user_path)!r} would write {part!r} into the data "
+                        "directory; only the git processor may write .git files or folders"
+                    )
+        return real
+
+    # -- opening what was checked ------------------------------------------------------
+
+    def open_fd(
+        self, real: Path, flags: int = os.O_RDONLY, mode: int = 0o644, *, write: bool = False
+    ) -> int:
+        """Open `real` (a path `readable`/`writable` returned) and return the descriptor.
+
+        The path is walked from the root it lies in, one component at a time, each
+        opened relative to the previous folder's descriptor with `O_NOFOLLOW`: a
+        symlink swapped into the path since it was checked makes the open fail rather
+        than lead out. `flags` apply to the last component (`os.O_PATH` opens it
+        without reading, for `fstat` or as a `dir_fd`); `write` walks from the data
+        directory alone.
+        """
+        roots = (self.data_dir,) if write else self.roots
+        inside = [root for root in roots if real.is_relative_to(root)]
+        if not inside:
+            raise OutsideSandbox(f"{real} is outside {_describe(roots)}")
+        root = max(inside, key=lambda r: len(r.parts))
+        parts = real.relative_to(root).parts
+        walk = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _open_error(real, exc) from None
+        try:
+            for name in parts[:-1]:
+                folder = os.open(name, walk, dir_fd=fd)
+                os.close(fd)
+                fd = folder
+            last = parts[-1] if parts else "."
+            opened = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+        except OSError as exc:
+            raise _open_error(real, exc) from None
+        finally:
+            os.close(fd)
+        if flags & os.O_PATH and stat.S_ISLNK(os.fstat(opened).st_mode):
+            os.close(opened)  # O_PATH|O_NOFOLLOW opens a symlink itself, without error
+            raise _open_error(real, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+        return opened
+
+    def open_checked(self, real: Path) -> BinaryIO:
+        """`real` (a path `readable` returned) opened for reading, as `open_fd` opens it.
+        Non-blocking, so a FIFO does not hang the open; callers refuse what is not a
+        regular file."""
+        fd = self.open_fd(real, os.O_RDONLY | os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+
+    def replace(self, source: Path, target: Path) -> None:
+        """Rename `source` to `target`, both checked names in one folder of the data
+        directory, relative to that folder's descriptor (walked as `open_fd` walks)."""
+        if source.parent != target.parent:
+            raise ValueError("replace renames within one folder")
+        fd = self.open_fd(source.parent, os.O_PATH | os.O_DIRECTORY, write=True)
+        try:
+            os.replace(source.name, target.name, src_dir_fd=fd, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def _check(self, user_path: str | Path, roots: tuple[Path, ...], what: str) -> Path:
         text = str(user_path)
@@ -69,11 +153,11 @@ class Sandbox:
             return real
         where = _describe(roots)
         if any(lexical.is_relative_to(root) for root in roots):
-            raise ChunkFailed(
+            raise OutsideSandbox(
                 f"{what} {text!r} goes through a symlink that leads outside {where} "
                 f"(to {real}); symlinks may not escape"
             )
-        raise ChunkFailed(f"{what} {text!r} resolves to {real}, outside {where}")
+        raise OutsideSandbox(f"{what} {text!r} resolves to {real}, outside {where}")
 
     # -- helpers for common inputs -----------------------------------------------------
 
@@ -99,6 +183,24 @@ class Sandbox:
         return self.readable(location, f"{what} Location")
 
 
+def _open_error(real: Path, exc: OSError) -> ChunkFailed:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        return ChunkFailed(
+            f"{real} changed after it was checked: a symlink (or a file where a folder "
+            "was) now stands in its path; symlinks may not be swapped in"
+        )
+    if exc.errno == errno.ENOENT:
+        return ChunkFailed(f"{real}: no such file or folder")
+    return ChunkFailed(f"{real}: {exc.strerror}")
+
+
+def is_git_name(name: str) -> bool:
+    """Whether git would take `name` for `.git`: any case, with the trailing dots and
+    spaces Windows and macOS file systems drop, or the 8.3 short name `git~1`."""
+    folded = name.casefold().rstrip(". ")
+    return folded in (".git", "git~1")
+
+
 def _describe(roots: tuple[Path, ...]) -> str:
     if len(roots) == 1:
         return f"the data directory {roots[0]}"
@@ -112,6 +214,8 @@ def plain_file_name(name: str, what: str = "FileName") -> str:
         raise ValueError(f"{what} {name!r} must be a plain file name: no '/', no '..', not empty")
     if len(name.encode()) > 255:
         raise ValueError(f"{what} is longer than 255 bytes")
+    if is_git_name(name):
+        raise ValueError(f"{what} {name!r} names a .git file; only the git processor writes those")
     return name
 
 

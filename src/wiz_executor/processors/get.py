@@ -21,14 +21,15 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from stat import S_ISDIR, S_ISREG
+from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from ..errors import ChunkFailed
-from ._base import Context, Input, Output, Processor, ProcessorConfig
+from ._base import Context, Input, Limits, Output, Processor, ProcessorConfig, ceiling
 from ._files import BlockFile, sha256_of
 from ._http import (
     FetchError,
@@ -39,7 +40,7 @@ from ._http import (
     with_retries,
 )
 from ._http import http_date as _http_date
-from ._sandbox import Sandbox, partial_result, plain_file_name
+from ._sandbox import Sandbox, is_git_name, partial_result, plain_file_name
 
 BLOCK = 512 * 1024
 """Bytes handed to the disk at a time: the download's whole memory footprint."""
@@ -75,7 +76,12 @@ class GetConfig(ProcessorConfig):
     IdleTimeout: float = Field(
         30, ge=0, description="seconds the server may stay silent (connect, or between reads)"
     )
-    MaxBytes: int = Field(0, ge=0, description="largest file accepted; 0 = no limit")
+    MaxBytes: int = Field(
+        0,
+        ge=0,
+        description="largest file accepted; 0 = the executor's --max-download-bytes, "
+        "which a run may not exceed",
+    )
     Retries: int = Field(3, ge=0, le=20, description="further attempts after a transient error")
     Backoff: float = Field(0.5, ge=0, description="seconds before the first retry, then doubled")
     Concurrent: ConcurrentConfig = Field(default_factory=ConcurrentConfig)
@@ -109,6 +115,12 @@ class Get(Processor[GetConfig]):
             raw_data = {("URL" if k == "Source" else k): v for k, v in raw_data.items()}
         return super().config_for_chunk(run_config, raw_data)
 
+    @classmethod
+    def apply_limits(cls, config: BaseModel, limits: Limits) -> BaseModel:
+        """`MaxBytes` within `--max-download-bytes` (0 = the ceiling)."""
+        limit = ceiling(config, "MaxBytes", limits.max_download_bytes, "--max-download-bytes")
+        return config.model_copy(update={"MaxBytes": limit})
+
     async def run(self, data: Input, context: Context[GetConfig]) -> Output:
         config = context.config
         url = config.URL.strip()
@@ -131,10 +143,10 @@ class Get(Processor[GetConfig]):
             part = sandbox.writable(part, "download target")
             if scheme == "file":
                 source = sandbox.file_url_path(url)
-                state = await _copy_local(source, part, url, config, context)
+                state = await _copy_local(source, part, url, sandbox, context)
             else:
-                state = await _Download(url, part, config, context).run()
-            await asyncio.to_thread(os.replace, part, target)
+                state = await _Download(url, part, sandbox, context).run()
+            await asyncio.to_thread(sandbox.replace, part, target)
         return Output.file(target, state)
 
 
@@ -143,24 +155,26 @@ def name_from_url(url: str) -> str:
 
     The segment is split off before it is decoded, so an encoded `%2F` turns into a
     `/` inside it: every separator becomes `_`, or `..%2F..%2Fx` would be a path that
-    leads out of the chunk's folder (to other runs' files, still in the data dir)."""
+    leads out of the chunk's folder (to other runs' files, still in the data dir). A
+    segment git would read as `.git` gets a `_` in front."""
     segment = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
     for bad in ("/", "\\", "\x00"):
         segment = segment.replace(bad, "_")
     if segment in ("", ".", ".."):
         return "download"
+    if is_git_name(segment):  # `.../repo/.git`: a `.git` file only git may write
+        return f"_{segment}"
     return segment.encode()[:200].decode("utf-8", "ignore") or "download"
 
 
-def _too_big(url: str, size: int, limit: int, known: bool) -> ChunkFailed:
+def _too_big(url: str, size: int, limit: int, known: bool, limits: Limits) -> ChunkFailed:
+    if limit >= limits.max_download_bytes:
+        advice = "this executor's --max-download-bytes; the operator may raise it"
+    else:
+        advice = "raise MaxBytes to fetch it"
     if known:
-        return ChunkFailed(
-            f"{url} is {size} bytes, more than MaxBytes={limit}; raise MaxBytes to fetch it"
-        )
-    return ChunkFailed(
-        f"download of {url} passed MaxBytes={limit} bytes and was stopped; "
-        "raise MaxBytes to fetch it"
-    )
+        return ChunkFailed(f"{url} is {size} bytes, more than MaxBytes={limit}; {advice}")
+    return ChunkFailed(f"download of {url} passed MaxBytes={limit} bytes and was stopped; {advice}")
 
 
 class _RangesIgnored(Exception):
@@ -170,10 +184,12 @@ class _RangesIgnored(Exception):
 class _Download:
     """One chunk's HTTP download: attempts, resumption, and the optional ranged parts."""
 
-    def __init__(self, url: str, part: Path, config: GetConfig, context: Context[GetConfig]):
+    def __init__(self, url: str, part: Path, sandbox: Sandbox, context: Context[GetConfig]):
         self.url = url
         self.part = part
-        self.config = config
+        self.sandbox = sandbox
+        self.config = config = context.config
+        self.limits = context.limits
         self.report = context.report_progress
         self.network = context.network
         self.tls = context.tls
@@ -286,12 +302,16 @@ class _Download:
             self.total = None  # the length is of the encoded body, not of what is written
         limit = self.config.MaxBytes
         if limit and self.total is not None and self.total > limit:
-            raise _too_big(self.url, self.total, limit, known=True)
+            raise _too_big(self.url, self.total, limit, True, self.limits)
         await self._restart_file()
+
+    def _open(self, path: Path, flags: int) -> int:
+        """Open the `.part` file through the sandbox: where it was checked, no symlink."""
+        return self.sandbox.open_fd(path, flags, write=True)
 
     async def _restart_file(self) -> None:
         if self.file is None:
-            self.file = await BlockFile.create(self.part)
+            self.file = await BlockFile.create(self.part, opener=self._open)
         else:
             await self.file.truncate(0)
         self.written = 0
@@ -306,7 +326,7 @@ class _Download:
         try:
             async for block in resp.aiter_bytes(BLOCK):
                 if limit and self.written + len(block) > limit:
-                    raise _too_big(self.url, self.written + len(block), limit, known=False)
+                    raise _too_big(self.url, self.written + len(block), limit, False, self.limits)
                 await file.write_at(block, self.written, self.hasher)
                 self.written += len(block)
                 self.report(self.written, self.total)
@@ -329,7 +349,7 @@ class _Download:
         total = self.total
         if self.file is not None:
             await self.file.close()
-        self.file = await BlockFile.create(self.part, total)
+        self.file = await BlockFile.create(self.part, total, opener=self._open)
         self.parts = parts
         self.done = 0
         size = -(-total // parts)
@@ -425,30 +445,36 @@ def _check_range(resp: httpx.Response, start: int, end: int | None, total: int |
 
 
 async def _copy_local(
-    source: Path, part: Path, url: str, config: GetConfig, context: Context[GetConfig]
+    source: Path, part: Path, url: str, sandbox: Sandbox, context: Context[GetConfig]
 ) -> dict[str, Any]:
-    """Copy an allowed local file, in a worker thread that stops when we are cancelled."""
+    """Copy an allowed local file, in a worker thread that stops when we are cancelled.
+    Both ends are opened through the sandbox, so neither can be a symlink swapped in
+    after the check."""
     stop = threading.Event()
-    limit = config.MaxBytes
+    limit = context.config.MaxBytes
 
     def copy() -> dict[str, Any]:
-        if source.is_dir():
-            raise ChunkFailed(f"{url} is a folder; get copies single files")
-        if not source.is_file():
-            raise ChunkFailed(f"{url}: no such file")
-        stat = source.stat()
-        if limit and stat.st_size > limit:
-            raise _too_big(url, stat.st_size, limit, known=True)
+        with sandbox.open_checked(source) as src:
+            stat = os.fstat(src.fileno())
+            if S_ISDIR(stat.st_mode):
+                raise ChunkFailed(f"{url} is a folder; get copies single files")
+            if not S_ISREG(stat.st_mode):
+                raise ChunkFailed(f"{url}: not a regular file")
+            if limit and stat.st_size > limit:
+                raise _too_big(url, stat.st_size, limit, True, context.limits)
+            return write(src, stat)
+
+    def write(src: BinaryIO, stat: os.stat_result) -> dict[str, Any]:
         digest = hashlib.sha256()
         written = 0
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        with source.open("rb") as src, os.fdopen(os.open(part, flags, 0o644), "wb") as dst:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with os.fdopen(sandbox.open_fd(part, flags, write=True), "wb") as dst:
             while block := src.read(BLOCK):
                 if stop.is_set():
                     raise ChunkFailed("copy stopped")
                 written += len(block)
                 if limit and written > limit:
-                    raise _too_big(url, written, limit, known=False)
+                    raise _too_big(url, written, limit, False, context.limits)
                 dst.write(block)
                 digest.update(block)
                 context.report_progress(written, stat.st_size)

@@ -11,6 +11,14 @@ config, no prompts, only the file/git/http/https transports, so no `ext::` comma
 in its own process group so cancellation kills it and its helpers, and a failed clone
 is removed.
 
+A local source (a path, or `file://`) is checked twice: its path against the sandbox,
+then what git itself makes of it. git follows a `.git` file (`gitdir: ELSEWHERE`), a
+`commondir` file, `objects/info/alternates` and symlinks to other folders, so each
+folder `git rev-parse --git-dir --git-common-dir` names, each symlink inside them and
+each alternate object store must lie inside the allowed folders too; the clone then
+reads the resolved git directory itself, with `--no-local` (no hard links, no borrowed
+alternates).
+
 The output is a FILESYSTEM_REF to the checkout, with RawData recording the resolved
 commit, so the run can be reproduced exactly.
 """
@@ -29,14 +37,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..errors import ChunkFailed
+from ..errors import ChunkFailed, InvalidConfiguration
 from ..netpolicy import NetworkPolicy
-from ._base import Context, Input, Output, Processor, ProcessorConfig
-from ._sandbox import Sandbox, partial_result, remove_quietly
+from ._base import Context, Input, Limits, Output, Processor, ProcessorConfig
+from ._sandbox import OutsideSandbox, Sandbox, partial_result, remove_quietly
 
 SCHEMES = ("https", "http", "git", "file")
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
 _PROGRESS = re.compile(r"(Receiving objects|Resolving deltas):\s+\d+% \((\d+)/(\d+)\)")
+MAX_ALTERNATES_DEPTH = 6
+"""Alternates of alternates checked; git itself ignores those nested deeper than 5."""
 
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -104,6 +114,24 @@ class Git(Processor[GitConfig]):
             raw_data = {"URL": raw_data}
         return super().config_for_chunk(run_config, raw_data)
 
+    @classmethod
+    def apply_limits(cls, config: BaseModel, limits: Limits) -> BaseModel:
+        """A URL git may not use, or a local path outside the allowed folders, is
+        refused at Configure (what git makes of the folder is checked per chunk, when
+        it exists)."""
+        assert isinstance(config, GitConfig)
+        if config.URL:
+            try:
+                _classify(config.URL, Sandbox(limits.data_dir, limits.allowed_roots))
+            except OutsideSandbox as exc:
+                raise InvalidConfiguration(
+                    f"Processor.URL: {exc.message}; processors read only there (the "
+                    "executor's --allow-root adds folders)"
+                ) from None
+            except ChunkFailed as exc:
+                raise InvalidConfiguration(f"Processor.URL: {exc.message}") from None
+        return config
+
     async def run(self, data: Input, context: Context[GitConfig]) -> Output:
         config = context.config
         if not config.URL:
@@ -113,41 +141,46 @@ class Git(Processor[GitConfig]):
         git = shutil.which("git")
         if git is None:
             raise ChunkFailed("the git program is not installed on this executor's machine")
-        source = _source(config.URL, Sandbox.of(context))
-        source, pins = await _pinned(source, context.network)
+        sandbox = Sandbox.of(context)
+        source, local = _classify(config.URL, sandbox)
+        source, pins = await _pinned(source, context.network)  # network URLs only
         folder = context.scratch_dir
         dest = folder / _repo_name(config.URL)
         clone = _Clone(git, source, dest, config, context, pins)
+        if local is not None:
+            if not local.is_dir():
+                raise ChunkFailed(f"repository path {config.URL!r} is not a folder")
+            await clone.use_local(local, sandbox)
         await asyncio.to_thread(remove_quietly, dest)  # left by an earlier run of this ID
         async with partial_result(dest, folder, config.Timeout, f"clone of {config.URL}"):
             state = await clone.run()
         return Output.file(dest, state)
 
 
-def _source(url: str, sandbox: Sandbox) -> str:
-    """The URL git is given: network URLs as they are, local ones checked and absolute."""
+def _classify(url: str, sandbox: Sandbox) -> tuple[str, Path | None]:
+    """The URL git is given, and the checked real path when the source is local
+    (which `_Clone.use_local` then checks as git resolves it)."""
     if url.startswith("-"):
         raise ChunkFailed(f"{url!r} is not a repository URL")
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme == "file":
-        return sandbox.file_url_path(url).as_uri()
+        path = sandbox.file_url_path(url)
+        return path.as_uri(), path
     if scheme:
         if scheme not in SCHEMES:
             raise ChunkFailed(
                 f"cannot clone {url!r}: git supports https://, http://, git://, file:// "
                 "and local paths"
             )
-        return url
+        return url, None
     if re.match(r"^[^/]*:", url):  # scp-like "host:path" means ssh
         raise ChunkFailed(
             f"cannot clone {url!r}: this looks like an ssh address or a transport helper; "
             "only https://, http://, git://, file:// URLs and local paths are supported"
         )
     path = sandbox.readable(url, "repository path")
-    if not path.is_dir():
-        raise ChunkFailed(f"repository path {url!r} is not a folder")
     # file:// (not a bare path) so that Depth is honoured instead of hard-linking.
-    return path.as_uri()
+    return path.as_uri(), path
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "git": 9418}
@@ -218,6 +251,28 @@ class _Clone:
         self.config = config
         self.context = context
         self.env = {**_base_env(), **GIT_ENV}
+        self.local = False
+
+    async def use_local(self, path: Path, sandbox: Sandbox) -> None:
+        """Check a local source as git resolves it, and clone its git directory.
+
+        git is asked where the repository at `path` keeps its git directory and its
+        common directory (following `.git` files and `commondir`), looking at `path`
+        alone (GIT_CEILING_DIRECTORIES: not at its parents); both, and every alternate
+        object store, must lie inside the allowed folders. The clone is then made from
+        the git directory itself, so git has nothing left to resolve differently.
+        """
+        url = self.config.URL
+        env = {**self.env, "GIT_CEILING_DIRECTORIES": str(path.parent)}
+        out = await self._git("rev-parse", "--git-dir", "--git-common-dir", cwd=path, env=env)
+        lines = out.splitlines()
+        if len(lines) != 2:
+            raise ChunkFailed(f"git could not tell where {url!r} keeps its repository")
+        git_dir = sandbox.readable(path / lines[0], f"the git directory of {url!r}")
+        common = sandbox.readable(path / lines[1], f"the common git directory of {url!r}")
+        await asyncio.to_thread(_check_git_dir, git_dir, common, sandbox, url)
+        self.source = git_dir.as_uri()
+        self.local = True
 
     async def run(self) -> dict[str, Any]:
         config = self.config
@@ -242,6 +297,8 @@ class _Clone:
     async def _clone(self, branch: str | None) -> None:
         config = self.config
         args = ["clone", "--progress"]
+        if self.local:
+            args.append("--no-local")
         if branch:
             args.append(f"--branch={branch}")
         if config.Depth:
@@ -294,7 +351,13 @@ class _Clone:
             return None
         return name if name.startswith("refs/") else f"refs/tags/{name}"
 
-    async def _git(self, *args: str, cwd: Path | None = None, what: str = "") -> str:
+    async def _git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        what: str = "",
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Run git; its stdout, or `GitFailed` with the lines git explained itself in."""
         proc = await asyncio.create_subprocess_exec(
             self.git,
@@ -302,7 +365,7 @@ class _Clone:
             *self.pins,
             *args,
             cwd=cwd,
-            env=self.env,
+            env=env or self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -344,6 +407,54 @@ class _Clone:
         if buffer.strip():
             lines.append(buffer.decode("utf-8", "replace").strip())
         return lines
+
+
+def _check_git_dir(git_dir: Path, common: Path, sandbox: Sandbox, url: str) -> None:
+    """What git reads besides the two folders: a `.git` inside the git directory (which
+    git tries before the folder itself), symlinks inside either (a checked-out folder
+    that looks like a repository may have `objects` lead to another one's), and the
+    alternates. (Blocking: in a thread.)"""
+    if os.path.lexists(git_dir / ".git"):
+        raise ChunkFailed(f"the git directory of {url!r} holds a .git of its own; refused")
+    for folder in dict.fromkeys((git_dir, common)):
+        _check_links(folder, sandbox, url)
+    _check_alternates(common / "objects", sandbox, url, 0)
+
+
+def _check_links(folder: Path, sandbox: Sandbox, url: str) -> None:
+    """Every symlink under a git directory must lead inside the allowed folders (git
+    makes none there itself)."""
+    for top, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = Path(top, name)
+            if path.is_symlink():
+                sandbox.readable(path, f"a symlink in the git directory of {url!r}")
+
+
+def _check_alternates(objects: Path, sandbox: Sandbox, url: str, depth: int) -> None:
+    """Every object store `objects` borrows from (objects/info/alternates, and theirs in
+    turn) must lie inside the allowed folders; http-alternates are refused outright.
+    (Blocking: called from a thread.)"""
+    info = objects / "info"
+    if os.path.lexists(info / "http-alternates"):
+        raise ChunkFailed(f"{url!r} borrows objects over http (objects/info/http-alternates)")
+    try:
+        text = (info / "alternates").read_text("utf-8", "replace")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ChunkFailed(f"cannot read the alternates of {url!r}: {exc.strerror}") from None
+    what = f"an object store of {url!r} (objects/info/alternates)"
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if entry.startswith('"'):
+            raise ChunkFailed(f"{what}: quoted alternates are not supported; refused")
+        if depth >= MAX_ALTERNATES_DEPTH:
+            raise ChunkFailed(f"{what}: alternates nest too deep; refused")
+        real = sandbox.readable(objects / entry, what)  # relative ones start at `objects`
+        _check_alternates(real, sandbox, url, depth + 1)
 
 
 def _short_ref(name: str) -> str | None:

@@ -4,11 +4,15 @@ Each entry is the original's FileInfo: `Name`, `Size`, `Mode` (Go's `os.FileMode
 so consumers written for the Go executor read it unchanged), `ModTime` (RFC 3339, UTC,
 nanoseconds) and `IsDir`, plus `ModeString` ("drwxr-xr-x") for people. Entries come in
 name order, as Go's `os.ReadDir` gives them. Symlinks are described, never followed, so
-a listing cannot wander out of the allowed folders or loop.
+a listing cannot wander out of the allowed folders or loop: the folder is opened through
+the sandbox (no symlink swapped in since the check) and each sub-folder relative to its
+parent's descriptor with `O_NOFOLLOW`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
 from datetime import UTC, datetime
@@ -18,9 +22,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..api import DataFormat
-from ..errors import ChunkFailed
-from ._base import Context, Input, Output, Processor, ProcessorConfig
-from ._sandbox import Sandbox
+from ..errors import ChunkFailed, InvalidConfiguration
+from ._base import Context, Input, Limits, Output, Processor, ProcessorConfig, ceiling
+from ._sandbox import OutsideSandbox, Sandbox
 
 # Go's os.FileMode type bits (io/fs), for the `Mode` field.
 GO_MODE_DIR = 1 << 31
@@ -45,7 +49,10 @@ class LsConfig(ProcessorConfig):
     )
     Recursive: bool = Field(False, description="list sub-folders too, with relative names")
     MaxEntries: int = Field(
-        100_000, ge=0, description="fail rather than list more entries than this; 0 = no limit"
+        100_000,
+        ge=0,
+        description="fail rather than list more entries than this; 0 = the executor's "
+        "--max-ls-entries, which a run may not exceed",
     )
 
 
@@ -63,6 +70,24 @@ class Ls(Processor[LsConfig]):
             raw_data = {"Dir": raw_data}
         return super().config_for_chunk(run_config, raw_data)
 
+    @classmethod
+    def apply_limits(cls, config: BaseModel, limits: Limits) -> BaseModel:
+        """`MaxEntries` within `--max-ls-entries`; a `Dir` outside the allowed folders
+        is refused now, not chunk after chunk."""
+        assert isinstance(config, LsConfig)
+        if config.Dir:
+            try:
+                Sandbox(limits.data_dir, limits.allowed_roots).readable(config.Dir, "Dir")
+            except OutsideSandbox as exc:
+                raise InvalidConfiguration(
+                    f"Processor.Dir: {exc.message}; processors read only there (the "
+                    "executor's --allow-root adds folders)"
+                ) from None
+            except ChunkFailed as exc:
+                raise InvalidConfiguration(f"Processor.Dir: {exc.message}") from None
+        limit = ceiling(config, "MaxEntries", limits.max_ls_entries, "--max-ls-entries")
+        return config.model_copy(update={"MaxEntries": limit})
+
     def run(self, data: Input, context: Context[LsConfig]) -> Output:
         config = context.config
         sandbox = Sandbox.of(context)
@@ -75,17 +100,35 @@ class Ls(Processor[LsConfig]):
                 "ls needs a folder: set Dir in the configuration or the chunk's RawData, "
                 "or send a FILESYSTEM_REF chunk"
             )
+        handle = sandbox.open_fd(path, os.O_PATH)
         try:
-            st = path.lstat()
-        except FileNotFoundError:
-            raise ChunkFailed(f"{path}: no such file or folder") from None
-        except OSError as exc:
-            raise ChunkFailed(f"{path}: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            return Output.raw([file_info(path.name, st)])
-        lister = _Lister(config.MaxEntries, context)
-        lister.walk(path, "", config.Recursive)
+            st = os.fstat(handle)
+            if not stat.S_ISDIR(st.st_mode):
+                return Output.raw([file_info(path.name, st)])
+            lister = _Lister(config.MaxEntries, context)
+            lister.walk(_open_folder(".", handle, path), path, "", config.Recursive)
+        finally:
+            os.close(handle)
         return Output.raw(lister.entries)
+
+
+def _open_folder(name: str, parent: int, shown: Path) -> int:
+    """A sub-folder opened for listing relative to its parent's descriptor, never
+    through a symlink. FileNotFoundError passes: the folder was removed meanwhile."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=parent)
+    except FileNotFoundError:
+        raise
+    except PermissionError:
+        raise ChunkFailed(f"{shown}: permission denied") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ChunkFailed(
+                f"{shown} changed while it was listed: a symlink or a file now stands "
+                "where the folder was"
+            ) from None
+        raise ChunkFailed(f"{shown}: {exc.strerror}") from None
 
 
 class _Lister:
@@ -94,23 +137,30 @@ class _Lister:
         self.context = context
         self.entries: list[dict[str, Any]] = []
 
-    def walk(self, folder: Path, prefix: str, recursive: bool) -> None:
+    def walk(self, fd: int, folder: Path, prefix: str, recursive: bool) -> None:
+        """List the open folder `fd` (shown as `folder`), then close it."""
         try:
-            with os.scandir(folder) as it:
-                items = sorted(it, key=lambda e: e.name)
-        except PermissionError:
-            raise ChunkFailed(f"{folder}: permission denied") from None
-        except NotADirectoryError:
-            raise ChunkFailed(f"{folder} is not a folder") from None
-        for entry in items:
             try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed while we listed
-            name = prefix + entry.name
-            self._add(file_info(name, st))
-            if recursive and stat.S_ISDIR(st.st_mode):
-                self.walk(Path(entry.path), name + "/", recursive)
+                with os.scandir(fd) as it:
+                    items = sorted(it, key=lambda e: e.name)
+            except PermissionError:
+                raise ChunkFailed(f"{folder}: permission denied") from None
+            for entry in items:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while we listed
+                name = prefix + entry.name
+                self._add(file_info(name, st))
+                if recursive and stat.S_ISDIR(st.st_mode):
+                    try:
+                        sub = _open_folder(entry.name, fd, folder / entry.name)
+                    except FileNotFoundError:
+                        continue  # removed while we listed
+                    self.walk(sub, folder / entry.name, name + "/", recursive)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _add(self, info: dict[str, Any]) -> None:
         self.entries.append(info)

@@ -10,9 +10,18 @@ from pydantic import Field
 from ..errors import ChunkFailed
 from ._base import Context, Input, Processor, ProcessorConfig
 
+MAX_SLEEP_MS = 3_600_000
+"""One hour: a test tool has no use for longer, and 2**70 ms would hold a worker for ever
+(the chunk timeout stops the chunk, but a run without one must not be able to)."""
+
 
 class NoopConfig(ProcessorConfig):
-    SleepMs: int = Field(0, ge=0, description="milliseconds to wait before answering")
+    SleepMs: int = Field(
+        0,
+        ge=0,
+        le=MAX_SLEEP_MS,
+        description="milliseconds to wait before answering (at most 1 hour)",
+    )
     Fail: bool = Field(False, description="fail the chunk instead of answering")
 
 

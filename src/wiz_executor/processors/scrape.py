@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from ..api import DataFormat
 from ..errors import ChunkFailed
-from ._base import Context, Input, Output, Processor, ProcessorConfig
+from ._base import Context, Input, Limits, Output, Processor, ProcessorConfig, ceiling
 from ._http import first_error, make_client, status_error, transport_error, with_retries
 from ._sandbox import Sandbox
 
@@ -48,11 +50,21 @@ class SitesConfig(ProcessorConfig):
 
     Sites: list[str] = Field(default_factory=list, description="start pages")
     MaxPages: int = Field(100, ge=1, description="most pages visited in one chunk")
-    MaxPageBytes: int = Field(10 * 1024 * 1024, ge=1, description="largest page read")
+    MaxPageBytes: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        description="largest page read (held in memory); 0 = the executor's "
+        "--max-page-bytes, which a run may not exceed",
+    )
     Timeout: float = Field(30, ge=0, description="seconds a server may stay silent; 0 = none")
     Retries: int = Field(2, ge=0, le=10, description="further attempts after a transient error")
     Backoff: float = Field(0.5, ge=0, description="seconds before the first retry, then doubled")
-    Parallelism: int = Field(4, ge=1, le=32, description="pages fetched at once")
+    Parallelism: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="pages fetched at once; at most the executor's --max-scrape-parallelism",
+    )
 
 
 class CollyConfig(ProcessorConfig):
@@ -98,6 +110,24 @@ class Scrape(Processor[ScrapeConfig]):
     name = "Scrape JSON from HTML"
     version = "0.1.0"
     Config = ScrapeConfig
+
+    @classmethod
+    def apply_limits(cls, config: BaseModel, limits: Limits) -> BaseModel:
+        """`MaxPageBytes` within `--max-page-bytes` (0 = the ceiling) and `Parallelism`
+        within `--max-scrape-parallelism`: their product bounds the memory one chunk
+        holds in pages."""
+        assert isinstance(config, ScrapeConfig)
+        sites = config.config
+        page = ceiling(sites, "MaxPageBytes", limits.max_page_bytes, "--max-page-bytes", "config.")
+        parallel = ceiling(
+            sites,
+            "Parallelism",
+            limits.max_scrape_parallelism,
+            "--max-scrape-parallelism",
+            "config.",
+        )
+        update = {"MaxPageBytes": page, "Parallelism": parallel}
+        return config.model_copy(update={"config": sites.model_copy(update=update)})
 
     async def run(self, data: Input, context: Context[ScrapeConfig]) -> Output:
         config = context.config
@@ -256,14 +286,19 @@ class _Crawl:
         return body, base
 
     def _read_file(self, path: Path) -> bytes:
+        """An HTML file's bytes, opened through the sandbox: no symlink swapped in
+        since `path` was checked."""
         limit = self.config.config.MaxPageBytes
-        if path.is_dir():
-            raise ChunkFailed(f"{path} is a folder; scrape reads an HTML file")
-        try:
-            with path.open("rb") as f:
+        with self.sandbox.open_checked(path) as f:
+            kind = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(kind):
+                raise ChunkFailed(f"{path} is a folder; scrape reads an HTML file")
+            if not stat.S_ISREG(kind):
+                raise ChunkFailed(f"{path} is not a regular file")
+            try:
                 body = f.read(limit + 1)
-        except OSError as exc:
-            raise ChunkFailed(f"{path}: {exc.strerror}") from None
+            except OSError as exc:
+                raise ChunkFailed(f"{path}: {exc.strerror}") from None
         if len(body) > limit:
             raise ChunkFailed(f"{path} is larger than config.MaxPageBytes={limit}")
         return body

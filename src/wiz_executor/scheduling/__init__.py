@@ -39,7 +39,12 @@ class Scheduler:
         self.settings = settings
         self.limiter = WorkerLimiter(settings.max_workers, "executor")
         self.runner = ChunkRunner(
-            runs, threads, settings.data_dir, settings.chunk_timeout, settings.allowed_roots
+            runs,
+            threads,
+            settings.data_dir,
+            settings.default_chunk_timeout,
+            settings.allowed_roots,
+            settings.limits(),
         )
         self.models: dict[WorkModel, WorkModelBase] = {
             WorkModel.LIFETIME: LifetimeModel(self.runner, self.limiter),

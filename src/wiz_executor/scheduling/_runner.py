@@ -24,7 +24,7 @@ from ..api import DataFormat
 from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
 from ..netpolicy import NetworkPolicy
-from ..processors import Context, Input, Output, Processor
+from ..processors import Context, Input, Limits, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
 from ._threads import BlockingCall, ProcessorThreads
@@ -65,6 +65,7 @@ class ChunkRunner:
         data_dir: Path,
         default_timeout: float | None = None,
         allowed_roots: tuple[Path, ...] = (),
+        limits: Limits | None = None,
     ) -> None:
         self.runs = runs
         self.threads = threads
@@ -76,6 +77,8 @@ class ChunkRunner:
         self.tls: ssl.SSLContext | None = None
         """What processors' HTTPS clients trust (the executor's `ssl_ca_certs` included);
         None: the default trust."""
+        self.limits = limits or Limits(data_dir=data_dir, allowed_roots=allowed_roots)
+        """The operator's ceilings: a chunk's overrides are held to them as the run was."""
         self.on_output: OutputHook | None = None
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
@@ -107,6 +110,8 @@ class ChunkRunner:
                 fields = traits.override_fields
                 if fields is None or (type(raw) is dict and not fields.isdisjoint(raw)):
                     config = cls.config_for_chunk(run.processor_config, raw)
+                    if config is not run.processor_config:  # checked at Configure
+                        config = cls.apply_limits(config, self.limits)
                 else:  # nothing in this chunk can change the run's configuration
                     config = run.processor_config
                 context = Context(
@@ -117,8 +122,9 @@ class ChunkRunner:
                     self.data_dir,
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
-                    self.network,
-                    self.tls,
+                    network=self.network,
+                    tls=self.tls,
+                    limits=self.limits,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:

@@ -89,7 +89,8 @@ def drop_idle_tls_connections(server: uvicorn.Server) -> None:
 
 def describe(settings: Settings) -> str:
     """The settings an operator checks first, on one line."""
-    timeout = f"{settings.chunk_timeout:g} s" if settings.chunk_timeout else "none"
+    chunk_timeout = settings.default_chunk_timeout
+    timeout = f"{chunk_timeout:g} s" if chunk_timeout else "none"
     roots = ", ".join(str(root) for root in settings.allowed_roots) or "none"
     return (
         f"work model {settings.work_model.value}, max workers {settings.max_workers}, "
