@@ -13,12 +13,18 @@ deliveries still queued or being retried.
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
+
+Each delivery carries `Authorization: Bearer TOKEN` when there is a token for its target:
+the one given for the target's `host:port` (`--downstream-token`), else the executor's
+own (the common case: a pipeline's runs on one executor, or on executors sharing a
+token). A target with neither gets no Authorization header, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +34,7 @@ import msgspec
 from ._retrying import Backoff, parse_retry_after
 from .api import DownstreamDataLocation
 from .runs import Chunk, Run, RunMap
+from .settings import host_key
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,15 @@ class Downstream:
         attempts: int = 5,
         backoff: float = 0.1,
         senders: int = 16,
+        token: str | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.runs = runs
         self.client = client
+        self.token = token
+        """Sent to targets without a token of their own in `tokens`."""
+        self.tokens = {host_key(host): value for host, value in (tokens or {}).items()}
+        """Tokens by target `host:port` (lower case)."""
         self.policy = Backoff(first=backoff, cap=MAX_BACKOFF, attempts=attempts)
         """When to give up on a delivery: today a number of attempts; riding out a long
         outage is `Backoff(attempts=None, deadline=...)`."""
@@ -112,12 +125,20 @@ class Downstream:
             # Name the output the next run will make after that run, so that parallel
             # branches fed the same chunk never hand a join two outputs with one ID.
             message["AssociatedChunkID"] = f"{chunk_id}-{loc.RunID}"
-            error = await self._send(run, location_url(loc), self._encode(message))
+            headers = self._headers(loc.Hostname)
+            error = await self._send(run, location_url(loc), self._encode(message), headers)
             if error:
                 errors.append(f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}")
         return "; ".join(errors) or None
 
-    async def _send(self, run: Run, url: str, body: bytes) -> str | None:
+    def _headers(self, hostname: str) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        token = self.tokens.get(host_key(hostname), self.token)
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _send(self, run: Run, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         tries = 0
         try:
             async for attempt in self.policy.retrying(_transient):
@@ -125,9 +146,7 @@ class Downstream:
                     if run.removed:  # deleted while retrying: stop, and let go of its memory
                         return "run was deleted before the output was delivered"
                     tries = attempt.retry_state.attempt_number
-                    resp = await self.client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
+                    resp = await self.client.post(url, content=body, headers=headers)
                     if resp.status_code >= 300:
                         raise _Refused(resp)
                     return None

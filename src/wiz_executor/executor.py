@@ -74,6 +74,8 @@ class Executor:
             self._http,
             self.settings.downstream_attempts,
             self.settings.downstream_backoff,
+            token=self.settings.token,
+            tokens=self.settings.downstream_tokens,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
         return self

@@ -35,6 +35,7 @@ from ._common import (
     EXIT_RUN_ERRORED,
     EXIT_USAGE,
     JsonOption,
+    TokenOption,
     api_errors,
     compact,
     fail,
@@ -67,6 +68,7 @@ def run(
             help="Executor to run on; without it, an embedded one serves for the duration.",
         ),
     ] = None,
+    token: TokenOption = None,
     hostname: Annotated[
         str | None,
         typer.Option(
@@ -102,6 +104,7 @@ def run(
             stack.enter_context(_quiet_run_log())
             executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname
+            token = ""  # it has none to ask for
         else:
             host = hostname or _hostname(url)
         display = _Display(pipeline)
@@ -110,7 +113,9 @@ def run(
         )
         with api_errors(url), live:
             try:
-                result = anyio.run(_run, pipeline, url, host, batch_size, display.update, timeout)
+                result = anyio.run(
+                    _run, pipeline, url, token, host, batch_size, display.update, timeout
+                )
             except TimeoutError:
                 fail(f"pipeline {pipeline.name} did not finish within {timeout:g} s")
     if json:
@@ -124,12 +129,13 @@ def run(
 async def _run(
     pipeline: Pipeline,
     url: str,
+    token: str | None,
     hostname: str,
     batch_size: int,
     on_update: Update,
     deadline: float | None,
 ) -> PipelineResult:
-    async with AsyncClient(url) as client:
+    async with AsyncClient(url, token=token) as client:
         runner = PipelineRunner(
             pipeline, client, hostname, batch_size=batch_size, on_update=on_update
         )

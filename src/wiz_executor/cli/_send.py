@@ -27,6 +27,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     fail,
@@ -67,6 +68,7 @@ def send(
         str, typer.Option(help="ChunkID prefix for items that are not whole chunks.")
     ] = "chunk-",
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
     """Send chunks to a run, in batches, with a progress bar.
@@ -86,7 +88,7 @@ def send(
         console=stderr(),
         disable=json,
     )
-    with api_errors(url), Client(url) as wiz, progress:
+    with api_errors(url), Client(url, token=token) as wiz, progress:
         task = progress.add_task("send", total=len(chunks))
         for batch, size in batches:
             try:

@@ -20,6 +20,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     compact,
@@ -33,9 +34,11 @@ from ._common import (
 from ._progress import state_text
 
 
-def processors(url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def processors(
+    url: UrlOption = DEFAULT, token: TokenOption = None, json: JsonOption = False
+) -> None:
     """List the processors the executor serves."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         found = wiz.processors()
     if json:
         return print_json(found)
@@ -45,9 +48,11 @@ def processors(url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
     stdout().print(table)
 
 
-def runs(proc: ProcArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def runs(
+    proc: ProcArg, url: UrlOption = DEFAULT, token: TokenOption = None, json: JsonOption = False
+) -> None:
     """List the runs of a processor."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         found = wiz.runs(proc)
     if json:
         return print_json(found)
@@ -67,9 +72,15 @@ def runs(proc: ProcArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> N
     stdout().print(table)
 
 
-def run(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def run(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
     """Show one run: its state, chunk counts and configuration."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         found = wiz.run(proc, run)
     if json:
         return print_json(found)
@@ -134,6 +145,7 @@ def configure(
         typer.Option(help="Send outputs to HOST:PORT/PROC/RUN (repeatable)."),
     ] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
     """Create a run (the same configuration again is a no-op)."""
@@ -167,7 +179,7 @@ def configure(
     # not sent. The executor reports what it ignored itself, in the run's Warnings.
     for path in unknown_fields(Configuration, document):
         _warn(f"unknown field {path} in the configuration, not sent")
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         created = wiz.configure(proc, run, configuration)
     print_warnings(created.Warnings)
     if json:
@@ -207,6 +219,7 @@ def data(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many chunks.")] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
     """Show a run's input chunks and their outputs, read and printed page by page."""
@@ -215,7 +228,7 @@ def data(
     outputs: list[Data] = []
     shown = 0
     rows = _DataRows()
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
             room = len(page.In) if limit is None else limit - shown
             page_in, page_out = page.In[:room], page.Out[:room]
@@ -274,10 +287,16 @@ class _DataRows:
         return chunk.ChunkID, chunk.State.value, chunk.AssociatedChunkID, result
 
 
-def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def end(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
     """Declare end of input: no more chunks will come, so the run completes once the
     chunks it holds have finished (for a run whose NumChunks is 0, the only way)."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         closed = wiz.end_of_input(proc, run)
     if json:
         return print_json(closed)
@@ -287,9 +306,15 @@ def end(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption =
     )
 
 
-def delete(proc: ProcArg, run: RunArg, url: UrlOption = DEFAULT, json: JsonOption = False) -> None:
+def delete(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    token: TokenOption = None,
+    json: JsonOption = False,
+) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         gone = wiz.delete(proc, run)
     if json:
         return print_json(gone)

@@ -18,6 +18,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     stderr,
@@ -33,6 +34,7 @@ def watch(
         float | None, typer.Option(min=0, help="Give up after this many seconds.")
     ] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
 ) -> None:
     """Follow a run live until it ends; exit 3 if it ends ERRORED.
@@ -42,7 +44,7 @@ def watch(
     tracker = RunTracker(proc, run)
     final: Run | None = None
     failures: list[str] = []
-    with api_errors(url), Client(url) as wiz:
+    with api_errors(url), Client(url, token=token) as wiz:
         if json:
             with closing(wiz.follow(proc, run, timeout)) as items:
                 for item in items:

@@ -25,7 +25,7 @@ from ._errors import EventsUnavailable
 from ._events import Event, EventDecoder, sse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import Answered, RetryPolicy
-from ._state import DEFAULT_URL, Lifecycle
+from ._state import DEFAULT_URL, Lifecycle, auth_headers
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ class Client:
     be used again. Requests answered 429 are retried after the server's `Retry-After`,
     as `retry` allows. Error answers raise the classes of `wiz_executor.errors`.
     `stream_idle` is how long `follow`/`wait` let an event stream stay silent before
-    they read the run again.
+    they read the run again. `token` is sent as `Authorization: Bearer TOKEN` on every
+    request; by default it is `WIZ_TOKEN` from the environment, if set.
     """
 
     def __init__(
@@ -49,13 +50,17 @@ class Client:
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         stream_idle: float = 20.0,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
         self.stream_idle = stream_idle
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+            base_url=base_url,
+            timeout=timeout,
+            headers=auth_headers(headers, token),
+            transport=transport,
         )
         self._lifecycle = Lifecycle("Client")
 
