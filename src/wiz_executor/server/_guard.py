@@ -78,6 +78,7 @@ class Guard:
         self.app = app
         self.settings = settings
         self.token = settings.token.encode() if settings.token else None
+        self._expected = b"Bearer " + (self.token or b"")
         self.open_paths = OPEN_PATHS | ({METRICS} if settings.metrics_public else set())
         self.allowed_hosts = frozenset(settings.allowed_hosts)
         self.any_host = "*" in self.allowed_hosts
@@ -93,23 +94,18 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = origin = site = auth = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"sec-fetch-site":
-                site = value
-            elif name == b"authorization":
-                auth = value
+        # One dict of the few headers a request has: the cheapest way to read four.
+        headers = dict(scope["headers"])
+        host = headers.get(b"host")
+        origin = headers.get(b"origin")
+        site = headers.get(b"sec-fetch-site")
         try:
             if host is not None:
                 self._check_host(scope, host)
             if origin is not None or site is not None:
                 self._check_origin(scope, host, origin, site)
             if self.token is not None and not self.is_open(scope["path"]):
-                self._check_token(auth)
+                self._check_token(headers.get(b"authorization"))
         except WizError as exc:
             await self._refuse(scope, send, exc)
             return
@@ -157,6 +153,8 @@ class Guard:
             )
 
     def _check_token(self, auth: bytes | None) -> None:
+        if auth is not None and hmac.compare_digest(auth, self._expected):
+            return  # the usual header, exactly: one comparison
         if auth is None or auth[:7].lower() != b"bearer ":
             raise Unauthorized(_MISSING)
         # compare_digest takes time independent of where the bytes differ.
