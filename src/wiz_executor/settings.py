@@ -99,7 +99,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     """Host names a request's `Host` header may give besides loopback addresses and the
     address the request arrived on (`*` = any); others get 421 (DNS rebinding)."""
-    downstream_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    downstream_tokens: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     """Bearer tokens for downstream deliveries, by target `host:port`; a target not
     listed gets `token` (the executor's own), if any."""
 

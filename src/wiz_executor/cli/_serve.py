@@ -24,7 +24,7 @@ from ..api import WorkModel
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..settings import Settings, check_token, normalize_origin
-from ._common import EXIT_USAGE, fail
+from ._common import EXIT_USAGE, fail, flag
 
 log = logging.getLogger("wiz_executor.server")
 
@@ -207,15 +207,14 @@ def serve(
     ] = None,
     insecure: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--insecure",
-            help="Serve on a non-loopback address without a token (anyone who reaches the "
-            "port can then run processors).",
+            "Serve on a non-loopback address without a token (anyone who reaches the port "
+            "can then run processors).",
         ),
     ] = False,
     metrics_public: Annotated[
-        bool,
-        typer.Option("--metrics-public", help="Serve /metrics without the token."),
+        bool, flag("--metrics-public", "Serve /metrics without the token.")
     ] = False,
     allow_origin: Annotated[
         list[str] | None,
