@@ -5,6 +5,10 @@
 prints JSON: the answer, the body size, the peak RSS growth the request caused, and the
 longest gap between two turns of the event loop while it was handled. A fresh process,
 so the peak RSS is this request's alone and no other test's garbage blurs it.
+
+The peak is the kernel's `VmHWM` of this process's own memory, not `ru_maxrss`: Linux
+carries `ru_maxrss` over from the parent across fork and exec, so the child of a pytest
+process that had grown to 400 MB reported a 400 MB "peak" whatever it did itself.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from wiz_executor import Executor, Settings, create_app
 from wiz_executor.api import Configuration
 
 ITEMS = 1_000_000
+
+
+def peak_rss() -> int:
+    """Bytes: the high-water mark of this process's resident memory (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def body_of_identical_chunks(n: int) -> bytes:

@@ -113,7 +113,7 @@ def served_with(monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
         # How the original manager starts it: Go's listen-address form, on loopback here.
         (["--port", ":8080"], "127.0.0.1", 8080),
         (["--host", "127.0.0.2", "--port", ":8080"], "127.0.0.2", 8080),
-        (["--port", "0.0.0.0:9001"], "0.0.0.0", 9001),
+        (["--port", "0.0.0.0:9001", "--insecure"], "0.0.0.0", 9001),  # no token: insist
         (["--host", "127.0.0.2", "--port", "localhost:9002"], "localhost", 9002),
         (["--port", "[::1]:9003"], "::1", 9003),
         (["--port", "0"], "127.0.0.1", 0),  # a free port, picked by the system

@@ -15,19 +15,29 @@ Checks, and why these:
   Only operations with a body get negative cases: schemathesis cannot make a path
   parameter invalid without changing the route.
 
-Left out: `response_headers_conformance` (no headers are documented), the stateful and
-authorization checks (the API has no links and no auth), `unsupported_method` (test_http
-covers 405 and `Allow`), and the event streams (they never end by themselves).
+The run goes twice: against an executor without a token, and against one with a token
+that the fuzzer sends (fewer examples: the same operations, behind the guard). A third
+pass sends requests without the token to the second: every operation but /healthz and
+the dashboard page must answer 401 with a `WWW-Authenticate` challenge, as the document
+says.
+
+Left out: `response_headers_conformance` (few headers are documented), the stateful and
+the built-in authorization checks (the API has no links; the third pass checks the
+token), `unsupported_method` (test_http covers 405 and `Allow`), and the event streams
+(they never end by themselves).
 
 What is adjusted in the generated requests, and why:
 - the processor is `noop` for half of the cases (and for any that names another
   built-in: `get`, `git` and `scrape` would fetch URLs), and a third of run IDs name a
-  run configured up front, so requests reach real runs and not only 404s;
+  run configured up front, so requests reach real runs and not only 404s; GetData's
+  `after` is dropped for that run, which holds no chunk: an `after` naming no chunk
+  of a run is a 400 that depends on the run's state, as a 404 does;
 - Configure's `Processor` is null: each processor checks its own configuration model,
   which one OpenAPI schema per path cannot express (test_configure covers those 400s);
 - downstream `Hostname`s point at 127.0.0.1:1, so nothing leaves the machine.
 
-Bounded by `MAX_EXAMPLES` per operation and mode: well under a minute in all.
+Bounded by `MAX_EXAMPLES` per operation and mode (and `TOKEN_EXAMPLES`,
+`UNAUTHORIZED_EXAMPLES` for the other passes): about a minute in all.
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 MAX_EXAMPLES = 100
+TOKEN_EXAMPLES = 30
+UNAUTHORIZED_EXAMPLES = 5
+TOKEN = "fuzz-token-0"
+OPEN_OPERATIONS = {"GET /healthz", "GET /"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -88,13 +102,23 @@ class _Server(uvicorn.Server):
             self.ready.set()
 
 
+@pytest.fixture(scope="module", params=["no token", "token"])
+def auth(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The headers the fuzzer sends: none, then the token of an executor that has one."""
+    return {"Authorization": f"Bearer {TOKEN}"} if request.param == "token" else {}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The executor served by uvicorn on 127.0.0.1 in a thread, stopped at the end."""
+def server(auth: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The executor served by uvicorn on 127.0.0.1 in a thread, stopped at the end;
+    with a token when the fuzzer has one to send."""
     data_dir: Path = tmp_path_factory.mktemp("wiz-data")
     # No --max-chunk-timeout: it is each operator's own ceiling on ChunkTimeout, which
     # one document for every executor cannot state (test_ceilings covers its 400).
-    app = create_app(Settings(data_dir=data_dir, shutdown_grace=1, max_chunk_timeout=None))
+    token = TOKEN if auth else None
+    app = create_app(
+        Settings(data_dir=data_dir, shutdown_grace=1, max_chunk_timeout=None, token=token)
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -119,10 +143,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def schema(server: str) -> Any:
+def schema(server: str, auth: dict[str, str]) -> Any:
     import requests
 
-    resp = requests.post(f"{server}/processors/noop/runs/{OPEN_RUN}/config", json={}, timeout=10)
+    resp = requests.post(
+        f"{server}/processors/noop/runs/{OPEN_RUN}/config", json={}, timeout=10, headers=auth
+    )
     assert resp.status_code == 200, resp.text
     return schemathesis.openapi.from_url(f"{server}/openapi.json", config=CONFIG)
 
@@ -146,6 +172,8 @@ def _adjust(case: Any) -> None:
             params["procID"] = "noop"
         if run_id and len(run_id) % 3 == 0 and case.method != "DELETE":
             params["runID"] = OPEN_RUN
+            if isinstance(case.query, dict):
+                case.query.pop("after", None)
     body = case.body
     if isinstance(body, dict) and "Processor" in body:
         body["Processor"] = None
@@ -161,7 +189,7 @@ def _adjust(case: Any) -> None:
 
 @pytest.mark.parametrize("operation", _operations())
 def test_the_server_does_what_its_openapi_document_says(
-    server: str, schema: Any, operation: str
+    server: str, auth: dict[str, str], schema: Any, operation: str
 ) -> None:
     op = schema.find_operation_by_label(operation)
     assert op is not None, operation
@@ -171,7 +199,7 @@ def test_the_server_does_what_its_openapi_document_says(
     for mode in modes:
 
         @settings(
-            max_examples=MAX_EXAMPLES,
+            max_examples=TOKEN_EXAMPLES if auth else MAX_EXAMPLES,
             deadline=None,
             database=None,
             phases=[Phase.generate],
@@ -180,6 +208,40 @@ def test_the_server_does_what_its_openapi_document_says(
         @given(op.as_strategy(generation_mode=mode))
         def fuzz(case: Any) -> None:
             _adjust(case)
-            case.call_and_validate(base_url=server, checks=CHECKS)
+            case.call_and_validate(base_url=server, checks=CHECKS, headers=auth)
 
         fuzz()
+
+
+@pytest.mark.parametrize("auth", ["token"], indirect=True)
+@pytest.mark.parametrize("operation", _operations())
+def test_without_the_token_every_operation_but_health_is_401(
+    server: str, auth: dict[str, str], schema: Any, operation: str
+) -> None:
+    op = schema.find_operation_by_label(operation)
+    assert op is not None, operation
+
+    @settings(
+        max_examples=UNAUTHORIZED_EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(op.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def fuzz(case: Any) -> None:
+        _adjust(case)
+        (case.headers or {}).pop("Authorization", None)
+        response = case.call(base_url=server)
+        case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+        if operation in OPEN_OPERATIONS:
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code == 401, (response.status_code, response.text)
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            challenge = headers["www-authenticate"]  # a list of values in schemathesis 4
+            assert str(challenge[0] if isinstance(challenge, list) else challenge).startswith(
+                "Bearer "
+            )
+
+    fuzz()

@@ -28,6 +28,11 @@ On shutdown the deliveries still pending get the grace period, then stop and fai
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
+
+Each delivery carries `Authorization: Bearer TOKEN` when there is a token for its target:
+the one given for the target's `host:port` (`--downstream-token`), else the executor's
+own (the common case: a pipeline's runs on one executor, or on executors sharing a
+token). A target with neither gets no Authorization header, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
+from collections.abc import Mapping
 from time import monotonic
 from typing import Any
 from urllib.parse import quote
@@ -49,6 +55,7 @@ from ._tls import CA_CERTS_HINT, verification_failure
 from .api import DownstreamDataLocation
 from .errors import NetworkRefused
 from .runs import Chunk, Run, RunMap
+from .settings import host_key
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +139,15 @@ class Downstream:
         *,
         cap: float = 30.0,
         timeout: float = 3600.0,
+        token: str | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.runs = runs
         self.client = client
+        self.token = token
+        """Sent to targets without a token of their own in `tokens`."""
+        self.tokens = {host_key(host): value for host, value in (tokens or {}).items()}
+        """Tokens by target `host:port` (lower case)."""
         self.timeout = timeout
         """Seconds an output may take to be delivered, from when it was queued."""
         self.policy = Backoff(
@@ -231,6 +244,13 @@ class Downstream:
             reason,
         )
 
+    def _headers(self, hostname: str) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        token = self.tokens.get(host_key(hostname), self.token)
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return headers
+
     async def _send(self, host: _Host, send: _Send) -> str | None:
         output = send.output
         run = output.run
@@ -247,6 +267,7 @@ class Downstream:
             "AssociatedChunkID": f"{chunk.output_id}-{send.loc.RunID}",
         }
         url = location_url(send.loc)
+        headers = self._headers(send.loc.Hostname)
         try:
             body = self._encode(message)
         except (TypeError, ValueError) as exc:  # (outputs are checked to be JSON already)
@@ -265,9 +286,7 @@ class Downstream:
                         return DELETED
                     tries += 1
                     try:
-                        resp = await self.client.post(
-                            url, content=body, headers={"content-type": "application/json"}
-                        )
+                        resp = await self.client.post(url, content=body, headers=headers)
                     except httpx.TransportError as exc:
                         self._failing(host, _describe(exc))
                         raise

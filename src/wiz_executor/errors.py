@@ -12,6 +12,9 @@
     ├── ExecutorFull                 the bounded queue of waiting chunks is full; retry later
     ├── ShuttingDown                 the executor is stopping and takes no new work
     ├── Unauthorized                 a required token is missing or wrong
+    ├── Forbidden                    a browser request from another origin (CSRF defence)
+    ├── MisdirectedRequest           a Host header naming no address of this executor
+    │                                (DNS rebinding defence)
     ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
     │   ├── ChunkTimeout             recorded on the chunk)
     │   └── NetworkRefused           the network policy refused a connection's address
@@ -96,7 +99,26 @@ class ShuttingDown(WizError):
 
 
 class Unauthorized(WizError):
-    """A token is required and was missing or wrong."""
+    """A token is required and was missing or wrong.
+
+    `error` is RFC 6750's error code for the `WWW-Authenticate` header: empty when the
+    request carried no bearer token at all (the RFC asks for no code then), else
+    `invalid_token`."""
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class Forbidden(WizError):
+    """The request was refused whatever its credentials: a browser sent it from a page
+    of another origin, which may not drive the executor."""
+
+
+class MisdirectedRequest(WizError):
+    """The request's Host header names no address of this executor: a page on another
+    site whose name was made to resolve to this machine (DNS rebinding), or a proxy
+    sending it to the wrong server."""
 
 
 class ChunkFailed(WizError):

@@ -104,6 +104,8 @@ class Executor:
             backoff=settings.downstream_backoff,
             cap=settings.delivery_backoff_cap,
             timeout=settings.delivery_timeout,
+            token=self.settings.token,
+            tokens=self.settings.downstream_tokens,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
         return self

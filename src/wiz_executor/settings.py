@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .api import WorkModel
 from .netpolicy import parse_cidr
 from .processors import Limits
 
 _CEILINGS = Limits()
+
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750's `b64token`: what may follow `Bearer ` in an Authorization header."""
+_ORIGIN = re.compile(r"(https?)://([^/?#@\s]+)")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def check_token(token: str, source: str = "the token") -> str:
+    """`token` if a client can send it as `Authorization: Bearer TOKEN`, else ValueError
+    naming `source` (the flag, variable or file it came from)."""
+    if not token:
+        raise ValueError(f"{source} is empty")
+    if not _B64TOKEN.fullmatch(token):
+        raise ValueError(
+            f"{source} may hold only letters, digits and - . _ ~ + / (then = signs), as "
+            "a bearer token must (RFC 6750); e.g. make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return token
+
+
+def normalize_origin(origin: str) -> str:
+    """`scheme://host[:port]` as browsers write it in `Origin`: lower case, no default
+    port, no trailing slash; ValueError for anything else."""
+    text = origin.strip().rstrip("/").lower()
+    match = _ORIGIN.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{origin!r} is not an origin: give scheme://host[:port]")
+    scheme, host = match.groups()
+    default = ":" + _DEFAULT_PORTS[scheme]
+    return f"{scheme}://{host.removesuffix(default)}"
+
+
+def host_key(hostname: str) -> str:
+    """The `host:port` a downstream `Hostname` (`host:port`, or a URL) names, in lower
+    case: how `--downstream-token HOST=TOKEN` entries are matched to deliveries."""
+    text = hostname.strip().rstrip("/")
+    if "://" in text:
+        text = urlsplit(text).netloc
+    return text.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +135,21 @@ class Settings:
     """The address and port this executor serves its API on (`--host`/`--port`): refused
     to processors' fetches. The server also reports the sockets it bound at start-up."""
 
+    token: str | None = field(default=None, repr=False)
+    """The bearer token every API request must carry (`Authorization: Bearer TOKEN`);
+    None = no authentication, which the CLI allows only on a loopback address."""
+    metrics_public: bool = False
+    """Serve /metrics without the token (for a scraper that cannot send one)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (`scheme://host[:port]`) besides the executor's own whose pages
+    may call the API; any other `Origin` is refused with 403."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names a request's `Host` header may give besides loopback addresses and the
+    address the request arrived on (`*` = any); others get 421 (DNS rebinding)."""
+    downstream_tokens: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    """Bearer tokens for downstream deliveries, by target `host:port`; a target not
+    listed gets `token` (the executor's own), if any."""
+
     def __post_init__(self) -> None:
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -140,6 +198,22 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         object.__setattr__(
             self, "allowed_roots", tuple(Path(root).absolute() for root in self.allowed_roots)
+        )
+        if self.token is not None:
+            check_token(self.token)
+        for host, token in self.downstream_tokens.items():
+            check_token(token, f"the downstream token for {host}")
+        # Compared with what requests carry, so kept in the form they carry it.
+        object.__setattr__(
+            self, "allowed_origins", tuple(normalize_origin(o) for o in self.allowed_origins)
+        )
+        object.__setattr__(
+            self, "allowed_hosts", tuple(h.strip().lower() for h in self.allowed_hosts)
+        )
+        object.__setattr__(
+            self,
+            "downstream_tokens",
+            {host_key(host): token for host, token in self.downstream_tokens.items()},
         )
 
     @property

@@ -1,5 +1,5 @@
-"""What every client verb shares: `--url`, `--ssl-ca-certs`, `--json`, output, and
-one-line errors.
+"""What every client verb shares: `--url`, `--token`, `--ssl-ca-certs`, `--json`, output,
+and one-line errors.
 
 The verbs are thin: they parse arguments, call `wiz_executor.client`, and print. An API
 error or an unreachable executor becomes one line on stderr and exit code 1; bad
@@ -35,6 +35,17 @@ UrlOption = Annotated[
         "--url",
         envvar="WIZ_URL",
         help="Base URL of the executor.",
+        show_envvar=True,
+    ),
+]
+
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="WIZ_TOKEN",
+        help="The executor's bearer token, if it requires one (prefer the variable: a "
+        "command line is visible to every local user).",
         show_envvar=True,
     ),
 ]

@@ -37,6 +37,7 @@ from ._common import (
     EXIT_USAGE,
     CaCertsOption,
     JsonOption,
+    TokenOption,
     api_errors,
     compact,
     fail,
@@ -70,6 +71,7 @@ def run(
             help="Executor to run on; without it, an embedded one serves for the duration.",
         ),
     ] = None,
+    token: TokenOption = None,
     hostname: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +110,7 @@ def run(
             stack.enter_context(_quiet_run_log())
             executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname
+            token = ""  # it has none to ask for
         else:
             host = hostname or _hostname(url)
         display = _Display(pipeline)
@@ -117,7 +120,7 @@ def run(
         with api_errors(url), live:
             try:
                 result = anyio.run(
-                    _run, pipeline, url, host, batch_size, display.update, timeout, verify
+                    _run, pipeline, url, token, host, batch_size, display.update, timeout, verify
                 )
             except TimeoutError:
                 fail(f"pipeline {pipeline.name} did not finish within {timeout:g} s")
@@ -132,13 +135,14 @@ def run(
 async def _run(
     pipeline: Pipeline,
     url: str,
+    token: str | None,
     hostname: str,
     batch_size: int,
     on_update: Update,
     deadline: float | None,
     verify: ssl.SSLContext,
 ) -> PipelineResult:
-    async with AsyncClient(url, verify=verify) as client:
+    async with AsyncClient(url, token=token, verify=verify) as client:
         runner = PipelineRunner(
             pipeline, client, hostname, batch_size=batch_size, on_update=on_update
         )

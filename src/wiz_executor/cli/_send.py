@@ -28,6 +28,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     fail,
@@ -69,6 +70,7 @@ def send(
         str, typer.Option(help="ChunkID prefix for items that are not whole chunks.")
     ] = "chunk-",
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
@@ -89,7 +91,7 @@ def send(
         console=stderr(),
         disable=json,
     )
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz, progress:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz, progress:
         task = progress.add_task("send", total=len(chunks))
         for batch, size in batches:
             try:

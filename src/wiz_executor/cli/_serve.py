@@ -3,10 +3,16 @@
 On a signal uvicorn stops accepting connections, ends the event streams and lets open
 requests end; then the app's lifespan shuts the executor down in order (running chunks
 get the grace period, the rest fail with a message saying why).
+
+Listening on anything but a loopback address without a token is refused before
+anything is bound: whoever reaches the port could run processors that fetch URLs and
+read files. `--insecure` insists.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,8 +27,10 @@ from ..netpolicy import parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..server._serving import tls_options
-from ..settings import Settings
-from ._common import EXIT_USAGE, CaCertsOption, fail
+from ..settings import Settings, check_token, normalize_origin
+from ._common import EXIT_USAGE, CaCertsOption, fail, flag
+
+log = logging.getLogger("wiz_executor.server")
 
 DEFAULTS = Settings()
 
@@ -84,6 +92,63 @@ def _check_cidrs(values: list[str] | None) -> list[str] | None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     return values
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
+
+
+def _read_secret_file(path: Path, flag: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        fail(f"cannot read {flag} {path}: {why}", EXIT_USAGE)
+
+
+def load_token(token: str | None, token_file: Path | None) -> str | None:
+    """The executor's token from --token (or WIZ_TOKEN) or --token-file, checked."""
+    if token is not None and token_file is not None:
+        fail("give the token once: --token (or WIZ_TOKEN) or --token-file, not both", EXIT_USAGE)
+    source = "--token (or WIZ_TOKEN)"
+    if token_file is not None:
+        token, source = _read_secret_file(token_file, "--token-file").strip(), str(token_file)
+        if not token:
+            fail(f"--token-file {token_file} is empty: put the token in it", EXIT_USAGE)
+    if token is None:
+        return None
+    try:
+        return check_token(token, source)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def parse_downstream_tokens(entries: list[str], token_file: Path | None) -> dict[str, str]:
+    """`HOST=TOKEN` entries from --downstream-token and --downstream-token-file (one a
+    line; blank lines and `#` comments skipped); the options win over the file."""
+    lines: list[tuple[str, str]] = []
+    if token_file is not None:
+        text = _read_secret_file(token_file, "--downstream-token-file")
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                lines.append((f"{token_file} line {number}", line.strip()))
+    lines += [("--downstream-token", entry) for entry in entries]
+    tokens: dict[str, str] = {}
+    for where, entry in lines:
+        host, equals, token = entry.partition("=")
+        if not equals or not host.strip() or not token.strip():
+            fail(f"{where}: expected HOST=TOKEN (HOST as in a Hostname, host:port)", EXIT_USAGE)
+        try:
+            tokens[host.strip()] = check_token(token.strip(), f"{where}: the token")
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+    return tokens
 
 
 def serve(
@@ -230,6 +295,62 @@ def serve(
         ),
     ] = None,
     ssl_ca_certs: CaCertsOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WIZ_TOKEN",
+            show_envvar=True,
+            help="Require this bearer token (Authorization: Bearer TOKEN) on every request "
+            "but /healthz. Prefer WIZ_TOKEN or --token-file: a command line is visible to "
+            "every local user.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the token from this file (surrounding whitespace dropped)."),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        flag(
+            "--insecure",
+            "Serve on a non-loopback address without a token (anyone who reaches the port "
+            "can then run processors).",
+        ),
+    ] = False,
+    metrics_public: Annotated[
+        bool, flag("--metrics-public", "Serve /metrics without the token.")
+    ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="A browser origin (scheme://host[:port]) besides the executor's own whose "
+            "pages may call the API (repeatable).",
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="A name the Host header may give besides loopback addresses and the "
+            "address bound (repeatable; * = any); others get 421 (DNS rebinding).",
+        ),
+    ] = None,
+    downstream_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--downstream-token",
+            metavar="HOST=TOKEN",
+            help="The token for deliveries to HOST (a DownstreamLocations Hostname, "
+            "host:port); others get the executor's own token (repeatable).",
+        ),
+    ] = None,
+    downstream_token_file: Annotated[
+        Path | None,
+        typer.Option(help="HOST=TOKEN lines, as --downstream-token."),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -262,6 +383,18 @@ def serve(
             f"({max_chunk_timeout:g})",
             param_hint="'--chunk-timeout'",
         )
+    secret = load_token(token, token_file)
+    if secret is None and not is_loopback(bind) and not insecure:
+        fail(
+            f"refusing to listen on {bind} without a token: anyone who can reach it could "
+            "run processors that fetch URLs and read files. Set one with WIZ_TOKEN=... or "
+            "--token-file PATH (clients send it with WIZ_TOKEN or --token), or pass "
+            "--insecure to serve without one",
+            EXIT_USAGE,
+        )
+    hosts = list(allow_host or ())
+    if not is_loopback(bind) and not _is_address(bind):
+        hosts.append(bind)  # the name it was told to listen on is its own
     settings = Settings(
         max_workers=max_workers,
         default_run_workers=run_workers,
@@ -288,8 +421,17 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         ssl_keyfile_password=ssl_keyfile_password,
         ssl_ca_certs=ssl_ca_certs,
+        token=secret,
+        metrics_public=metrics_public,
+        allowed_origins=_origins(allow_origin or []),
+        allowed_hosts=tuple(hosts),
+        downstream_tokens=parse_downstream_tokens(downstream_token or [], downstream_token_file),
     )
     configure_logging(log_level.value)
+    if secret is None and not is_loopback(bind):
+        log.warning(
+            "serving on %s without a token (--insecure): anyone who can reach it may use it", bind
+        )
     run_server(
         create_app(settings),
         host=bind,
@@ -300,3 +442,18 @@ def serve(
         timeout_graceful_shutdown=int(shutdown_grace) + 1,
         **tls_options(settings),
     )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _origins(values: list[str]) -> tuple[str, ...]:
+    try:
+        return tuple(normalize_origin(value) for value in values)
+    except ValueError as exc:
+        fail(f"--allow-origin: {exc}", EXIT_USAGE)

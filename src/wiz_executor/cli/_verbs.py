@@ -21,6 +21,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     compact,
@@ -36,10 +37,13 @@ from ._progress import state_text
 
 
 def processors(
-    url: UrlOption = DEFAULT, json: JsonOption = False, ssl_ca_certs: CaCertsOption = None
+    url: UrlOption = DEFAULT,
+    token: TokenOption = None,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """List the processors the executor serves."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.processors()
     if json:
         return print_json(found)
@@ -52,11 +56,12 @@ def processors(
 def runs(
     proc: ProcArg,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """List the runs of a processor."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.runs(proc)
     if json:
         return print_json(found)
@@ -80,11 +85,12 @@ def run(
     proc: ProcArg,
     run: RunArg,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Show one run: its state, chunk counts and configuration."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         found = wiz.run(proc, run)
     if json:
         return print_json(found)
@@ -149,6 +155,7 @@ def configure(
         typer.Option(help="Send outputs to HOST:PORT/PROC/RUN (repeatable)."),
     ] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
@@ -183,7 +190,7 @@ def configure(
     # not sent. The executor reports what it ignored itself, in the run's Warnings.
     for path in unknown_fields(Configuration, document):
         _warn(f"unknown field {path} in the configuration, not sent")
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         created = wiz.configure(proc, run, configuration)
     print_warnings(created.Warnings)
     if json:
@@ -223,6 +230,7 @@ def data(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Show at most this many chunks.")] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
@@ -232,7 +240,7 @@ def data(
     outputs: list[Data] = []
     shown = 0
     rows = _DataRows()
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
             room = len(page.In) if limit is None else limit - shown
             page_in, page_out = page.In[:room], page.Out[:room]
@@ -295,12 +303,13 @@ def end(
     proc: ProcArg,
     run: RunArg,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Declare end of input: no more chunks will come, so the run completes once the
     chunks it holds have finished (for a run whose NumChunks is 0, the only way)."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         closed = wiz.end_of_input(proc, run)
     if json:
         return print_json(closed)
@@ -314,12 +323,13 @@ def retry(
     proc: ProcArg,
     run: RunArg,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Retry what failed: queue the run's FAILED chunks again and resend its failed
     downstream deliveries (nothing, when nothing failed)."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         done = wiz.retry(proc, run)
     if json:
         return print_json(done)
@@ -333,11 +343,12 @@ def delete(
     proc: ProcArg,
     run: RunArg,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         gone = wiz.delete(proc, run)
     if json:
         return print_json(gone)

@@ -19,6 +19,7 @@ from ._common import (
     JsonOption,
     ProcArg,
     RunArg,
+    TokenOption,
     UrlOption,
     api_errors,
     stderr,
@@ -35,6 +36,7 @@ def watch(
         float | None, typer.Option(min=0, help="Give up after this many seconds.")
     ] = None,
     url: UrlOption = DEFAULT,
+    token: TokenOption = None,
     json: JsonOption = False,
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
@@ -45,7 +47,7 @@ def watch(
     tracker = RunTracker(proc, run)
     final: Run | None = None
     failures: list[str] = []
-    with api_errors(url), Client(url, verify=trust(ssl_ca_certs)) as wiz:
+    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
         if json:
             with closing(wiz.follow(proc, run, timeout)) as items:
                 for item in items:

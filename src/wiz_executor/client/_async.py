@@ -29,7 +29,7 @@ from ._errors import EventsUnavailable
 from ._events import Event, EventDecoder, asse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import Answered, RetryPolicy
-from ._state import DEFAULT_URL, Lifecycle
+from ._state import DEFAULT_URL, Lifecycle, auth_headers
 
 T = TypeVar("T")
 
@@ -45,6 +45,8 @@ class AsyncClient:
     they read the run again. `verify` is what an https executor's certificate is checked
     against: True (the system's CAs), the path of a CA bundle trusted besides them, or an
     `ssl.SSLContext`; verification cannot be switched off with False.
+    `token` is sent as `Authorization: Bearer TOKEN` on every
+    request; by default it is `WIZ_TOKEN` from the environment, if set.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         stream_idle: float = 20.0,
         verify: Verify = True,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.retry_policy = retry or RetryPolicy()
@@ -65,7 +68,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
-            headers=headers,
+            headers=auth_headers(headers, token),
             transport=transport,
             verify=verify_context(verify),
         )

@@ -1,8 +1,24 @@
-"""What both clients share about their own lifecycle."""
+"""What both clients share: their lifecycle, and the token they send."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 DEFAULT_URL = "http://127.0.0.1:8080"
+TOKEN_ENV = "WIZ_TOKEN"
+
+
+def auth_headers(headers: Mapping[str, str] | None, token: str | None) -> dict[str, str]:
+    """`headers` with `Authorization: Bearer TOKEN` added: `token`, or WIZ_TOKEN from the
+    environment when it is None (an empty string sends none). An Authorization given
+    in `headers` is kept as it is."""
+    merged = dict(headers or {})
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    if token and not any(name.lower() == "authorization" for name in merged):
+        merged["Authorization"] = f"Bearer {token}"
+    return merged
 
 
 class Lifecycle:

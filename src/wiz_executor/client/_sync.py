@@ -27,7 +27,7 @@ from ._errors import EventsUnavailable
 from ._events import Event, EventDecoder, sse_lines
 from ._follow import STREAM_ERRORS, FollowPlan, is_finished
 from ._retry import Answered, RetryPolicy
-from ._state import DEFAULT_URL, Lifecycle
+from ._state import DEFAULT_URL, Lifecycle, auth_headers
 
 T = TypeVar("T")
 
@@ -43,6 +43,8 @@ class Client:
     they read the run again. `verify` is what an https executor's certificate is checked
     against: True (the system's CAs), the path of a CA bundle trusted besides them, or an
     `ssl.SSLContext`; verification cannot be switched off with False.
+    `token` is sent as `Authorization: Bearer TOKEN` on every
+    request; by default it is `WIZ_TOKEN` from the environment, if set.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         stream_idle: float = 20.0,
         verify: Verify = True,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.retry_policy = retry or RetryPolicy()
@@ -63,7 +66,7 @@ class Client:
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
-            headers=headers,
+            headers=auth_headers(headers, token),
             transport=transport,
             verify=verify_context(verify),
         )

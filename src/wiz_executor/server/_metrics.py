@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 ADD_DATA_ROUTE = "/processors/{procID}/runs/{runID}/data"
 UNMATCHED = "unmatched"
 """The route label of requests no route matched (404s): raw paths would be unbounded."""
+REFUSED = "refused"
+"""The route label of requests the guard refused (401, 403, 421) before any routing."""
 
 HTTP_BUCKETS = (
     0.0005,
@@ -86,6 +88,14 @@ class HttpStats:
             observe(seconds)
 
         return add_data_answered
+
+    def refusal_observer(self) -> Callable[[str, int, float], None]:
+        """What the guard calls per refused request."""
+
+        def refused(method: str, status: int, seconds: float) -> None:
+            self.observe(method, REFUSED, status, seconds)
+
+        return refused
 
 
 class HttpMetricsMiddleware:

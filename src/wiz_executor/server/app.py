@@ -2,7 +2,8 @@
 
 All state lives in the `Executor`, which the app's lifespan starts and stops (or which
 the caller owns, when one is passed in). Rarely used endpoints get FastAPI's comforts;
-AddData, the hot path, is answered by `AddDataFastPath` before any middleware.
+AddData, the hot path, is answered by `AddDataFastPath` before any middleware. In front
+of both, `Guard` checks the token and the browser defences of every request.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ._data import DEFAULT_PAGE, MAX_PAGE, data_response, next_link, select_page
 from ._docs import add_docs_routes
 from ._errors import error_body, error_headers, status_of
 from ._fastpath import AddDataFastPath, add_data_response, read_body
+from ._guard import Guard, document_guard
 from ._http import HttpRules, allowed_methods
 from ._metrics import HttpMetricsMiddleware, Metrics, executor_getter
 from ._observability import add_observability_routes
@@ -97,19 +99,24 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 class _ExecutorApp(FastAPI):
-    """FastAPI with the AddData fast path in front of all of its middleware.
+    """FastAPI with the guard and the AddData fast path in front of all of its middleware.
 
     AddData is the one request a pipeline sends per chunk; passing it through the
     framework's middleware layers cost about a fifth of the server's CPU per request
-    (see benchmarks/results/history.md), so it is answered before any of them.
+    (see benchmarks/results/history.md), so it is answered before any of them. The
+    guard comes first of all, so that it covers the fast path too.
     """
 
     fast_path: AddDataFastPath | None = None
+    guard: Guard | None = None
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document, made to say what the server does (see `_honest`)."""
         if self.openapi_schema is None:
-            _honest(super().openapi())
+            document = super().openapi()
+            _honest(document)
+            if self.guard is not None:
+                document_guard(document, self.guard)
         return super().openapi()
 
     async def call_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,10 +125,12 @@ class _ExecutorApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
-        if self.fast_path is None:
-            await super().__call__(scope, receive, send)
-        else:
+        if self.guard is not None:
+            await self.guard(scope, receive, send)
+        elif self.fast_path is not None:
             await self.fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _honest(document: dict[str, Any]) -> None:
@@ -175,6 +184,8 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     app.add_middleware(HttpRules)
     app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # outermost: counts all
     app.fast_path = AddDataFastPath(app.call_stack, on_request=metrics.http.add_data_observer())
+    own = settings or (executor.settings if executor is not None else Settings())
+    app.guard = Guard(app.fast_path, own, on_refused=metrics.http.refusal_observer())
     _install_error_handlers(app)
     _add_routes(app)
     add_observability_routes(app, metrics, ERRORS)

@@ -4,6 +4,11 @@
 // current by the executor-wide event stream (/events): `run` events carry a run's
 // counts; `chunk` events mark their run for a (throttled) refresh and update the chunk
 // table of the run on display. A slow full refresh also catches deleted runs.
+//
+// An executor started with a token answers the API 401 without it: the page then asks
+// for the token once (a small form), keeps it for the tab in sessionStorage, and sends
+// it as `Authorization: Bearer …` on every request, the event stream included (read
+// with fetch, since EventSource cannot send headers).
 "use strict";
 
 const CHUNK_STATES = ["WAITING", "RUNNING", "SUCCEEDED", "FAILED"];
@@ -36,8 +41,75 @@ function esc(value) {
   );
 }
 
+// -- the token ---------------------------------------------------------------------
+
+const TOKEN_KEY = "wiz-executor-token";
+let asking = null; // the pending question, shared by every request that got a 401
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null; // storage disabled: the token lives in memory only
+  }
+}
+
+let memoryToken = null;
+function currentToken() {
+  return storedToken() ?? memoryToken;
+}
+
+function keepToken(token) {
+  memoryToken = token;
+  try {
+    if (token === null) sessionStorage.removeItem(TOKEN_KEY);
+    else sessionStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    // in memory only
+  }
+}
+
+// Show the form and resolve with what the person enters; `refused` says the last
+// token was wrong.
+function askToken(refused) {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
+    const panel = $("auth");
+    const form = $("auth-form");
+    const input = $("auth-token");
+    $("auth-error").hidden = !refused;
+    panel.hidden = false;
+    input.value = "";
+    input.focus();
+    form.onsubmit = (ev) => {
+      ev.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      panel.hidden = true;
+      form.onsubmit = null;
+      keepToken(token);
+      asking = null;
+      resolve(token);
+    };
+  });
+  return asking;
+}
+
+// fetch() with the token, asking for one (again) when the executor answers 401.
+async function apiFetch(url, options = {}) {
+  for (;;) {
+    const token = currentToken();
+    const headers = { ...(options.headers || {}) };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const resp = await fetch(url, { ...options, headers });
+    if (resp.status !== 401) return resp;
+    if (token && currentToken() === token) keepToken(null);
+    await askToken(!!token);
+  }
+}
+
 async function getJSON(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  const resp = await apiFetch(url, { headers: { Accept: "application/json" } });
   if (!resp.ok) {
     const err = new Error(`${resp.status} ${url}`);
     err.status = resp.status;
@@ -96,7 +168,7 @@ async function refreshRun(key) {
 
 // One page of a run's chunks, and the query of the next page (null on the last).
 async function getPage(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  const resp = await apiFetch(url, { headers: { Accept: "application/json" } });
   if (!resp.ok) {
     const err = new Error(`${resp.status} ${url}`);
     err.status = resp.status;
@@ -161,28 +233,70 @@ async function loadHealth() {
 
 // -- the event stream --------------------------------------------------------------
 
-function connect() {
+// The stream is read with fetch (EventSource cannot send the token) and parsed here,
+// per the Server-Sent Events rules this server uses: `event:` and `data:` lines, a
+// blank line ends an event, `:` lines are comments (keepalives).
+async function readEvents(onOpen) {
+  const resp = await apiFetch("events", { headers: { Accept: "text/event-stream" } });
+  if (!resp.ok || !resp.body) throw new Error(`${resp.status} events`);
+  onOpen();
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let type = "message";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).replace(/\r$/, "");
+      buffer = buffer.slice(end + 1);
+      if (line === "") {
+        if (data.length) onEvent(type, data.join("\n"));
+        type = "message";
+        data = [];
+      } else if (!line.startsWith(":")) {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") type = text;
+        else if (field === "data") data.push(text);
+      }
+    }
+  }
+}
+
+function onEvent(type, data) {
+  if (type === "run") onRunEvent(JSON.parse(data));
+  else if (type === "chunk") onChunkEvent(JSON.parse(data));
+  else if (type === "dropped") $("conn-text").textContent = "catching up…";
+}
+
+const RECONNECT_MS = 1000;
+
+async function connect() {
   const conn = $("conn");
   const text = $("conn-text");
-  const source = new EventSource("events");
-  source.onopen = () => {
-    conn.dataset.state = "live";
-    text.textContent = "live";
-    // read the current state once the stream is open: nothing is missed in between
-    loadAll()
-      .then(() => view.selected && loadChunks(view.selected))
-      .catch(() => {});
-  };
-  source.onerror = () => {
+  for (;;) {
+    try {
+      await readEvents(() => {
+        conn.dataset.state = "live";
+        text.textContent = "live";
+        // read the current state once the stream is open: nothing is missed in between
+        loadAll()
+          .then(() => view.selected && loadChunks(view.selected))
+          .catch(() => {});
+      });
+    } catch {
+      // the executor is down or stopping: try again below
+    }
+    // the stream ended (we fell behind, or the executor stopped): reconnect, and the
+    // next open reloads everything
     conn.dataset.state = "down";
     text.textContent = "reconnecting…";
-  };
-  source.addEventListener("run", (ev) => onRunEvent(JSON.parse(ev.data)));
-  source.addEventListener("chunk", (ev) => onChunkEvent(JSON.parse(ev.data)));
-  source.addEventListener("dropped", () => {
-    // we fell behind: the browser reconnects on its own, and onopen reloads everything
-    text.textContent = "catching up…";
-  });
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+  }
 }
 
 function onRunEvent(data) {
