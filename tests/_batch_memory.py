@@ -28,14 +28,6 @@ from wiz_executor.api import Configuration
 ITEMS = 1_000_000
 
 
-def peak_rss() -> int:
-    """Bytes: the high-water mark of this process's resident memory (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def body_of_identical_chunks(n: int) -> bytes:
     # Built without a list of n items, so building it does not raise the peak RSS
     # by more than the body itself.
