@@ -33,7 +33,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "wiz-data", downstream_backoff=0.01, shutdown_grace=5)
+    """Durable, as shipped: the journal in the test's folder, beside (not inside) the
+    data directory, whose files some tests list."""
+    return Settings(
+        data_dir=tmp_path / "wiz-data",
+        db_path=tmp_path / "wiz.db",
+        downstream_backoff=0.01,
+        shutdown_grace=5,
+    )
 
 
 @pytest.fixture

@@ -13,6 +13,11 @@ deliveries still queued or being retried.
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
+
+With a durable journal (the journal's part, kept apart below): an output is sent only
+once it is journalled, with its delivery pending (`RunMap.succeed` appends both, and the
+sender awaits `RunMap.flush` first); a delivery the shutdown cuts short stays pending in
+the journal and is resent after the restart, rather than recorded as failed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .runs import Chunk, Run, RunMap
 log = logging.getLogger(__name__)
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+_SHUT_DOWN = "executor shut down before the output was delivered"
 MAX_BACKOFF = 30.0
 
 
@@ -82,11 +88,18 @@ class Downstream:
             if run.removed:  # deleted: its outputs are cancelled with it
                 self.runs.delivery_finished(run, chunk, None)
                 continue
-            error: str | None = "executor shut down before the output was delivered"
+            error: str | None = _SHUT_DOWN
             try:
+                durable = self.runs.flush()  # journal: never send what is not journalled
+                if durable is not None:
+                    await durable
                 error = await self._deliver(run, chunk)
             finally:
-                self.runs.delivery_finished(run, chunk, error)
+                if error is _SHUT_DOWN and self.runs.durable:  # journal: resent after restart
+                    self.runs.delivery_interrupted(run)
+                    error = None
+                else:
+                    self.runs.delivery_finished(run, chunk, error)
                 if error:
                     log.warning(
                         "output %s of run %s/%s not delivered downstream: %s",
@@ -150,6 +163,9 @@ class Downstream:
             await asyncio.gather(*late, return_exceptions=True)
         while not self._queue.empty():
             run, chunk = self._queue.get_nowait()
+            if self.runs.durable:  # journal: pending there, resent after the restart
+                self.runs.delivery_interrupted(run)
+                continue
             self.runs.delivery_finished(
                 run, chunk, "executor shut down before the output was delivered"
             )

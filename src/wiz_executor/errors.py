@@ -11,11 +11,13 @@
     ├── PayloadTooLarge
     ├── ExecutorFull                 the bounded queue of waiting chunks is full; retry later
     ├── ShuttingDown                 the executor is stopping and takes no new work
+    ├── Recovering                   the executor is rebuilding its runs from the journal
     ├── Unauthorized                 a required token is missing or wrong
     ├── ChunkFailed                  a processor failed a chunk (never an HTTP answer: it is
     │   └── ChunkTimeout             recorded on the chunk)
-    └── JournalError                 the journal cannot be opened (a start-up error, never an
-        ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
+    └── JournalError                 the journal cannot be opened (a start-up error) or a
+        │                            commit failed (503: the executor takes no more writes)
+        ├── JournalCorrupt           not a journal, damaged or truncated
         └── JournalTooNew            written by a newer version of the executor
 
 HTTP status codes are assigned in exactly one place, `wiz_executor.server._errors`,
@@ -90,6 +92,16 @@ class ExecutorFull(WizError):
 class ShuttingDown(WizError):
     def __init__(self) -> None:
         super().__init__("the executor is shutting down and accepts no new work")
+
+
+class Recovering(WizError):
+    """The executor is rebuilding its runs from the journal and takes no new work yet."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the executor is recovering its runs from the journal and takes no new work "
+            "yet; retry shortly"
+        )
 
 
 class Unauthorized(WizError):

@@ -2,26 +2,47 @@
 
 The HTTP server is a thin translation onto this class, and tests and benchmarks can
 drive it directly. It is an async context manager: entering starts what it owns (the
-worker threads, the downstream sender), leaving shuts down in a fixed order.
+journal, the worker threads, the downstream sender), leaving shuts down in a fixed order.
+
+The journal (`journal.JournalStore`, durable by default) is opened first, and recovery
+runs as a task of the executor's: it reads the journal in one pass, rebuilds the run map,
+requeues the chunks that had not ended (at-least-once) and resends pending deliveries.
+Until it is done `recovering` is true and writes are refused with `Recovering` (503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
+from time import perf_counter
 from types import TracebackType
+from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from ._runlog import RunLog
-from .api import Configuration, Data
+from .api import Configuration, Data, State
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream
-from .errors import Conflict, ExecutorFull, InvalidInput, PayloadTooLarge, ShuttingDown
+from .errors import (
+    Conflict,
+    ExecutorFull,
+    InvalidInput,
+    JournalError,
+    PayloadTooLarge,
+    Recovering,
+    ShuttingDown,
+    WizError,
+)
 from .events import EventHub
+from .journal import JournalStore, MemoryStore, SqliteStore, StoredChunk, StoredRun
+from .processors import Processor
+from .processors._base import folder_name
 from .registry import Registry
-from .runs import RUNNING, WAITING, Chunk, Run, RunMap, same_json
+from .runs import FINISHED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import ProcessorThreads, Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
@@ -30,11 +51,16 @@ log = logging.getLogger(__name__)
 
 
 class AddResult:
-    __slots__ = ("accepted", "duplicates")
+    __slots__ = ("accepted", "committed", "duplicates")
 
-    def __init__(self, accepted: int, duplicates: int) -> None:
+    def __init__(
+        self, accepted: int, duplicates: int, committed: asyncio.Future[None] | None = None
+    ) -> None:
         self.accepted = accepted
         self.duplicates = duplicates
+        self.committed = committed
+        """Resolved once the accepted chunks are durable in the journal (None when there
+        is nothing to wait for): await it (`Executor.committed`) before answering 200."""
 
     def __repr__(self) -> str:
         return f"<AddResult accepted={self.accepted} duplicates={self.duplicates}>"
@@ -58,6 +84,17 @@ class Executor:
         """Finished chunks and their durations, per processor, for the metrics."""
         self._http: httpx.AsyncClient | None = None
         self.downstream: Downstream | None = None
+        self.journal: JournalStore | None = None
+        """The run map's change log: opened on entry, closed last on shutdown."""
+        self.recovering = False
+        """True while recovery rebuilds the run map from the journal."""
+        self.recovery_error: JournalError | None = None
+        self.recovery: dict[str, int] = {}
+        """What recovery found: runs, chunks requeued, failed as poison, deliveries."""
+        self._recovery: asyncio.Task[None] | None = None
+        self._refusal: WizError | None = None
+        """Why writes are refused (recovering, or a journal that failed), else None:
+        one attribute to test on the AddData path."""
         self.closing = False
         self._started = False
 
@@ -67,7 +104,16 @@ class Executor:
         if self._started:
             raise RuntimeError("an Executor can be started only once")
         self._started = True
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store: JournalStore = (
+            MemoryStore()
+            if settings.ephemeral
+            else SqliteStore(settings.journal_path, fsync=settings.fsync)
+        )
+        await asyncio.to_thread(store.open)  # JournalError: the caller says what to do
+        self.journal = store
+        self.runs.attach(store)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         self.downstream = Downstream(
             self.runs,
@@ -76,7 +122,16 @@ class Executor:
             self.settings.downstream_backoff,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
+        if store.durable:
+            self.recovering = True
+            self._refusal = Recovering()
+            self._recovery = asyncio.create_task(self._recover(store), name="wiz-recovery")
         return self
+
+    async def recovered(self) -> None:
+        """Wait until recovery is done (at once for an ephemeral executor)."""
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
 
     async def __aexit__(
         self,
@@ -92,6 +147,9 @@ class Executor:
         if self.closing:
             return
         self.closing = True
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
         grace = self.settings.shutdown_grace if grace is None else grace
         counts = self.runs.counts
         log.info(
@@ -109,10 +167,16 @@ class Executor:
             await self._http.aclose()
         self.threads.close()
         self.events.close()  # after the chunks' last changes, so streams can end with them
+        if self.journal is not None:
+            await self.journal.close()  # last: every change above is journalled
         failed = self.run_log.failed_by_shutdown
+        kept = self.runs.counts[WAITING] if self.runs.durable else 0
         log.info(
-            "executor stopped%s",
+            "executor stopped%s%s",
             f" ({failed} unfinished chunks failed by the shutdown)" if failed else "",
+            f" ({kept} unfinished chunks kept in the journal, to run after the restart)"
+            if kept
+            else "",
         )
 
     # -- processors --------------------------------------------------------------------
@@ -148,6 +212,8 @@ class Executor:
         configuration and a `MaxWorkers` above `max_workers`, which is clamped to it.
         Returns the run and whether it was created by this call.
         """
+        if self._refusal is not None:
+            raise self._refusal
         cls = self.registry.get(proc_id)
         if not run_id:
             raise InvalidInput("a run needs a non-empty run ID")
@@ -173,6 +239,22 @@ class Executor:
         )
         warnings = [f"unknown field {path} ignored" for path in unknown]
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
+        run = self._new_run(proc_id, run_id, configuration, processor_config, warnings)
+        if warnings:
+            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
+        self.runs.insert(run)
+        self.run_log.configured(run)
+        self.scheduler.open(run, cls)
+        return run, True
+
+    def _new_run(
+        self,
+        proc_id: str,
+        run_id: str,
+        configuration: Configuration,
+        processor_config: BaseModel,
+        warnings: list[str],
+    ) -> Run:
         ec = configuration.ExecutorConfig
         # SendDownstream with no locations (the original manager's leaves) sends nothing.
         limit = self.settings.max_workers
@@ -182,7 +264,7 @@ class Executor:
                 f"MaxWorkers {ec.MaxWorkers} is more than this executor runs at once "
                 f"(--max-workers {limit}); the run gets {limit}"
             )
-        run = Run(
+        return Run(
             proc_id,
             run_id,
             configuration,
@@ -192,12 +274,26 @@ class Executor:
             timeout=ec.ChunkTimeout or None,
             warnings=warnings,
         )
-        if warnings:
-            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
-        self.runs.insert(run)
-        self.run_log.configured(run)
-        self.scheduler.open(run, cls)
-        return run, True
+
+    async def committed(self, future: asyncio.Future[None] | None) -> None:
+        """Wait until a journal append is durable (a no-op for None).
+
+        A commit that fails leaves the executor refusing writes (503): the chunks it held
+        are in the run map but not in the journal, so answering more writes 200 would
+        promise what a restart cannot keep."""
+        if future is None:
+            return
+        try:
+            await future
+        except JournalError as exc:
+            if not isinstance(self._refusal, JournalError):
+                log.critical("journal commit failed; refusing writes from now on: %s", exc)
+                self._refusal = exc
+            raise
+
+    async def commit(self) -> None:
+        """Wait until every change so far is durable (Configure, end-of-input, delete)."""
+        await self.committed(self.runs.flush())
 
     def check_batch_size(self, items: int) -> None:
         """Refuse a batch of more items than the executor ever holds waiting.
@@ -223,6 +319,8 @@ class Executor:
         `repeats` counts items of the request already dropped as repeats of one of
         `chunks` (see `wire.decode_distinct`); they are answered as duplicates.
         """
+        if self._refusal is not None:
+            raise self._refusal
         if len(chunks) + repeats > self.settings.max_pending:
             self.check_batch_size(len(chunks) + repeats)
         run = self.get_run(proc_id, run_id)
@@ -238,9 +336,11 @@ class Executor:
                     f"{self.settings.max_pending}; retry later",
                     self.settings.retry_after,
                 )
-            self.runs.accept(run, new)
+            committed = self.runs.accept(run, new)
             self.scheduler.submit(run, new)
-        return AddResult(len(new), duplicates)
+            return AddResult(len(new), duplicates, committed)
+        # Only resends: their first acceptance may not be durable yet.
+        return AddResult(0, duplicates, self.runs.flush())
 
     def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
         """`add_chunks` for wire models (the library's convenient form)."""
@@ -249,12 +349,17 @@ class Executor:
 
     def end_of_input(self, proc_id: str, run_id: str) -> Run:
         """Declare that no more chunks will come; the run completes when those held finish."""
+        if self._refusal is not None:
+            raise self._refusal
         run = self.get_run(proc_id, run_id)
         self.runs.close_input(run)
         return run
 
     async def delete_run(self, proc_id: str, run_id: str) -> Run:
-        """Forget a run, cancelling its waiting and running chunks, so memory is given back."""
+        """Forget a run, cancelling its waiting and running chunks, so memory is given back,
+        and remove its journal rows and its files (`data_dir/<processor>/<run>`)."""
+        if self._refusal is not None:
+            raise self._refusal
         run = self.get_run(proc_id, run_id)
         unfinished = self.runs.remove(run)
         await self.scheduler.delete(run)
@@ -264,6 +369,9 @@ class Executor:
         run.chunks.clear()
         run.outputs.clear()
         run.order.clear()
+        await self.commit()
+        folder = self.settings.data_dir / folder_name(proc_id) / folder_name(run_id)
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
         return run
 
     async def wait(
@@ -277,3 +385,160 @@ class Executor:
         async with asyncio.timeout(timeout):
             await run.done.wait()
         return run
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def _recover(self, store: JournalStore) -> None:
+        """Rebuild the run map from the journal, then let writes in (see the module)."""
+        started = perf_counter()
+        try:
+            recovered = await asyncio.to_thread(store.load)
+            for stored in recovered.runs:
+                await self._restore(stored)
+        except JournalError as exc:
+            log.critical("recovery failed: %s", exc.message)
+            self.recovery_error = self._refusal = exc
+            return
+        except Exception as exc:
+            log.exception("recovery from the journal %s failed", self.settings.journal_path)
+            error = JournalError(
+                str(self.settings.journal_path), f"recovery from the journal failed: {exc}"
+            )
+            self.recovery_error = self._refusal = error
+            return
+        finally:
+            self.recovering = False
+        self._refusal = None
+        found = self.recovery
+        found["runs"] = len(recovered.runs)
+        if recovered.runs:
+            log.info(
+                "recovered from %s in %.2f s: %d runs (%d unfinished), %d chunks requeued, "
+                "%d failed as poison, %d deliveries pending",
+                self.settings.journal_path,
+                perf_counter() - started,
+                found["runs"],
+                found.get("unfinished", 0),
+                found.get("requeued", 0),
+                found.get("poison", 0),
+                found.get("deliveries", 0),
+            )
+
+    async def _restore(self, stored: StoredRun) -> None:
+        """Put one journalled run back: its chunks, counts and state; requeue what had
+        not ended (failing poison chunks), resend its pending deliveries."""
+        found = self.recovery
+        proc_id, run_id = stored.proc_id, stored.run_id
+        configuration = Configuration.model_validate(stored.configuration)
+        cls: type[Processor[Any]] | None = None
+        problem: str | None = None
+        processor_config: BaseModel = BaseModel()
+        if proc_id not in self.registry:
+            problem = (
+                f"processor {proc_id!r} is not served by this executor any more (the "
+                "executor restarted without it), so the chunk cannot run"
+            )
+        else:
+            cls = self.registry.get(proc_id)
+            try:
+                processor_config, _ = cls.check_config(configuration.Processor, allow_unknown=True)
+            except WizError as exc:
+                cls = None
+                problem = f"the run's configuration is no longer valid: {exc.message}"
+        run = self._new_run(proc_id, run_id, configuration, processor_config, [])
+        stored_chunks = stored.chunks
+        if stored_chunks is None:  # a finished run: its chunks are read page by page
+            stored_chunks = await self._read_chunks(proc_id, run_id)
+        chunks = [_chunk(c) for c in stored_chunks]
+        limit = self.settings.max_attempts
+        waiting: list[Chunk] = []
+        poison: list[tuple[Chunk, str]] = []
+        if stored.state is None:
+            for chunk in chunks:
+                if chunk.state not in FINISHED:
+                    chunk.state = WAITING  # RUNNING when the process stopped: runs again
+                    ended = sum(1 for a in chunk.attempts or () if a.outcome is None)
+                    if problem is not None:
+                        poison.append((chunk, problem))
+                    elif ended >= limit:
+                        poison.append((chunk, _gave_up(ended, limit)))
+                    else:
+                        waiting.append(chunk)
+            run.state = State.RUNNING if chunks else State.CONFIGURED
+        else:
+            run.state = stored.state
+        run.input_closed = stored.input_closed
+        self.runs.restore(run, chunks)
+        if run.finished:
+            return
+        found["unfinished"] = found.get("unfinished", 0) + 1
+        resend: dict[str, Chunk] = {}
+        for delivery in stored.deliveries:
+            sent = run.chunks.get(delivery.chunk_id)
+            if sent is not None and sent.state is SUCCEEDED:
+                resend[sent.id] = sent
+        for _ in resend:
+            self.runs.delivery_started(run)
+        if cls is not None:
+            self.scheduler.open(run, cls)
+        for chunk, why in poison:
+            self.runs.fail(run, chunk, why)
+        if waiting:
+            self.runs.recovered.update(map(id, waiting))
+            self.scheduler.submit(run, waiting)
+        assert self.downstream is not None
+        for chunk in resend.values():
+            self.downstream.deliver(run, chunk)
+        self.runs.settle(run)
+        found["requeued"] = found.get("requeued", 0) + len(waiting)
+        found["poison"] = found.get("poison", 0) + len(poison)
+        found["deliveries"] = found.get("deliveries", 0) + len(resend)
+        if poison:
+            log.warning(
+                "run %s/%s: %d chunks failed at recovery: %s",
+                proc_id,
+                run_id,
+                len(poison),
+                poison[0][1],
+            )
+
+    async def _read_chunks(self, proc_id: str, run_id: str) -> list[StoredChunk]:
+        assert self.journal is not None
+        out: list[StoredChunk] = []
+        after: str | None = None
+        while True:
+            page = await self.journal.chunks(proc_id, run_id, after=after, limit=10_000)
+            out += page
+            if len(page) < 10_000:
+                return out
+            after = page[-1].chunk_id
+
+
+def _gave_up(times: int, limit: int) -> str:
+    return (
+        f"ran {times} times without ending (the executor stopped or crashed each time); "
+        f"giving up after --max-attempts {limit}"
+    )
+
+
+def _chunk(c: StoredChunk) -> Chunk:
+    """A run-map chunk from its journalled form (the same fields, by position)."""
+    return Chunk(
+        c.chunk_id,
+        c.output_id,
+        c.in_format,
+        c.raw_data,
+        c.fs_driver,
+        c.fs_location,
+        c.generated_output_id,
+        c.state,
+        c.out_format,
+        c.out_raw,
+        c.out_driver,
+        c.out_location,
+        c.error,
+        c.delivery_error,
+        None,
+        0,
+        tuple(c.attempts) if c.attempts else None,
+    )

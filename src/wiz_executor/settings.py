@@ -45,6 +45,17 @@ class Settings:
     know. Off by default: the original Go manager and its example pipelines send such
     fields (`"Processor": {"test": "test"}`), so they are ignored and reported in the
     answer's `Warnings` instead, never dropped silently."""
+    db_path: Path | None = None
+    """The journal file (`--db`); None is `data_dir/wiz.db`. See `journal_path`."""
+    ephemeral: bool = False
+    """Keep state in memory only (`--ephemeral`): nothing survives the process. Off by
+    default: an AddData answered 200 is in the journal, and survives a crash."""
+    fsync: bool = False
+    """Sync the journal to disk at each commit (`--fsync`): survives power loss too, at
+    the cost of a disk flush per group commit."""
+    max_attempts: int = 3
+    """Times a chunk may start without ending (the process died each time) before
+    recovery fails it instead of running it again: a poison chunk cannot crash-loop."""
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -56,6 +67,8 @@ class Settings:
         # Out of range, these would fail every chunk, delivery or request at once.
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         if self.downstream_attempts < 1:
             raise ValueError("downstream_attempts must be at least 1")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
@@ -68,3 +81,10 @@ class Settings:
         object.__setattr__(
             self, "allowed_roots", tuple(Path(root).absolute() for root in self.allowed_roots)
         )
+        if self.db_path is not None:
+            object.__setattr__(self, "db_path", Path(self.db_path).absolute())
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the durable journal is: `--db`, or `wiz.db` in the data directory."""
+        return self.db_path if self.db_path is not None else self.data_dir / "wiz.db"

@@ -2,7 +2,12 @@
 
 On a signal uvicorn stops accepting connections, ends the event streams and lets open
 requests end; then the app's lifespan shuts the executor down in order (running chunks
-get the grace period, the rest fail with a message saying why).
+get the grace period; with the durable journal the rest stay in it and run after the
+restart, with `--ephemeral` they fail with a message saying why).
+
+A journal that cannot be opened (damaged, not a journal, written by a newer version) is
+checked before serving: its message (naming the file and what to do) and exit code 1,
+never a traceback and never a silent fresh start.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import asyncio
+import sys
+
 import typer
 
 from .._logs import configure_logging
 from ..api import WorkModel
+from ..errors import JournalError
+from ..journal import SqliteStore
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..settings import Settings
@@ -125,6 +135,35 @@ def serve(
             "of ignoring them and naming them in the answer's Warnings."
         ),
     ] = DEFAULTS.strict_config,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="The journal file (SQLite), where accepted chunks and their state are kept "
+            "[default: DATA_DIR/wiz.db].",
+        ),
+    ] = None,
+    ephemeral: Annotated[
+        bool,
+        typer.Option(
+            help="Keep everything in memory only: nothing survives the process (no journal)."
+        ),
+    ] = DEFAULTS.ephemeral,
+    fsync: Annotated[
+        bool,
+        typer.Option(
+            help="Sync the journal to disk at each commit: accepted chunks survive a power "
+            "loss too, not only a crash of the process (costs a disk flush per commit)."
+        ),
+    ] = DEFAULTS.fsync,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Times a chunk may start without ending (the executor stopped or crashed "
+            "each time) before it fails instead of running again.",
+        ),
+    ] = DEFAULTS.max_attempts,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -146,7 +185,13 @@ def serve(
         allowed_roots=tuple(allow_root or ()),
         max_body_bytes=max_body_bytes,
         strict_config=strict_config,
+        db_path=db,
+        ephemeral=ephemeral,
+        fsync=fsync,
+        max_attempts=max_attempts,
     )
+    if not ephemeral:
+        check_journal(settings)
     configure_logging(log_level.value)
     run_server(
         create_app(settings),
@@ -157,3 +202,20 @@ def serve(
         access_log=log_level is LogLevel.debug,
         timeout_graceful_shutdown=int(shutdown_grace) + 1,
     )
+
+
+def check_journal(settings: Settings) -> None:
+    """Open and close the journal once before serving, so that a bad one is a clear
+    message and exit code 1 rather than a failed start-up's traceback."""
+
+    async def open_and_close() -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(settings.journal_path, fsync=settings.fsync)
+        await asyncio.to_thread(store.open)
+        await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except JournalError as exc:
+        print(f"wiz executor: {exc.message}", file=sys.stderr)
+        raise typer.Exit(1) from None

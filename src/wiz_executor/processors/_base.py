@@ -89,7 +89,16 @@ ProgressSink = Callable[[int, int | None], None]
 class Context(Generic[ConfigT]):
     """Everything a processor may know about the chunk it works on, and how to report."""
 
-    __slots__ = ("_report", "allowed_roots", "chunk_id", "config", "data_dir", "proc_id", "run_id")
+    __slots__ = (
+        "_report",
+        "allowed_roots",
+        "attempt",
+        "chunk_id",
+        "config",
+        "data_dir",
+        "proc_id",
+        "run_id",
+    )
 
     def __init__(
         self,
@@ -100,6 +109,7 @@ class Context(Generic[ConfigT]):
         data_dir: Path,
         report: ProgressSink,
         allowed_roots: tuple[Path, ...] = (),
+        attempt: int = 1,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -111,6 +121,10 @@ class Context(Generic[ConfigT]):
         """Folders outside `data_dir` that processors may read (`--allow-root`); check
         user paths with `processors._sandbox.Sandbox`, which is built only on demand."""
         self._report = report
+        self.attempt = attempt
+        """Which run of this chunk this is: 1 the first time; more when the executor
+        stopped or crashed while it ran before (processing is at-least-once, so a
+        processor with side effects must be idempotent, or use this to tell)."""
 
     @property
     def scratch_dir(self) -> Path:
