@@ -16,6 +16,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Sequence
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import Any
@@ -111,6 +112,7 @@ class Executor:
             if settings.ephemeral
             else SqliteStore(settings.journal_path, fsync=settings.fsync)
         )
+        fresh = settings.ephemeral or not settings.journal_path.exists()
         await asyncio.to_thread(store.open)  # JournalError: the caller says what to do
         self.journal = store
         self.runs.attach(store)
@@ -122,14 +124,16 @@ class Executor:
             self.settings.downstream_backoff,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
-        if store.durable:
+        if not fresh:  # (a journal this start creates holds nothing to recover)
             self.recovering = True
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(self._recover(store), name="wiz-recovery")
         return self
 
     async def recovered(self) -> None:
-        """Wait until recovery is done (at once for an ephemeral executor)."""
+        """Wait until recovery is done (at once when there was no journal to recover:
+        an ephemeral executor, or the first start on a data dir). Writes get
+        `Recovering` until then."""
         if self._recovery is not None:
             await asyncio.shield(self._recovery)
 
@@ -284,7 +288,8 @@ class Executor:
         if future is None:
             return
         try:
-            await future
+            # Shielded: a client that hangs up must not cancel what the chunks wait on.
+            await asyncio.shield(future)
         except JournalError as exc:
             if not isinstance(self._refusal, JournalError):
                 log.critical("journal commit failed; refusing writes from now on: %s", exc)
@@ -337,10 +342,21 @@ class Executor:
                     self.settings.retry_after,
                 )
             committed = self.runs.accept(run, new)
-            self.scheduler.submit(run, new)
+            if committed is None:
+                self.scheduler.submit(run, new)
+            else:
+                # They run once journalled, not before: a chunk that kills the process at
+                # once must be in the journal to be counted, or a client resending it
+                # would crash-loop the executor without --max-attempts ever catching it.
+                committed.add_done_callback(partial(self._submit_committed, run, new))
             return AddResult(len(new), duplicates, committed)
         # Only resends: their first acceptance may not be durable yet.
         return AddResult(0, duplicates, self.runs.flush())
+
+    def _submit_committed(self, run: Run, new: list[Chunk], future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None or run.removed:
+            return  # (a failed commit: the executor refuses writes, see `committed`)
+        self.scheduler.submit(run, new)
 
     def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
         """`add_chunks` for wire models (the library's convenient form)."""
@@ -432,7 +448,7 @@ class Executor:
         configuration = Configuration.model_validate(stored.configuration)
         cls: type[Processor[Any]] | None = None
         problem: str | None = None
-        processor_config: BaseModel = BaseModel()
+        processor_config: BaseModel = _NoConfig()
         if proc_id not in self.registry:
             problem = (
                 f"processor {proc_id!r} is not served by this executor any more (the "
@@ -512,6 +528,10 @@ class Executor:
             if len(page) < 10_000:
                 return out
             after = page[-1].chunk_id
+
+
+class _NoConfig(BaseModel):
+    """The processor configuration of a recovered run whose processor is gone."""
 
 
 def _gave_up(times: int, limit: int) -> str:
