@@ -12,12 +12,11 @@ never a traceback and never a silent fresh start.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
-
-import asyncio
-import sys
 
 import typer
 
