@@ -61,7 +61,13 @@ def describe(settings: Settings) -> str:
         f"run workers {settings.default_run_workers}, max pending {settings.max_pending}, "
         f"chunk timeout {timeout}, shutdown grace {settings.shutdown_grace:g} s, "
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
-        f"allowed roots {roots}"
+        f"allowed roots {roots}, "
+        + (
+            "journal none (--ephemeral: nothing survives the process)"
+            if settings.ephemeral
+            else f"journal {settings.journal_path}{' (fsync)' if settings.fsync else ''}, "
+            f"max attempts {settings.max_attempts}"
+        )
     )
 
 
