@@ -15,12 +15,14 @@ import pytest
 
 import wiz_executor.executor as executor_module
 from _gates import asgi_client, configure, run_path
-from conftest import wait_for, wait_run_done
-from wiz_executor import Configuration, DataChunkState, Executor, Settings
+from conftest import live_server, wait_for, wait_run_done
+from wiz_executor import Configuration, DataChunkState, DataFormat, Executor, Settings
 from wiz_executor.journal import (
     AcceptedChunk,
     ChunksAccepted,
     ChunkStarted,
+    ChunkSucceeded,
+    DeliveryPending,
     RunConfigured,
     SqliteStore,
 )
@@ -192,3 +194,52 @@ async def test_ephemeral_writes_no_journal(settings: Settings) -> None:
         assert not ex.runs.durable
     assert settings.db_path is not None
     assert not settings.db_path.exists()
+
+
+async def test_a_pending_delivery_is_resent_after_a_restart(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """An output journalled with its delivery pending (the process died before it was
+    delivered) is sent after the restart, and is no longer pending once delivered."""
+    assert settings.db_path is not None
+    receiver = Settings(data_dir=tmp_path / "receiver", ephemeral=True)
+    async with live_server(receiver) as (url, downstream):
+        sink = Configuration.model_validate({})
+        downstream.configure("noop", "sink", sink)
+        hostname = url.removeprefix("http://")
+        config = Configuration.model_validate(
+            {
+                "ExecutorConfig": {
+                    "SendDownstream": True,
+                    "DownstreamLocations": [
+                        {"Hostname": hostname, "ProcID": "noop", "RunID": "sink"}
+                    ],
+                }
+            }
+        ).model_dump(mode="json")
+        store = SqliteStore(settings.db_path)
+        store.open()
+        await store.append(
+            [
+                RunConfigured("noop", "r", config, 1.0),
+                ChunksAccepted("noop", "r", (AcceptedChunk("c0", "c0-out", "RAW", {"x": 1}),), 2.0),
+                ChunkStarted("noop", "r", "c0", 1, 3.0),
+                ChunkSucceeded("noop", "r", "c0", 1, DataFormat.RAW, {"x": 1}, 4.0),
+                DeliveryPending("noop", "r", "c0", 0),
+            ]
+        )
+        await store.close()
+        async with Executor(settings) as ex:
+            await ex.recovered()
+            assert ex.recovery["deliveries"] == 1
+            sink_run = downstream.runs.get("noop", "sink")
+            await wait_for(lambda: "c0-out" in sink_run.chunks, what="the resent output")
+            assert sink_run.chunks["c0-out"].raw_data == {"x": 1}
+            await wait_for(lambda: ex.runs.get("noop", "r").deliveries_pending == 0)
+    store = SqliteStore(settings.db_path)
+    store.open()
+    try:
+        (run,) = store.load().runs
+    finally:
+        await store.close()
+    assert run.deliveries == []
