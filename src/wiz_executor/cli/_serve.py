@@ -189,7 +189,7 @@ def serve(
         fsync=fsync,
         max_attempts=max_attempts,
     )
-    if not ephemeral:
+    if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)
     configure_logging(log_level.value)
     run_server(
