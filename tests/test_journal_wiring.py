@@ -151,6 +151,12 @@ async def test_durable_shutdown_keeps_unfinished_chunks_for_the_restart(
         assert (await client.post(run_path("noop", "r") + "/data", json=body)).is_success
         await wait_for(lambda: ex.runs.get("noop", "r").chunks["a"].state.value == "RUNNING")
         await ex.shutdown(grace=0)
+        # In memory too: the cancelled chunk is back to WAITING, its attempt ended.
+        held = ex.runs.get("noop", "r").chunks
+        assert held["a"].state is DataChunkState.WAITING
+        assert held["a"].attempts is not None
+        assert held["a"].attempts[-1].ended is not None
+        assert ex.runs.counts[DataChunkState.RUNNING] == 0
     store = SqliteStore(settings.db_path)
     store.open()
     try:
