@@ -16,7 +16,14 @@ import pytest
 import wiz_executor.executor as executor_module
 from _gates import asgi_client, configure, run_path
 from conftest import live_server, wait_for, wait_run_done
-from wiz_executor import Configuration, DataChunkState, DataFormat, Executor, Settings
+from wiz_executor import (
+    Configuration,
+    DataChunkState,
+    DataFormat,
+    Executor,
+    Settings,
+    WorkModel,
+)
 from wiz_executor.journal import (
     AcceptedChunk,
     ChunksAccepted,
@@ -26,6 +33,7 @@ from wiz_executor.journal import (
     RunConfigured,
     SqliteStore,
 )
+from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -249,3 +257,26 @@ async def test_a_pending_delivery_is_resent_after_a_restart(
     finally:
         await store.close()
     assert run.deliveries == []
+
+
+def test_interrupting_a_running_chunk_puts_it_back_to_waiting() -> None:
+    """The run map's side of a durable shutdown: RUNNING back to WAITING, the attempt
+    ended without an outcome, counts and listeners told, the finished totals untouched."""
+    runs = RunMap()
+    run = Run("noop", "r", Configuration(), Configuration(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    chunk = Chunk("c", "c-out", DataFormat.RAW, None, "", "", False)
+    runs.accept(run, [chunk])
+    runs.start(run, chunk, "worker-1")
+    told: list[str] = []
+    runs.listeners.append(lambda _run, c: told.append(c.state.value if c else "run"))
+    runs.interrupt(run, chunk)
+    assert chunk.state is DataChunkState.WAITING
+    assert told == ["WAITING"]
+    assert run.counts[DataChunkState.WAITING] == 1
+    assert run.counts[DataChunkState.RUNNING] == 0
+    assert run.finished_totals == {DataChunkState.SUCCEEDED: 0, DataChunkState.FAILED: 0}
+    assert chunk.attempts is not None
+    (attempt,) = chunk.attempts
+    assert attempt.ended is not None
+    assert attempt.outcome is None
