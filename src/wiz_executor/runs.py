@@ -613,7 +613,7 @@ class RunMap:
         if not run.removed:  # a deleted run's chunks no longer count executor-wide
             self.counts[old] -= 1
             self.counts[state] += 1
-        if state is not RUNNING:
+        if state is SUCCEEDED or state is FAILED:  # (not RUNNING, nor back to WAITING)
             run.finished_totals[state] += 1
         for listener in self.listeners:
             listener(run, chunk)
