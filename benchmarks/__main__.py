@@ -21,7 +21,7 @@ from typing import Any
 
 from wiz_executor import Settings
 
-from . import _machine, _report, http_load, in_process, memory, work_models
+from . import _machine, _report, durability, http_load, in_process, memory, work_models
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "http": http_load.run,
     "in_process": in_process.run,
     "memory": memory.run,
+    "durability": durability.run,
 }
 REPS = {
     # scenario: (full, quick)
@@ -37,6 +38,7 @@ REPS = {
     "http": (5, 2),
     "in_process": (5, 3),
     "memory": (3, 1),
+    "durability": (3, 1),
 }
 
 

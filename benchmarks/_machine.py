@@ -57,7 +57,7 @@ def describe() -> dict[str, Any]:
 
 
 _FLAGS = {"default_run_workers": "run-workers", "allowed_roots": "allow-root"}
-_PLACEMENT = ("data_dir",)
+_PLACEMENT = ("data_dir", "db_path")
 """Where the executor writes: set per measurement (a temporary directory), and no
 bearing on the numbers."""
 
@@ -73,5 +73,8 @@ def flags(settings: Settings) -> str:
             continue
         if isinstance(value, WorkModel):
             value = value.value.lower()
+        if isinstance(value, bool):  # --ephemeral, --no-fsync
+            out.append(f"--{'' if value else 'no-'}{field.name.replace('_', '-')}")
+            continue
         out.append(f"--{_FLAGS.get(field.name, field.name.replace('_', '-'))} {value}")
     return " ".join(out) or "defaults"

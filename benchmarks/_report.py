@@ -126,6 +126,41 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                 per < 10,
             )
         )
+    out += _durability_verdicts(results.get("durability"))
+    return out
+
+
+def _durability_verdicts(dur: dict[str, Any] | None) -> list[Verdict]:
+    if not dur:
+        return []
+    out: list[Verdict] = []
+    ratios = dur["summary"]["ratio"]
+    for key, label, goal in (
+        ("1/req_per_s", "AddData req/s, 1 chunk/request", 0.85),
+        ("100/e2e_chunks_per_s", "end-to-end chunks/s, batches of 100", 0.7),
+    ):
+        ratio = ratios.get(key)
+        if ratio is not None:
+            out.append(
+                Verdict(
+                    f"Durable ÷ --ephemeral, {label} (64 connections)",
+                    f"≥ {goal}",
+                    ratio.fmt(2),
+                    ratio.median >= goal,
+                )
+            )
+    rec = dur["recovery"]
+    out.append(
+        Verdict(
+            f"Recovery of {rec['chunks']:,} journalled chunks (restart until writes are taken)",
+            "≤ 5 s" if rec["chunks"] >= 1_000_000 else "≤ 5 s at 1,000,000 (quick: fewer)",
+            f"{rec['seconds']:.2f} s",
+            rec["seconds"] <= 5 if rec["chunks"] >= 1_000_000 else None,
+        )
+    )
+    out.append(
+        Verdict("Journal bytes per chunk", "(no target)", f"{rec['bytes_per_chunk']:.0f} B", None)
+    )
     return out
 
 
@@ -487,6 +522,42 @@ def _memory_section(mem: dict[str, Any]) -> list[str]:
     ]
 
 
+def _durability_section(dur: dict[str, Any]) -> list[str]:
+    s = dur["summary"]
+    lines = [
+        "## 5. Durability: the journal against --ephemeral",
+        "",
+        "AddData over HTTP (64 connections, a fresh run per load) to three executor "
+        "processes measured in turn: "
+        + ", ".join(f"{k} (`{v}`)" for k, v in dur["flags"].items())
+        + ". The ratios are durable ÷ ephemeral per interleaved set.",
+        "",
+        "| executor | chunks/request | req/s | end-to-end chunks/s | p99 ms | 429 share |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in dur["flags"]:
+        for batch in (1, 100):
+            row = s.get(f"{kind}/{batch}")
+            if row is None:
+                continue
+            lines.append(
+                f"| {kind} | {batch} | {row['req_per_s'].fmt(0)} | "
+                f"{row['e2e_chunks_per_s'].fmt(0)} | {row['p99_ms'].fmt(1)} | "
+                f"{row['rejected_share'].median * 100:.0f}% |"
+            )
+    rec = dur["recovery"]
+    lines += [
+        "",
+        f"Recovery: {rec['chunks']:,} journalled chunks (half SUCCEEDED with an output, "
+        f"half waiting; {rec['requeued']:,} requeued) recovered in {rec['seconds']:.2f} s, "
+        f"from {rec['bytes_per_chunk']:.0f} bytes of journal per chunk.",
+        "",
+    ]
+    if dur.get("problems"):
+        lines += ["Problems: " + "; ".join(dur["problems"]), ""]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -522,6 +593,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _in_process_section(results["in_process"])
     if "memory" in results:
         lines += _memory_section(results["memory"])
+    if "durability" in results:
+        lines += _durability_section(results["durability"])
     lines += [
         "Charts: `work_models.png`, `http.png`. Raw measurements: `latest.json`. "
         "Profiling and the hot-path fixes it led to, with before/after numbers: "

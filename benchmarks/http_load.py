@@ -68,12 +68,12 @@ METRICS = (
 )
 
 
-def _command(kind: str, data_dir: str) -> list[str]:
+def _command(kind: str, data_dir: str, extra: tuple[str, ...] | None = None) -> list[str]:
     local = ["--host", "127.0.0.1", "--port", "0"]
-    if kind in VARIANTS:
+    if extra is not None or kind in VARIANTS:
         return [
             *(sys.executable, "-m", "wiz_executor", "executor", *local),
-            *("--data-dir", data_dir, *VARIANTS[kind]),
+            *("--data-dir", data_dir, *(VARIANTS[kind] if extra is None else extra)),
         ]
     return [
         *(sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", *local),
@@ -94,12 +94,14 @@ def stack_name() -> str:
 
 
 @contextmanager
-def server(kind: str) -> Iterator[tuple[str, int]]:
-    """Start the executor or the bare app; yield its base URL and PID; stop it.
+def server(kind: str, extra: tuple[str, ...] | None = None) -> Iterator[tuple[str, int]]:
+    """Start the executor or the bare app; yield its base URL and PID; stop it. `extra`:
+    an executor with these flags (another scenario's variant) whatever `kind` says.
 
     Its log goes to a file (a pipe nobody reads could fill up and stall the server)."""
     with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(_command(kind, data_dir), stdout=subprocess.DEVNULL, stderr=log)
+        command = _command(kind, data_dir, extra)
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
             try:
                 url = f"http://127.0.0.1:{_listening_port(proc)}"

@@ -129,6 +129,7 @@ async def measure(proc: str, model: str, workers: int, quick: bool) -> dict[str,
             max_pending=MAX_PENDING,
             work_model=WorkModel(model),
             data_dir=Path(tmp),
+            ephemeral=True,  # work model against work model; the journal is `durability`'s
         )
         async with Executor(settings, registry()) as ex:
             tracker = _Tracker()
@@ -252,7 +253,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
         key: {m: Summary.of([r[m] for r in results]) for m in METRICS}
         for key, results in raw.items()
     }
-    flags_used = flags(Settings(max_workers=MAX_WORKERS, max_pending=MAX_PENDING))
+    flags_used = flags(Settings(max_workers=MAX_WORKERS, max_pending=MAX_PENDING, ephemeral=True))
     return {"raw": raw, "summary": summary, "flags": flags_used}
 
 

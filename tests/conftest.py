@@ -59,8 +59,11 @@ def _no_dns() -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    """Durable, as shipped: the journal in the test's folder, beside (not inside) the
+    data directory, whose files some tests list."""
     return Settings(
         data_dir=tmp_path / "wiz-data",
+        db_path=tmp_path / "wiz.db",
         downstream_backoff=0.01,
         shutdown_grace=5,
         allow_net=("127.0.0.1/32",),  # the tests' servers are on loopback

@@ -4,6 +4,7 @@ chunks finish within the grace period and fails the rest with a clear message.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,14 @@ from wiz_executor import (
 pytestmark = pytest.mark.anyio
 
 WORK_MODELS = ["LIFETIME", "POOL"]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """`--ephemeral`: the shutdown tests here check that unfinished chunks fail with a
+    message when nothing survives the process. (With the durable journal, the default,
+    they are kept for the restart instead: test_durability, test_journal_wiring.)"""
+    return dataclasses.replace(settings, ephemeral=True)
 
 
 @pytest.fixture
@@ -200,7 +209,7 @@ async def test_shutdown_during_processor_setup_fails_the_chunk(
 
 async def test_a_live_server_stops_gracefully(tmp_path: Path) -> None:
     """Stopping uvicorn runs the app's lifespan, which shuts the executor down."""
-    settings = Settings(data_dir=tmp_path, shutdown_grace=0.2)
+    settings = Settings(data_dir=tmp_path, shutdown_grace=0.2, ephemeral=True)
     async with live_server(settings) as (url, executor), httpx.AsyncClient(base_url=url) as http:
         await configure(http, "noop", "r", num_chunks=2)
         chunks = [

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "ChunkAttempt",
     "ChunkCounts",
     "Configuration",
     "Data",
@@ -341,15 +342,34 @@ def _data_as_accepted(schema: dict[str, Any]) -> None:
         "anyOf": [props["FilesystemReference"], {"type": "null"}],
         "description": "where a FILESYSTEM_REF chunk's data is; null reads as empty",
     }
-    for name in ("Error", "DeliveryError", "Progress"):
+    for name in ("Error", "DeliveryError", "Progress", "Attempts"):
         props[name]["readOnly"] = True  # the executor's report; ignored in a request
+
+
+class ChunkAttempt(_Wire):
+    """*Extension*: one run of a chunk by a worker (its `Attempts` history entry)."""
+
+    Attempt: int = Field(1, description="its number: 1 for the first run of the chunk")
+    Start: str = Field("", description="when it started (RFC 3339)")
+    End: str | None = Field(
+        None,
+        description="when it ended (RFC 3339); null while it runs, and for an attempt the "
+        "executor stopped or crashed in",
+    )
+    Outcome: DataChunkState | None = Field(
+        None, description="SUCCEEDED or FAILED; null while it runs or if it never ended"
+    )
+    Error: str | None = Field(None, description="why it failed")
+    Host: str = Field("", description="the host it ran on")
+    PID: int = Field(0, description="the executor process it ran in")
+    Worker: str = Field("", description="the worker (task) that ran it")
 
 
 class Data(_Wire):
     """A chunk. On AddData, `State` and `Type` are the executor's to set and are ignored."""
 
     model_config = ConfigDict(json_schema_extra=_data_as_accepted)
-    _extensions = frozenset({"Error", "DeliveryError", "Progress"})
+    _extensions = frozenset({"Error", "DeliveryError", "Progress", "Attempts"})
 
     ChunkID: str = ""
     Format: _wire_enum(DataFormat, DataFormat.RAW)  # type: ignore[valid-type]
@@ -370,6 +390,12 @@ class Data(_Wire):
     )
     Progress: _Progress | None = Field(
         None, description="*Extension*: work done on a RUNNING chunk, as the processor reports it"
+    )
+    Attempts: list[ChunkAttempt] | None = Field(
+        None,
+        description="*Extension*, on input chunks: every run of the chunk so far, oldest "
+        "first (a chunk runs again after the executor stopped or crashed while it ran: "
+        "processing is at-least-once)",
     )
 
 

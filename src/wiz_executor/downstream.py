@@ -33,6 +33,11 @@ Each delivery carries `Authorization: Bearer TOKEN` when there is a token for it
 the one given for the target's `host:port` (`--downstream-token`), else the executor's
 own (the common case: a pipeline's runs on one executor, or on executors sharing a
 token). A target with neither gets no Authorization header, as before.
+
+With a durable journal (the journal's part, kept apart below): an output is sent only
+once it is journalled, with its delivery pending (`RunMap.succeed` appends both, and
+each send awaits `RunMap.flush` first); a delivery the shutdown cuts short stays pending in
+the journal and is resent after the restart, rather than recorded as failed.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def location_url(loc: DownstreamDataLocation) -> str:
 class _Output:
     """One output on its way to some of its run's downstream locations."""
 
-    __slots__ = ("chunk", "deadline", "errors", "left", "run")
+    __slots__ = ("chunk", "deadline", "errors", "interrupted", "left", "run")
 
     def __init__(self, run: Run, chunk: Chunk, left: int, deadline: float) -> None:
         self.run = run
@@ -83,6 +88,9 @@ class _Output:
         self.deadline = deadline
         """When (monotonic) its delivery window ends."""
         self.errors: list[tuple[int, str]] = []
+        self.interrupted = False
+        """The shutdown cut a send short while the journal is durable: the delivery
+        stays pending there, and is resent (to every location) after the restart."""
         """(location index, why) of each location it could not be delivered to."""
 
 
@@ -216,19 +224,27 @@ class Downstream:
                 continue
             error: str | None = SHUT_DOWN
             try:
+                durable = self.runs.flush()  # journal: never send what is not journalled
+                if durable is not None:
+                    await durable
                 error = await self._send(host, send)
             finally:
                 self._sent(send, error)
 
     def _sent(self, send: _Send, error: str | None) -> None:
         output = send.output
-        if error is not None:
+        if error is SHUT_DOWN and self.runs.durable:
+            output.interrupted = True
+        elif error is not None:
             loc = send.loc
             output.errors.append((send.index, f"{loc.Hostname} {loc.ProcID}/{loc.RunID}: {error}"))
         output.left -= 1
         if output.left:
             return
         run, chunk = output.run, output.chunk
+        if output.interrupted:  # journal: pending there, resent after the restart
+            self.runs.delivery_interrupted(run)
+            return
         if not output.errors:
             self.runs.delivery_finished(run, chunk, None)
             return

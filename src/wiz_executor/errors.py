@@ -11,6 +11,7 @@
     ├── PayloadTooLarge
     ├── ExecutorFull                 the bounded queue of waiting chunks is full; retry later
     ├── ShuttingDown                 the executor is stopping and takes no new work
+    ├── Recovering                   the executor is rebuilding its runs from the journal
     ├── Unauthorized                 a required token is missing or wrong
     ├── Forbidden                    a browser request from another origin (CSRF defence)
     ├── MisdirectedRequest           a Host header naming no address of this executor
@@ -20,8 +21,9 @@
     │   └── NetworkRefused           the network policy refused a connection's address
     ├── TLSError                     a certificate, key or CA bundle cannot be used (a start-up
     │                                or client set-up error, never an HTTP answer)
-    └── JournalError                 the journal cannot be opened (a start-up error, never an
-        ├── JournalCorrupt           HTTP answer): not a journal, damaged or truncated
+    └── JournalError                 the journal cannot be opened (a start-up error) or a
+        │                            commit failed (503: the executor takes no more writes)
+        ├── JournalCorrupt           not a journal, damaged or truncated
         └── JournalTooNew            written by a newer version of the executor
 
 HTTP status codes are assigned in exactly one place, `wiz_executor.server._errors`,
@@ -96,6 +98,16 @@ class ExecutorFull(WizError):
 class ShuttingDown(WizError):
     def __init__(self) -> None:
         super().__init__("the executor is shutting down and accepts no new work")
+
+
+class Recovering(WizError):
+    """The executor is rebuilding its runs from the journal and takes no new work yet."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the executor is recovering its runs from the journal and takes no new work "
+            "yet; retry shortly"
+        )
 
 
 class Unauthorized(WizError):

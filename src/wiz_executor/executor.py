@@ -2,19 +2,28 @@
 
 The HTTP server is a thin translation onto this class, and tests and benchmarks can
 drive it directly. It is an async context manager: entering starts what it owns (the
-worker threads, the downstream sender), leaving shuts down in a fixed order.
+journal, the worker threads, the downstream sender), leaving shuts down in a fixed order.
+
+The journal (`journal.JournalStore`, durable by default) is opened first, and recovery
+runs as a task of the executor's: it reads the journal in one pass, rebuilds the run map,
+requeues the chunks that had not ended (at-least-once) and resends pending deliveries.
+Until it is done `recovering` is true and writes are refused with `Recovering` (503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
+from functools import partial
 from types import TracebackType
 
 import httpx
+from pydantic import BaseModel
 
 from . import netpolicy
+from ._recovery import recover
 from ._runlog import RunLog
 from ._tls import client_context
 from .api import Configuration, Data
@@ -25,12 +34,17 @@ from .errors import (
     ExecutorFull,
     InvalidConfiguration,
     InvalidInput,
+    JournalError,
     NetworkRefused,
     PayloadTooLarge,
+    Recovering,
     ShuttingDown,
+    WizError,
 )
 from .events import EventHub
+from .journal import JournalStore, MemoryStore, SqliteStore
 from .netpolicy import NetworkPolicy, guarded_client
+from .processors._base import folder_name
 from .registry import Registry
 from .runs import FAILED, RUNNING, WAITING, Chunk, Run, RunMap, same_json
 from .scheduling import ProcessorThreads, Scheduler
@@ -41,11 +55,16 @@ log = logging.getLogger(__name__)
 
 
 class AddResult:
-    __slots__ = ("accepted", "duplicates")
+    __slots__ = ("accepted", "committed", "duplicates")
 
-    def __init__(self, accepted: int, duplicates: int) -> None:
+    def __init__(
+        self, accepted: int, duplicates: int, committed: asyncio.Future[None] | None = None
+    ) -> None:
         self.accepted = accepted
         self.duplicates = duplicates
+        self.committed = committed
+        """Resolved once the accepted chunks are durable in the journal (None when there
+        is nothing to wait for): await it (`Executor.committed`) before answering 200."""
 
     def __repr__(self) -> str:
         return f"<AddResult accepted={self.accepted} duplicates={self.duplicates}>"
@@ -77,6 +96,17 @@ class Executor:
         self.scheduler.runner.network = self.network
         self._http: httpx.AsyncClient | None = None
         self.downstream: Downstream | None = None
+        self.journal: JournalStore | None = None
+        """The run map's change log: opened on entry, closed last on shutdown."""
+        self.recovering = False
+        """True while recovery rebuilds the run map from the journal."""
+        self.recovery_error: JournalError | None = None
+        self.recovery: dict[str, int] = {}
+        """What recovery found: runs, chunks requeued, failed as poison, deliveries."""
+        self._recovery: asyncio.Task[None] | None = None
+        self._refusal: WizError | None = None
+        """Why writes are refused (recovering, or a journal that failed), else None:
+        one attribute to test on the AddData path."""
         self.closing = False
         self._started = False
 
@@ -86,17 +116,26 @@ class Executor:
         if self._started:
             raise RuntimeError("an Executor can be started only once")
         self._started = True
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.settings.listen is not None:
-            await self.listening_on([self.settings.listen])
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store: JournalStore = (
+            MemoryStore()
+            if settings.ephemeral
+            else SqliteStore(settings.journal_path, fsync=settings.fsync)
+        )
+        fresh = settings.ephemeral or not settings.journal_path.exists()
+        await asyncio.to_thread(store.open)  # JournalError: the caller says what to do
+        self.journal = store
+        self.runs.attach(store)
+        if settings.listen is not None:
+            await self.listening_on([settings.listen])
         # One trust for everything the executor connects to: downstream executors here,
         # and `get`/`scrape` sources through the chunk runner's contexts.
-        tls = client_context(self.settings.ssl_ca_certs)
+        tls = client_context(settings.ssl_ca_certs)
         self.scheduler.runner.tls = tls
         self._http = guarded_client(
             self.downstream_network, verify=tls, timeout=httpx.Timeout(30.0, connect=5.0)
         )
-        settings = self.settings
         self.downstream = Downstream(
             self.runs,
             self._http,
@@ -108,7 +147,18 @@ class Executor:
             tokens=self.settings.downstream_tokens,
         )
         self.scheduler.runner.on_output = self.downstream.deliver
+        if not fresh:  # (a journal this start creates holds nothing to recover)
+            self.recovering = True
+            self._refusal = Recovering()
+            self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
         return self
+
+    async def recovered(self) -> None:
+        """Wait until recovery is done (at once when there was no journal to recover:
+        an ephemeral executor, or the first start on a data dir). Writes get
+        `Recovering` until then."""
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
 
     async def __aexit__(
         self,
@@ -124,6 +174,9 @@ class Executor:
         if self.closing:
             return
         self.closing = True
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
         grace = self.settings.shutdown_grace if grace is None else grace
         counts = self.runs.counts
         log.info(
@@ -141,10 +194,16 @@ class Executor:
             await self._http.aclose()
         self.threads.close()
         self.events.close()  # after the chunks' last changes, so streams can end with them
+        if self.journal is not None:
+            await self.journal.close()  # last: every change above is journalled
         failed = self.run_log.failed_by_shutdown
+        kept = self.runs.counts[WAITING] if self.runs.durable else 0
         log.info(
-            "executor stopped%s",
+            "executor stopped%s%s",
             f" ({failed} unfinished chunks failed by the shutdown)" if failed else "",
+            f" ({kept} unfinished chunks kept in the journal, to run after the restart)"
+            if kept
+            else "",
         )
 
     async def listening_on(self, endpoints: Sequence[tuple[str, int]]) -> None:
@@ -227,6 +286,8 @@ class Executor:
         configuration and a `MaxWorkers` above `max_workers`, which is clamped to it.
         Returns the run and whether it was created by this call.
         """
+        if self._refusal is not None:
+            raise self._refusal
         cls = self.registry.get(proc_id)
         if not run_id:
             raise InvalidInput("a run needs a non-empty run ID")
@@ -260,6 +321,23 @@ class Executor:
             )
         warnings = [f"unknown field {path} ignored" for path in unknown]
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
+        run = self._new_run(proc_id, run_id, configuration, processor_config, warnings)
+        if warnings:
+            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
+        self.runs.insert(run)
+        self.run_log.configured(run)
+        self.scheduler.open(run, cls)
+        return run, True
+
+    def _new_run(
+        self,
+        proc_id: str,
+        run_id: str,
+        configuration: Configuration,
+        processor_config: BaseModel,
+        warnings: list[str],
+    ) -> Run:
+        ec = configuration.ExecutorConfig
         # SendDownstream with no locations (the original manager's leaves) sends nothing.
         limit = self.settings.max_workers
         max_workers = min(ec.MaxWorkers or self.settings.default_run_workers, limit)
@@ -268,7 +346,7 @@ class Executor:
                 f"MaxWorkers {ec.MaxWorkers} is more than this executor runs at once "
                 f"(--max-workers {limit}); the run gets {limit}"
             )
-        run = Run(
+        return Run(
             proc_id,
             run_id,
             configuration,
@@ -278,12 +356,27 @@ class Executor:
             timeout=ec.ChunkTimeout or None,
             warnings=warnings,
         )
-        if warnings:
-            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
-        self.runs.insert(run)
-        self.run_log.configured(run)
-        self.scheduler.open(run, cls)
-        return run, True
+
+    async def committed(self, future: asyncio.Future[None] | None) -> None:
+        """Wait until a journal append is durable (a no-op for None).
+
+        A commit that fails leaves the executor refusing writes (503): the chunks it held
+        are in the run map but not in the journal, so answering more writes 200 would
+        promise what a restart cannot keep."""
+        if future is None:
+            return
+        try:
+            # Shielded: a client that hangs up must not cancel what the chunks wait on.
+            await asyncio.shield(future)
+        except JournalError as exc:
+            if not isinstance(self._refusal, JournalError):
+                log.critical("journal commit failed; refusing writes from now on: %s", exc)
+                self._refusal = exc
+            raise
+
+    async def commit(self) -> None:
+        """Wait until every change so far is durable (Configure, end-of-input, delete)."""
+        await self.committed(self.runs.flush())
 
     def check_batch_size(self, items: int) -> None:
         """Refuse a batch of more items than the executor ever holds waiting.
@@ -309,6 +402,8 @@ class Executor:
         `repeats` counts items of the request already dropped as repeats of one of
         `chunks` (see `wire.decode_distinct`); they are answered as duplicates.
         """
+        if self._refusal is not None:
+            raise self._refusal
         if len(chunks) + repeats > self.settings.max_pending:
             self.check_batch_size(len(chunks) + repeats)
         run = self.get_run(proc_id, run_id)
@@ -324,9 +419,22 @@ class Executor:
                     f"{self.settings.max_pending}; retry later",
                     self.settings.retry_after,
                 )
-            self.runs.accept(run, new)
-            self.scheduler.submit(run, new)
-        return AddResult(len(new), duplicates)
+            committed = self.runs.accept(run, new)
+            if committed is None:
+                self.scheduler.submit(run, new)
+            else:
+                # They run once journalled, not before: a chunk that kills the process at
+                # once must be in the journal to be counted, or a client resending it
+                # would crash-loop the executor without --max-attempts ever catching it.
+                committed.add_done_callback(partial(self._submit_committed, run, new))
+            return AddResult(len(new), duplicates, committed)
+        # Only resends: their first acceptance may not be durable yet.
+        return AddResult(0, duplicates, self.runs.flush())
+
+    def _submit_committed(self, run: Run, new: list[Chunk], future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None or run.removed:
+            return  # (a failed commit: the executor refuses writes, see `committed`)
+        self.scheduler.submit(run, new)
 
     def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
         """`add_chunks` for wire models (the library's convenient form)."""
@@ -335,6 +443,8 @@ class Executor:
 
     def end_of_input(self, proc_id: str, run_id: str) -> Run:
         """Declare that no more chunks will come; the run completes when those held finish."""
+        if self._refusal is not None:
+            raise self._refusal
         run = self.get_run(proc_id, run_id)
         self.runs.close_input(run)
         return run
@@ -384,7 +494,10 @@ class Executor:
         return run, len(chunks), len(outputs)
 
     async def delete_run(self, proc_id: str, run_id: str) -> Run:
-        """Forget a run, cancelling its waiting and running chunks, so memory is given back."""
+        """Forget a run, cancelling its waiting and running chunks, so memory is given back,
+        and remove its journal rows and its files (`data_dir/<processor>/<run>`)."""
+        if self._refusal is not None:
+            raise self._refusal
         run = self.get_run(proc_id, run_id)
         unfinished = self.runs.remove(run)
         await self.scheduler.delete(run)
@@ -394,6 +507,9 @@ class Executor:
         run.chunks.clear()
         run.outputs.clear()
         run.order.clear()
+        await self.commit()
+        folder = self.settings.data_dir / folder_name(proc_id) / folder_name(run_id)
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
         return run
 
     async def wait(

@@ -8,12 +8,21 @@ reports back through the loop before it touches anything here.
 
 Each input chunk is one `Chunk` record that also holds its output: the output mirrors the
 input's state by construction, and a retained chunk costs one object, not two.
+
+The run map feeds the journal (`journal.JournalStore`): each transition builds its record
+and appends it without awaiting, so the journal is a change log of this map, never a
+second source of truth. Only the appends someone must wait for before answering (an
+accepted batch, a recovered chunk's start) hand back a future, and only when the store
+is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Callable, Iterator
+from time import time
 from typing import Any
 
 import msgspec
@@ -21,6 +30,23 @@ from pydantic import BaseModel
 
 from .api import Configuration, DataChunkState, DataFormat, State, WorkModel
 from .errors import ChunkNotFound, Conflict, RunNotFound
+from .journal import (
+    AcceptedChunk,
+    Attempt,
+    ChunkFailed,
+    ChunksAccepted,
+    ChunkStarted,
+    ChunkSucceeded,
+    DeliveryDone,
+    DeliveryFailed,
+    DeliveryPending,
+    InputClosed,
+    JournalStore,
+    Record,
+    RunConfigured,
+    RunDeleted,
+    RunFinished,
+)
 
 WAITING, RUNNING, SUCCEEDED, FAILED = (
     DataChunkState.WAITING,
@@ -31,6 +57,9 @@ WAITING, RUNNING, SUCCEEDED, FAILED = (
 FINISHED = frozenset({SUCCEEDED, FAILED})
 _TAKING = frozenset({State.CONFIGURED, State.RUNNING})
 """Run states in which a run may take new chunks (unless its input is closed)."""
+HOST = socket.gethostname()
+PID = os.getpid()
+"""Where this process runs chunks, for their attempt history (read once)."""
 
 
 class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
@@ -61,6 +90,14 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     seq: int = 0
     """Its position in its run's arrival order (`Run.order`), set when it is accepted:
     how a page of GetData that starts after this chunk finds where to start."""
+    attempts: tuple[Attempt, ...] | None = None
+    """Every run of it so far, oldest first (the `Attempts` extension); None until it
+    first starts, so a waiting chunk costs nothing for it."""
+
+    @property
+    def attempt(self) -> int:
+        """The number of its latest attempt (0 before it first starts)."""
+        return 0 if self.attempts is None else self.attempts[-1].number
 
     def same_input(self, other: Chunk) -> bool:
         """Whether a resent chunk is the one already held (State and Type never count)."""
@@ -189,7 +226,15 @@ Listener = Callable[[Run, Chunk | None], None]
 class RunMap:
     """Every run of every processor, and the state transitions allowed on them."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: JournalStore | None = None) -> None:
+        self.journal: JournalStore | None = None
+        self.durable = False
+        """Whether the journal survives the process (then unfinished work is left in it
+        at shutdown, to run after the restart, rather than failed)."""
+        self.recovered: set[int] = set()
+        """`id()`s of chunks recovered unfinished that have not started again: their
+        start is awaited durable before they run (see `start`)."""
+        self.attach(journal)
         self._runs: dict[str, dict[str, Run]] = {}
         self.listeners: list[Listener] = []
         self.on_run_started: list[Callable[[Run], None]] = []
@@ -205,6 +250,24 @@ class RunMap:
         self.finished_totals: dict[str, dict[DataChunkState, int]] = {}
         """Per processor, chunks that ever ended SUCCEEDED or FAILED (deleted runs' too):
         counted here, in the transition itself, so metrics need no listener per chunk."""
+
+    def attach(self, journal: JournalStore | None) -> None:
+        """Feed `journal` from now on (the executor attaches its store as it starts)."""
+        self.journal = journal
+        self.durable = journal is not None and journal.durable
+
+    def flush(self) -> asyncio.Future[None] | None:
+        """A future resolved once every change so far is durable; None if nothing need
+        be awaited (no durable journal)."""
+        if self.durable:
+            assert self.journal is not None
+            return self.journal.flush()
+        return None
+
+    def _log(self, *records: Record) -> None:
+        journal = self.journal
+        if journal is not None:
+            journal.append_nowait(records)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -240,8 +303,40 @@ class RunMap:
         if totals is None:
             totals = self.finished_totals[run.proc_id] = {SUCCEEDED: 0, FAILED: 0}
         run.finished_totals = totals
+        if self.journal is not None:
+            configuration = run.configuration.model_dump(mode="json")
+            self._log(RunConfigured(run.proc_id, run.run_id, configuration, time()))
         self._notify(run, None)
         return run
+
+    def restore(self, run: Run, chunks: list[Chunk]) -> None:
+        """Put back a run recovered from the journal, with its chunks in arrival order
+        (their states and counts as given; nothing is journalled: it is there already).
+
+        `run.state` is set by the caller (a finished run's, or CONFIGURED/RUNNING)."""
+        self._runs.setdefault(run.proc_id, {})[run.run_id] = run
+        totals = self.finished_totals.get(run.proc_id)
+        if totals is None:
+            totals = self.finished_totals[run.proc_id] = {SUCCEEDED: 0, FAILED: 0}
+        run.finished_totals = totals
+        held, outputs, counts = run.chunks, run.outputs, run.counts
+        for seq, chunk in enumerate(chunks):
+            chunk.seq = seq
+            held[chunk.id] = chunk
+            outputs[chunk.output_id] = chunk
+            counts[chunk.state] += 1
+        run.order = chunks
+        for state, n in counts.items():
+            self.counts[state] += n
+        totals[SUCCEEDED] += counts[SUCCEEDED]
+        totals[FAILED] += counts[FAILED]
+        if run.finished:
+            run.done.set()
+        self._notify(run, None)
+
+    def settle(self, run: Run) -> None:
+        """Finish a recovered run if all it waited for had ended before the restart."""
+        self._maybe_complete(run)
 
     def remove(self, run: Run) -> list[Chunk]:
         """Forget a run; return its chunks that had not finished, for the caller to cancel."""
@@ -252,6 +347,7 @@ class RunMap:
         run.removed = True
         if not runs:
             del self._runs[run.proc_id]
+        self._log(RunDeleted(run.proc_id, run.run_id))
         unfinished = [c for c in run.chunks.values() if c.state not in FINISHED]
         for state, n in run.counts.items():
             self.counts[state] -= n
@@ -315,8 +411,11 @@ class RunMap:
             )
         return new, duplicates
 
-    def accept(self, run: Run, new: list[Chunk]) -> None:
-        """Take chunks checked by `check_accepts` as WAITING."""
+    def accept(self, run: Run, new: list[Chunk]) -> asyncio.Future[None] | None:
+        """Take chunks checked by `check_accepts` as WAITING.
+
+        Returns the future of their `ChunksAccepted` record when the journal is durable:
+        the caller awaits it before answering (an AddData answered 200 is durable)."""
         chunks, outputs, order = run.chunks, run.outputs, run.order
         seq = len(order)
         for chunk in new:
@@ -336,9 +435,70 @@ class RunMap:
         if self.listeners:
             for chunk in new:
                 self._notify(run, chunk)
+        journal = self.journal
+        if journal is None or not n:
+            return None
+        record = ChunksAccepted(
+            run.proc_id,
+            run.run_id,
+            tuple(
+                [
+                    AcceptedChunk(
+                        c.id,
+                        c.output_id,
+                        c.in_format,
+                        c.raw_data,
+                        c.fs_driver,
+                        c.fs_location,
+                        c.generated_output_id,
+                    )
+                    for c in new
+                ]
+            ),
+            time(),
+        )
+        if self.durable:
+            return journal.append((record,))
+        journal.append_nowait((record,))
+        return None
 
-    def start(self, run: Run, chunk: Chunk) -> None:
+    def start(self, run: Run, chunk: Chunk, worker: str = "") -> asyncio.Future[None] | None:
+        """A worker takes a chunk: a new attempt begins, RUNNING.
+
+        Returns a future to await before running the processor for a chunk recovered
+        unfinished from the journal (None for any other): its attempt must be counted
+        durably first, or a chunk that kills the process at once would never reach
+        `--max-attempts`. Fresh chunks journal their start without waiting."""
         self._move(run, chunk, RUNNING)
+        attempts = chunk.attempts
+        number = 1 if attempts is None else attempts[-1].number + 1
+        now = time()
+        attempt = Attempt(number, now, host=HOST, pid=PID, worker=worker)
+        chunk.attempts = (attempt,) if attempts is None else (*attempts, attempt)
+        journal = self.journal
+        if journal is None:
+            return None
+        record = ChunkStarted(run.proc_id, run.run_id, chunk.id, number, now, HOST, PID, worker)
+        recovered = self.recovered
+        if recovered and id(chunk) in recovered:
+            recovered.discard(id(chunk))
+            if self.durable:
+                return journal.append((record,))
+        journal.append_nowait((record,))
+        return None
+
+    def interrupt(self, run: Run, chunk: Chunk) -> None:
+        """A running chunk was stopped by the executor's shutdown, with a durable journal:
+        its attempt ends without an outcome and it goes back to WAITING, so that it runs
+        again after the restart. Nothing is journalled: the journal already has it
+        started and not ended, which recovery reads the same way."""
+        if chunk.state is not RUNNING:
+            return
+        attempts = chunk.attempts
+        if attempts:
+            attempts[-1].ended = time()
+        chunk.progress = None
+        self._move(run, chunk, WAITING)
 
     def progress(self, run: Run, chunk: Chunk, done: int, total: int | None) -> None:
         if chunk.state is RUNNING:
@@ -353,13 +513,41 @@ class RunMap:
         out_raw: Any,
         out_driver: str = "",
         out_location: str = "",
+        sends: bool = False,
     ) -> None:
+        """The chunk ended SUCCEEDED with this output. `sends`: the output is to be
+        delivered downstream; the delivery is pending from now on (journalled with the
+        output, in one append, so a restart finds and resends it)."""
         chunk.out_format = out_format
         chunk.out_raw = out_raw
         chunk.out_driver = out_driver
         chunk.out_location = out_location
         chunk.progress = None
+        now = time()
+        number = self._end_attempt(chunk, now, SUCCEEDED, None)
+        if sends:
+            run.deliveries_pending += 1
         self._move(run, chunk, SUCCEEDED)
+        if self.journal is not None and not run.removed:
+            records: list[Record] = [
+                ChunkSucceeded(
+                    run.proc_id,
+                    run.run_id,
+                    chunk.id,
+                    number,
+                    out_format,
+                    out_raw,
+                    now,
+                    out_driver,
+                    out_location,
+                )
+            ]
+            if sends:
+                records += [
+                    DeliveryPending(run.proc_id, run.run_id, chunk.id, i)
+                    for i in range(len(run.configuration.ExecutorConfig.DownstreamLocations or ()))
+                ]
+            self._log(*records)
         self._maybe_complete(run)
 
     def fail(self, run: Run, chunk: Chunk, error: str) -> None:
@@ -367,12 +555,18 @@ class RunMap:
             return
         chunk.error = error
         chunk.progress = None
+        now = time()
+        number = self._end_attempt(chunk, now, FAILED, error) if chunk.state is RUNNING else 0
         self._move(run, chunk, FAILED)
+        if not run.removed:
+            self._log(ChunkFailed(run.proc_id, run.run_id, chunk.id, number, error, now))
         for hook in self.on_chunk_failed:
             hook(run, chunk)
         self._maybe_complete(run)
 
     def delivery_started(self, run: Run) -> None:
+        """Count a delivery as pending (a recovered one being resent; a new one is
+        counted by `succeed`)."""
         run.deliveries_pending += 1
 
     def delivery_finished(
@@ -387,6 +581,13 @@ class RunMap:
             if failed and not run.removed:
                 run.undelivered[chunk.id] = failed
             self._notify(run, chunk)
+        if self.journal is not None and not run.removed:
+            places = range(len(run.configuration.ExecutorConfig.DownstreamLocations or ()))
+            p, r, c = run.proc_id, run.run_id, chunk.id
+            if error is None:
+                self._log(*[DeliveryDone(p, r, c, i) for i in places])
+            else:
+                self._log(*[DeliveryFailed(p, r, c, i, error) for i in places])
         self._maybe_complete(run)
 
     def retry(self, run: Run) -> tuple[list[Chunk], list[tuple[Chunk, tuple[int, ...]]]]:
@@ -436,13 +637,30 @@ class RunMap:
                 self._notify(run, chunk)
         return chunks, outputs
 
+    def delivery_interrupted(self, run: Run) -> None:
+        """A delivery cut short by the shutdown, with a durable journal: it stays
+        pending there, and is resent after the restart (nothing is journalled)."""
+        run.deliveries_pending -= 1
+
     def close_input(self, run: Run) -> None:
         if not run.input_closed:
             run.input_closed = True
+            self._log(InputClosed(run.proc_id, run.run_id))
             self._notify(run, None)
             self._maybe_complete(run)
 
     # -- internals ---------------------------------------------------------------------
+
+    @staticmethod
+    def _end_attempt(chunk: Chunk, now: float, outcome: DataChunkState, error: str | None) -> int:
+        """End the chunk's latest attempt; its number (0 if it never started)."""
+        attempts = chunk.attempts
+        if not attempts:
+            return 0
+        last = attempts[-1]
+        if last.outcome is None and last.ended is None:
+            last.ended, last.outcome, last.error = now, outcome, error
+        return last.number
 
     def _move(self, run: Run, chunk: Chunk, state: DataChunkState) -> None:
         old = chunk.state
@@ -452,7 +670,7 @@ class RunMap:
         if not run.removed:  # a deleted run's chunks no longer count executor-wide
             self.counts[old] -= 1
             self.counts[state] += 1
-        if state is not RUNNING:
+        if state is SUCCEEDED or state is FAILED:  # (not RUNNING, nor back to WAITING)
             run.finished_totals[state] += 1
         for listener in self.listeners:
             listener(run, chunk)
@@ -471,6 +689,7 @@ class RunMap:
         if run.finished or run.deliveries_pending or run.removed:
             return
         run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
+        self._log(RunFinished(run.proc_id, run.run_id, run.state, time()))
         run.done.set()
         self._notify(run, None)
         for hook in self.on_run_finished:

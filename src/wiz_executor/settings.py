@@ -150,6 +150,18 @@ class Settings:
     """Bearer tokens for downstream deliveries, by target `host:port`; a target not
     listed gets `token` (the executor's own), if any."""
 
+    db_path: Path | None = None
+    """The journal file (`--db`); None is `data_dir/wiz.db`. See `journal_path`."""
+    ephemeral: bool = False
+    """Keep state in memory only (`--ephemeral`): nothing survives the process. Off by
+    default: an AddData answered 200 is in the journal, and survives a crash."""
+    fsync: bool = False
+    """Sync the journal to disk at each commit (`--fsync`): survives power loss too, at
+    the cost of a disk flush per group commit."""
+    max_attempts: int = 3
+    """Times a chunk may start without ending (the process died each time) before
+    recovery fails it instead of running it again: a poison chunk cannot crash-loop."""
+
     def __post_init__(self) -> None:
         if self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -166,6 +178,8 @@ class Settings:
             raise ValueError("delivery_timeout must be more than 0")
         if not self.delivery_backoff_cap >= 0:
             raise ValueError("delivery_backoff_cap must be at least 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
             raise ValueError("chunk_timeout must be None or at least 0")
         if self.max_chunk_timeout is not None and not 0 < self.max_chunk_timeout < float("inf"):
@@ -215,6 +229,13 @@ class Settings:
             "downstream_tokens",
             {host_key(host): token for host, token in self.downstream_tokens.items()},
         )
+        if self.db_path is not None:
+            object.__setattr__(self, "db_path", Path(self.db_path).absolute())
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the durable journal is: `--db`, or `wiz.db` in the data directory."""
+        return self.db_path if self.db_path is not None else self.data_dir / "wiz.db"
 
     @property
     def default_chunk_timeout(self) -> float | None:

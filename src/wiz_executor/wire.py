@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -347,6 +348,40 @@ class _Progress(msgspec.Struct, gc=False):
     Total: int | None
 
 
+class _AttemptView(msgspec.Struct, gc=False):
+    Attempt: int
+    Start: str
+    End: str | None
+    Outcome: str | None
+    Error: str | None
+    Host: str
+    PID: int
+    Worker: str
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _attempts(chunk: Chunk) -> list[_AttemptView] | None:
+    attempts = chunk.attempts
+    if attempts is None:
+        return None
+    return [
+        _AttemptView(
+            a.number,
+            _rfc3339(a.started),
+            None if a.ended is None else _rfc3339(a.ended),
+            None if a.outcome is None else a.outcome.value,
+            a.error,
+            a.host,
+            a.pid,
+            a.worker,
+        )
+        for a in attempts
+    ]
+
+
 class DataView(msgspec.Struct, gc=False, omit_defaults=True):
     """A `Data` object as rendered for an answer: the wire shape, extensions omitted
     while unset. A struct the garbage collector does not track, not a dict: GetData
@@ -363,6 +398,7 @@ class DataView(msgspec.Struct, gc=False, omit_defaults=True):
     Error: str | None = None
     Progress: _Progress | None = None
     DeliveryError: str | None = None
+    Attempts: list[_AttemptView] | None = None
 
 
 def _progress(chunk: Chunk) -> _Progress | None:
@@ -381,6 +417,8 @@ def render_input(chunk: Chunk) -> DataView:
         chunk.output_id,
         chunk.error,
         _progress(chunk),
+        None,
+        _attempts(chunk),
     )
 
 

@@ -125,6 +125,7 @@ def outside(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, repos: Repos, fixtures: Fixtures) -> Settings:
     return Settings(
         data_dir=tmp_path / "wiz-data",
+        db_path=tmp_path / "wiz.db",  # beside the data directory, whose files tests list
         allowed_roots=(repos.root, fixtures.files_root),
         downstream_backoff=0.01,
         shutdown_grace=5,

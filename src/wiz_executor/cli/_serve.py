@@ -2,17 +2,24 @@
 
 On a signal uvicorn stops accepting connections, ends the event streams and lets open
 requests end; then the app's lifespan shuts the executor down in order (running chunks
-get the grace period, the rest fail with a message saying why).
+get the grace period; with the durable journal the rest stay in it and run after the
+restart, with `--ephemeral` they fail with a message saying why).
 
 Listening on anything but a loopback address without a token is refused before
 anything is bound: whoever reaches the port could run processors that fetch URLs and
 read files. `--insecure` insists.
+
+A journal that cannot be opened (damaged, not a journal, written by a newer version) is
+checked before serving: its message (naming the file and what to do) and exit code 1,
+never a traceback and never a silent fresh start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +29,8 @@ import typer
 from .._logs import configure_logging
 from .._tls import client_context, server_context
 from ..api import WorkModel
-from ..errors import TLSError
+from ..errors import JournalError, TLSError
+from ..journal import SqliteStore
 from ..netpolicy import parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
@@ -351,6 +359,35 @@ def serve(
         Path | None,
         typer.Option(help="HOST=TOKEN lines, as --downstream-token."),
     ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="The journal file (SQLite), where accepted chunks and their state are kept "
+            "[default: DATA_DIR/wiz.db].",
+        ),
+    ] = None,
+    ephemeral: Annotated[
+        bool,
+        typer.Option(
+            help="Keep everything in memory only: nothing survives the process (no journal)."
+        ),
+    ] = DEFAULTS.ephemeral,
+    fsync: Annotated[
+        bool,
+        typer.Option(
+            help="Sync the journal to disk at each commit: accepted chunks survive a power "
+            "loss too, not only a crash of the process (costs a disk flush per commit)."
+        ),
+    ] = DEFAULTS.fsync,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Times a chunk may start without ending (the executor stopped or crashed "
+            "each time) before it fails instead of running again.",
+        ),
+    ] = DEFAULTS.max_attempts,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -426,7 +463,13 @@ def serve(
         allowed_origins=_origins(allow_origin or []),
         allowed_hosts=tuple(hosts),
         downstream_tokens=parse_downstream_tokens(downstream_token or [], downstream_token_file),
+        db_path=db,
+        ephemeral=ephemeral,
+        fsync=fsync,
+        max_attempts=max_attempts,
     )
+    if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
+        check_journal(settings)
     configure_logging(log_level.value)
     if secret is None and not is_loopback(bind):
         log.warning(
@@ -457,3 +500,20 @@ def _origins(values: list[str]) -> tuple[str, ...]:
         return tuple(normalize_origin(value) for value in values)
     except ValueError as exc:
         fail(f"--allow-origin: {exc}", EXIT_USAGE)
+
+
+def check_journal(settings: Settings) -> None:
+    """Open and close the journal once before serving, so that a bad one is a clear
+    message and exit code 1 rather than a failed start-up's traceback."""
+
+    async def open_and_close() -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(settings.journal_path, fsync=settings.fsync)
+        await asyncio.to_thread(store.open)
+        await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except JournalError as exc:
+        print(f"wiz executor: {exc.message}", file=sys.stderr)
+        raise typer.Exit(1) from None

@@ -117,6 +117,10 @@ def check_limit(limit: int) -> None:
 class JournalStore(ABC):
     """Where the run map's change log is kept (see the module docstring for the life)."""
 
+    durable = True
+    """Whether what it keeps survives the process: if not, nobody need await an append
+    (the executor answers without waiting, and recovers nothing at start)."""
+
     @abstractmethod
     def open(self) -> None:
         """Create the store, or check and migrate an existing one (`JournalError`)."""

@@ -55,6 +55,8 @@ class _Run:
 class MemoryStore(JournalStore):
     """The journal in a few dicts; appends resolve immediately."""
 
+    durable = False
+
     def __init__(self) -> None:
         self._runs: dict[tuple[str, str], _Run] = {}
         self._settings: dict[str, Any] = {}

@@ -137,6 +137,7 @@ class Context(Generic[ConfigT]):
     __slots__ = (
         "_report",
         "allowed_roots",
+        "attempt",
         "chunk_id",
         "config",
         "data_dir",
@@ -159,6 +160,7 @@ class Context(Generic[ConfigT]):
         network: NetworkPolicy | None = None,
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        attempt: int = 1,
     ) -> None:
         self.proc_id = proc_id
         self.run_id = run_id
@@ -178,6 +180,10 @@ class Context(Generic[ConfigT]):
         self.limits = limits or Limits(data_dir=data_dir, allowed_roots=allowed_roots)
         """The operator's ceilings (the configuration already respects them)."""
         self._report = report
+        self.attempt = attempt
+        """Which run of this chunk this is: 1 the first time; more when the executor
+        stopped or crashed while it ran before (processing is at-least-once, so a
+        processor with side effects must be idempotent, or use this to tell)."""
 
     @property
     def scratch_dir(self) -> Path:

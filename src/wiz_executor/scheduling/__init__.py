@@ -93,13 +93,16 @@ class Scheduler:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work, give running chunks `grace` seconds, then cancel the rest.
 
-        Every chunk ends SUCCEEDED or FAILED with a message; none is left RUNNING.
+        Every chunk ends SUCCEEDED or FAILED with a message; none is left RUNNING. With
+        a durable journal, chunks that did not end are left unfinished instead (WAITING
+        in the journal) and run after the restart.
         """
         left: list[tuple[Run, Chunk]] = []
         for model in self.models.values():
             left += await model.stop_dispatching()
-        for run, chunk in left:
-            self.runs.fail(run, chunk, "executor shut down before this chunk ran")
+        if not self.runs.durable:  # (durable: they wait in the journal for the restart)
+            for run, chunk in left:
+                self.runs.fail(run, chunk, "executor shut down before this chunk ran")
         running: set[asyncio.Task[Any]] = set()
         for model in self.models.values():
             running |= model.running_tasks()

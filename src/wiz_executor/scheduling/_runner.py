@@ -95,7 +95,8 @@ class ChunkRunner:
         timed out, since its thread cannot be interrupted and may still be using it.
         """
         runs = self.runs
-        runs.start(run, chunk)
+        task = asyncio.current_task()
+        durable = runs.start(run, chunk, task.get_name() if task is not None else "")
         cls = type(instance)
         traits = self._traits.get(cls)
         if traits is None:
@@ -104,6 +105,8 @@ class ChunkRunner:
         pending: Awaitable[Any] | None = None
         try:
             timeout = run.timeout or self.default_timeout
+            if durable is not None:  # a recovered chunk: its attempt is counted first
+                await durable
             raw = chunk.raw_data
             data = Input(chunk.id, chunk.in_format, raw, chunk.fs_driver, chunk.fs_location)
             try:
@@ -125,6 +128,7 @@ class ChunkRunner:
                     network=self.network,
                     tls=self.tls,
                     limits=self.limits,
+                    attempt=chunk.attempt,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:
@@ -145,7 +149,7 @@ class ChunkRunner:
             except asyncio.CancelledError:
                 if type(pending) is BlockingCall:
                     self.threads.abandon(pending)
-                runs.fail(run, chunk, cancelled_message(run, chunk))
+                cancelled(runs, run, chunk)
                 raise
             except WizError as exc:
                 runs.fail(run, chunk, exc.message)
@@ -205,9 +209,8 @@ class ChunkRunner:
         # SendDownstream with no locations (how the original manager configures a
         # pipeline's leaves) has nowhere to send, so nothing is sent.
         sends = ec.SendDownstream and bool(ec.DownstreamLocations) and self.on_output is not None
-        if sends:
-            self.runs.delivery_started(run)  # the run completes only once this is delivered
-        self.runs.succeed(run, chunk, fmt, raw, driver, location)
+        # (with `sends`, the run completes only once the output is delivered)
+        self.runs.succeed(run, chunk, fmt, raw, driver, location, sends=sends)
         if sends:
             assert self.on_output is not None
             self.on_output(run, chunk)
@@ -246,6 +249,17 @@ async def discard_instance(instance: Processor[Any]) -> None:
 
 def setup_failure(exc: BaseException) -> str:
     return f"processor setup failed: {type(exc).__name__}: {exc}"
+
+
+def cancelled(runs: RunMap, run: Run, chunk: Chunk) -> None:
+    """A chunk's work was cancelled: by a delete, it fails; by the shutdown, it fails
+    too with an ephemeral store, but with a durable one it is left unfinished in the
+    journal (WAITING, or RUNNING with an attempt that never ended) to run after the
+    restart."""
+    if runs.durable and not run.removed:
+        runs.interrupt(run, chunk)
+    else:
+        runs.fail(run, chunk, cancelled_message(run, chunk))
 
 
 def cancelled_message(run: Run, chunk: Chunk) -> str:

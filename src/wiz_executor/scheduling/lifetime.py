@@ -18,7 +18,7 @@ from ._limits import WorkerLimiter
 from ._model import WorkModelBase
 from ._runner import (
     PROCESSOR_ERRORS,
-    cancelled_message,
+    cancelled,
     discard_instance,
     new_instance,
     setup_failure,
@@ -87,8 +87,8 @@ class LifetimeModel(WorkModelBase):
         except PROCESSOR_ERRORS as exc:
             self.runner.runs.fail(run, chunk, setup_failure(exc))
             return
-        except asyncio.CancelledError:  # deleted or shut down during setup: never left WAITING
-            self.runner.runs.fail(run, chunk, cancelled_message(run, chunk))
+        except asyncio.CancelledError:  # deleted or shut down during setup
+            cancelled(self.runner.runs, run, chunk)
             raise
         try:
             await self.runner.execute(run, chunk, instance)

@@ -20,6 +20,8 @@ STATUS: dict[type[errors.WizError], int] = {
     errors.MisdirectedRequest: 421,
     errors.ExecutorFull: 429,
     errors.ShuttingDown: 503,
+    errors.Recovering: 503,
+    errors.JournalError: 503,
     errors.WizError: 500,
 }
 
@@ -55,6 +57,8 @@ def error_headers(exc: errors.WizError) -> dict[str, str]:
         return {"WWW-Authenticate": bearer_challenge(exc.error, exc.message if exc.error else "")}
     if isinstance(exc, errors.ExecutorFull):
         return {"Retry-After": str(exc.retry_after)}
-    if isinstance(exc, errors.ShuttingDown):
+    if isinstance(exc, errors.ShuttingDown | errors.JournalError):
         return {"Retry-After": "5"}
+    if isinstance(exc, errors.Recovering):
+        return {"Retry-After": "1"}
     return {}

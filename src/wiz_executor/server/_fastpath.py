@@ -52,6 +52,9 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
     chunks is one synchronous call on the loop, so a batch is still accepted or
     rejected whole against the run map as it is at that instant.
 
+    The answer waits for the accepted chunks to be durable in the journal (group
+    committed with the other requests of the moment); a failed commit is a 503.
+
     Fields a chunk does not have are ignored and named in the answer's `Warnings` (and
     the log), or refused with a 400 under `--strict-config`, before anything is taken.
     """
@@ -65,6 +68,8 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
             "unknown field(s) in the chunks (refused under --strict-config): " + ", ".join(unknown)
         )
     result = executor.add_chunks(proc_id, run_id, chunks, repeats)
+    if result.committed is not None:  # 200 only once the chunks are in the journal
+        await executor.committed(result.committed)
     if unknown:
         warnings = [f"unknown field {path} ignored" for path in unknown]
         # Logged once per run and warning: a client that always sends the field would

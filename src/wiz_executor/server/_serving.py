@@ -99,7 +99,13 @@ def describe(settings: Settings) -> str:
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
         f"allowed roots {roots}, "
         f"--allow-net {', '.join(settings.allow_net) or 'none'}, "
-        f"--deny-net {', '.join(settings.deny_net) or 'none'}"
+        f"--deny-net {', '.join(settings.deny_net) or 'none'}, "
+        + (
+            "journal none (--ephemeral: nothing survives the process)"
+            if settings.ephemeral
+            else f"journal {settings.journal_path}{' (fsync)' if settings.fsync else ''}, "
+            f"max attempts {settings.max_attempts}"
+        )
     )
 
 

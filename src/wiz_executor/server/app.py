@@ -243,8 +243,16 @@ def _add_routes(app: FastAPI) -> None:
     async def healthz(request: Request) -> dict[str, Any]:
         """Liveness, and the executor's load."""
         ex = _executor(request)
+        if ex.closing:
+            status = "stopping"
+        elif ex.recovering:
+            status = "recovering"  # rebuilding the runs from the journal; writes get 503
+        elif ex.recovery_error is not None:
+            status = "failed"
+        else:
+            status = "ok"
         return {
-            "status": "stopping" if ex.closing else "ok",
+            "status": status,
             "runs": len(ex.runs),
             "chunks": {state.value: n for state, n in ex.runs.counts.items()},
             "workers": {
@@ -308,6 +316,7 @@ def _add_routes(app: FastAPI) -> None:
         executor = _executor(request)
         await executor.check_downstream(procID, runID, configuration)
         run, _ = executor.configure(procID, runID, configuration, unknown)
+        await executor.commit()  # the run is in the journal before the 200
         return _json(render_run(run))
 
     @app.get(
@@ -405,7 +414,9 @@ def _add_routes(app: FastAPI) -> None:
         """*Extension*: no more chunks will come. The run completes once the chunks it
         holds have finished (even fewer than a nonzero NumChunks); later AddData calls
         get 409."""
-        run = _executor(request).end_of_input(procID, runID)
+        executor = _executor(request)
+        run = executor.end_of_input(procID, runID)
+        await executor.commit()
         return _json(
             {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": len(run.chunks)}
         )

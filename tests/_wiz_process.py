@@ -1,0 +1,113 @@
+"""`wiz executor` as a real process for the durability tests: start it on a data dir,
+wait until it serves (and has recovered), kill it with a real signal, start it again.
+
+Its stderr goes to a file in the test's folder (a pipe nobody reads could fill and block
+it); `stderr()` reads it back for a failing test's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+"""Test-only processors (`crash`), found by the subprocess as an installed plugin."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wiz_command() -> list[str]:
+    script = Path(sys.executable).parent / "wiz"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "wiz_executor"]
+
+
+class WizProcess:
+    """One `wiz executor` process on `folder` (its data dir is `folder/wiz-data`)."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.folder = folder
+        self.args = args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    def stderr(self) -> str:
+        path = self.folder / f"stderr-{self.starts}.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def start(self, timeout: float = 30, may_die: bool = False) -> bool:  # noqa: ASYNC109
+        """Start it and wait until /healthz says ok (recovery done): True. False if it
+        died on its own first and `may_die` (a test's poison chunk may kill it)."""
+        self.starts += 1
+        env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+        with open(self.folder / f"stderr-{self.starts}.txt", "wb") as err:  # noqa: ASYNC230
+            self.proc = await asyncio.create_subprocess_exec(
+                *wiz_command(),
+                "executor",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.folder / "wiz-data"),
+                "--log-level",
+                "info",
+                *self.args,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+            while True:
+                if self.proc.returncode is not None:
+                    if may_die:
+                        return False
+                    raise AssertionError(f"wiz executor exited at start-up:\n{self.stderr()}")
+                try:
+                    resp = await client.get("/healthz")
+                    if resp.json()["status"] == "ok":
+                        return True
+                except httpx.TransportError:
+                    pass
+                if loop.time() > deadline:
+                    raise AssertionError(f"wiz executor did not start:\n{self.stderr()}")
+                await asyncio.sleep(0.02)  # noqa: sleep-ok (poll interval for the server)
+
+    async def kill(self, sig: int = signal.SIGKILL, timeout: float = 30) -> int:  # noqa: ASYNC109
+        """Send `sig` and wait for the process to end; its exit code."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def wait_exit(self, timeout: float = 60) -> int:  # noqa: ASYNC109
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def stop(self) -> None:
+        """Make sure it is gone (a test's clean-up)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def get_json(client: httpx.AsyncClient, path: str) -> Any:
+    resp = await client.get(path)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
