@@ -36,6 +36,7 @@ def connect(settings: Settings) -> Connect:
         base_url: str = "http://127.0.0.1:8080", **changes: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
         async with Executor(replace(settings, **changes)) as ex:
+            await ex.recovered()  # a second client of a test reopens its journal
             transport = httpx.ASGITransport(app=create_app(executor=ex))
             async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
                 yield http

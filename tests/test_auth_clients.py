@@ -187,6 +187,7 @@ async def test_downstream_sends_each_target_its_token(settings: Settings) -> Non
 
 async def test_downstream_without_tokens_sends_no_authorization(settings: Settings) -> None:
     b, c = Recorder(), Recorder()
+    settings = replace(settings, ephemeral=True)  # two executors in turn, one folder
     async with serve_asgi(b) as host_b, serve_asgi(c) as host_c:
         await deliver_to(settings, [host_b])
         # a token for one target only: the others still get none

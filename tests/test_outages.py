@@ -11,6 +11,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +212,15 @@ async def test_retry_after_is_honoured_past_the_backoff_cap_but_not_past_the_win
     assert low <= waits[0] <= high, waits
 
 
-async def test_shutdown_does_not_wait_for_the_delivery_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ephemeral", [True, False])
+async def test_shutdown_does_not_wait_for_the_delivery_window(
+    tmp_path: Path, ephemeral: bool
+) -> None:
     """With an hour's window and a dead downstream, shutdown gives the pending delivery
-    the grace period, then stops it and records why."""
+    the grace period, then stops it: with `--ephemeral` it fails, saying why; with the
+    journal it stays pending there, to be resent after the restart."""
     stub = FlakyDownstream([503], forever=True)
-    settings = sender_settings(tmp_path, shutdown_grace=0.2)
+    settings = replace(sender_settings(tmp_path, shutdown_grace=0.2), ephemeral=ephemeral)
     async with serve_asgi(stub) as stub_host:
         executor = Executor(settings)
         async with executor, asgi_client(executor) as http:
@@ -227,10 +232,14 @@ async def test_shutdown_does_not_wait_for_the_delivery_window(tmp_path: Path) ->
             await wait_for(lambda: stub.tries["out0"] >= 2, what="the delivery being retried")
         # (the per-test timeout fails this test if shutdown waits for the window)
         run = executor.runs.get("noop", "r")
-        assert run.state.value == "ERRORED"
-        assert run.chunk("in0").delivery_error == (
-            f"{stub_host} next/r2: executor shut down before the output was delivered"
-        )
+        if ephemeral:
+            assert run.state.value == "ERRORED"
+            assert run.chunk("in0").delivery_error == (
+                f"{stub_host} next/r2: executor shut down before the output was delivered"
+            )
+        else:
+            assert run.state.value == "RUNNING"  # not finished: its output is still owed
+            assert run.chunk("in0").delivery_error is None
 
 
 class Counting(httpx.AsyncBaseTransport):

@@ -117,6 +117,10 @@ class Executor:
             raise RuntimeError("an Executor can be started only once")
         self._started = True
         settings = self.settings
+        # One trust for everything the executor connects to: downstream executors here,
+        # and `get`/`scrape` sources through the chunk runner's contexts. Made first: a
+        # bad CA bundle (TLSError) must stop the start before the journal is taken.
+        tls = client_context(settings.ssl_ca_certs)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store: JournalStore = (
             MemoryStore()
@@ -127,11 +131,12 @@ class Executor:
         await asyncio.to_thread(store.open)  # JournalError: the caller says what to do
         self.journal = store
         self.runs.attach(store)
-        if settings.listen is not None:
-            await self.listening_on([settings.listen])
-        # One trust for everything the executor connects to: downstream executors here,
-        # and `get`/`scrape` sources through the chunk runner's contexts.
-        tls = client_context(settings.ssl_ca_certs)
+        try:
+            if settings.listen is not None:
+                await self.listening_on([settings.listen])
+        except BaseException:
+            await store.close()  # the journal's lock is not kept by a start that failed
+            raise
         self.scheduler.runner.tls = tls
         self._http = guarded_client(
             self.downstream_network, verify=tls, timeout=httpx.Timeout(30.0, connect=5.0)
