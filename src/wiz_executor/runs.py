@@ -46,6 +46,7 @@ from .journal import (
     RunConfigured,
     RunDeleted,
     RunFinished,
+    RunRetried,
 )
 
 WAITING, RUNNING, SUCCEEDED, FAILED = (
@@ -630,6 +631,14 @@ class RunMap:
             run.state = State.RUNNING
             run.done.clear()
             self._notify(run, None)
+        if self.journal is not None:
+            p, r = run.proc_id, run.run_id
+            self._log(
+                RunRetried(
+                    p, r, tuple(c.id for c in chunks), time(), tuple(c.id for c, _ in outputs)
+                ),
+                *[DeliveryPending(p, r, c.id, i) for c, where in outputs for i in where],
+            )
         if self.listeners:
             for chunk in chunks:
                 self._notify(run, chunk)

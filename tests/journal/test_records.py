@@ -25,6 +25,7 @@ from wiz_executor.journal import (
     RunConfigured,
     RunDeleted,
     RunFinished,
+    RunRetried,
     SettingChanged,
     StoredChunk,
     StoredRun,
@@ -251,6 +252,38 @@ async def test_a_finished_run_comes_back_without_its_chunks_but_with_its_counts(
     assert run.counts == {WAITING: 0, RUNNING: 0, SUCCEEDED: 1, FAILED: 1}
     # ...and its chunks are still served from the journal
     assert [c.chunk_id for c in await journal.store.chunks("noop", "r1")] == ["c1", "c2"]
+
+
+async def test_a_retried_run_is_unfinished_again_with_its_failures_waiting(
+    journal: Harness,
+) -> None:
+    """The retry call survives a restart: its failed chunks come back WAITING (to run
+    again), its failed delivery pending and without its error, and the run unfinished."""
+    await journal.store.append(
+        [
+            RunConfigured("noop", "r1", CONFIG, T0),
+            accepted("c1", "c2", "c3"),
+            ChunkStarted("noop", "r1", "c1", 1, T0, "h", 1, "w"),
+            ChunkFailed("noop", "r1", "c1", 1, "boom", T0 + 1),
+            ChunkSucceeded("noop", "r1", "c2", 0, DataFormat.RAW, 2, T0),
+            ChunkSucceeded("noop", "r1", "c3", 0, DataFormat.RAW, 3, T0),
+            DeliveryPending("noop", "r1", "c3", 0),
+            DeliveryFailed("noop", "r1", "c3", 0, "downstream said 500"),
+            InputClosed("noop", "r1"),
+            RunFinished("noop", "r1", State.ERRORED, T0 + 9),
+            RunRetried("noop", "r1", ("c1",), T0 + 10, ("c3",)),
+            DeliveryPending("noop", "r1", "c3", 0),
+        ]
+    )
+    await journal.reopen()
+    run = only_run(journal)
+    assert (run.state, run.finished) == (None, None)
+    c1, c2, c3 = run.chunks or []
+    assert (c1.state, c1.error, c1.out_raw) == (WAITING, None, None)
+    assert [a.outcome for a in c1.attempts] == [FAILED]  # its history is kept
+    assert c2.state is SUCCEEDED
+    assert (c3.state, c3.delivery_error) == (SUCCEEDED, None)
+    assert run.deliveries == [PendingDelivery("c3", 0)]
 
 
 async def test_a_deleted_run_is_forgotten(journal: Harness) -> None:

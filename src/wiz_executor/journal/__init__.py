@@ -35,6 +35,7 @@ from ._records import (
     RunConfigured,
     RunDeleted,
     RunFinished,
+    RunRetried,
     SettingChanged,
 )
 from ._schema import VERSION as SCHEMA_VERSION
@@ -60,6 +61,7 @@ __all__ = [
     "RunConfigured",
     "RunDeleted",
     "RunFinished",
+    "RunRetried",
     "SettingChanged",
     "SqliteStore",
     "StoredChunk",

@@ -14,7 +14,7 @@ from typing import Any
 
 from msgspec import structs
 
-from ..api import DataChunkState
+from ..api import DataChunkState, DataFormat
 from ..errors import ChunkNotFound, RunNotFound
 from ._base import (
     Attempt,
@@ -38,6 +38,7 @@ from ._records import (
     RunConfigured,
     RunDeleted,
     RunFinished,
+    RunRetried,
     SettingChanged,
 )
 
@@ -72,6 +73,7 @@ class MemoryStore(JournalStore):
             DeliveryFailed: self._delivery_failed,
             InputClosed: self._input_closed,
             RunFinished: self._run_finished,
+            RunRetried: self._run_retried,
             RunDeleted: self._run_deleted,
             SettingChanged: self._setting,
         }
@@ -208,6 +210,23 @@ class MemoryStore(JournalStore):
         run = self._runs.get((r.proc_id, r.run_id))
         if run is not None:
             run.header.input_closed = True
+
+    def _run_retried(self, r: RunRetried) -> None:
+        run = self._runs.get((r.proc_id, r.run_id))
+        if run is None:
+            return
+        run.header.state, run.header.finished = None, None
+        for chunk_id in r.chunk_ids:
+            chunk = run.chunks.get(chunk_id)
+            if chunk is not None:
+                chunk.state = DataChunkState.WAITING
+                chunk.error = chunk.delivery_error = None
+                chunk.out_format, chunk.out_raw = DataFormat.RAW, None
+                chunk.out_driver = chunk.out_location = ""
+        for chunk_id in r.redelivered:
+            chunk = run.chunks.get(chunk_id)
+            if chunk is not None:
+                chunk.delivery_error = None
 
     def _run_finished(self, r: RunFinished) -> None:
         run = self._runs.get((r.proc_id, r.run_id))

@@ -150,6 +150,19 @@ class RunFinished(_Record, frozen=True, gc=False, tag=True):
     time: float
 
 
+class RunRetried(_Record, frozen=True, gc=False, tag=True):
+    """The retry call: the FAILED chunks named go back to WAITING (error and output
+    cleared, attempts kept) and a finished run is unfinished again. The outputs named in
+    `redelivered` lose their delivery error; their deliveries, pending again, are
+    journalled as `DeliveryPending` records beside this one."""
+
+    proc_id: str
+    run_id: str
+    chunk_ids: tuple[str, ...]
+    time: float
+    redelivered: tuple[str, ...] = ()
+
+
 class RunDeleted(_Record, frozen=True, gc=False, tag=True):
     """A run was deleted: the journal forgets it and everything of it."""
 
@@ -175,6 +188,7 @@ Record = (
     | DeliveryFailed
     | InputClosed
     | RunFinished
+    | RunRetried
     | RunDeleted
     | SettingChanged
 )

@@ -65,6 +65,7 @@ from ._records import (
     RunConfigured,
     RunDeleted,
     RunFinished,
+    RunRetried,
     SettingChanged,
 )
 
@@ -142,6 +143,7 @@ class SqliteStore(JournalStore):
             DeliveryFailed: self._delivery_failed,
             InputClosed: self._input_closed,
             RunFinished: self._run_finished,
+            RunRetried: self._run_retried,
             RunDeleted: self._run_deleted,
             SettingChanged: self._setting,
             _Purge: self._purge,
@@ -426,6 +428,25 @@ class SqliteStore(JournalStore):
             rid = self._rid(r.proc_id, r.run_id)
             if rid is not None:
                 conn.execute("UPDATE runs SET input_closed = 1 WHERE rid = ?", (rid,))
+
+    def _run_retried(self, conn: sqlite3.Connection, records: list[RunRetried]) -> None:
+        for r in records:
+            rid = self._rid(r.proc_id, r.run_id)
+            if rid is None:
+                continue
+            conn.execute(
+                "UPDATE runs SET state = NULL, finished = NULL, counts = NULL WHERE rid = ?",
+                (rid,),
+            )
+            conn.executemany(
+                "UPDATE chunks SET state = 1, output = NULL, error = NULL, delivery_error = NULL"
+                " WHERE rid = ? AND chunk_id = ?",
+                [(rid, chunk_id) for chunk_id in r.chunk_ids],
+            )
+            conn.executemany(
+                "UPDATE chunks SET delivery_error = NULL WHERE rid = ? AND chunk_id = ?",
+                [(rid, chunk_id) for chunk_id in r.redelivered],
+            )
 
     def _run_finished(self, conn: sqlite3.Connection, records: list[RunFinished]) -> None:
         for r in records:
