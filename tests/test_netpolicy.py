@@ -397,3 +397,13 @@ async def test_https_goes_to_the_checked_address_and_verifies_the_host_name(
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+async def test_a_host_name_idna_refuses_is_no_such_name_not_a_crash() -> None:
+    """A label of 64 characters passes httpx.URL, but getaddrinfo's IDNA encoding raises
+    UnicodeError (before any lookup): resolving must say "no such name" (an OSError the
+    callers handle), not let a ValueError become a 500 at Configure."""
+    from conftest import _system_resolve
+
+    with pytest.raises(OSError, match="not a valid host name"):
+        await _system_resolve("a" * 64 + ".example", 80)

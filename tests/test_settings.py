@@ -19,6 +19,7 @@ from wiz_executor import (
     Registry,
     Settings,
 )
+from wiz_executor.settings import host_key
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +81,21 @@ async def test_file_outputs_are_absolute_with_a_relative_data_dir(
 def test_settings_that_would_fail_everything_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         Settings(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("hostname", "key"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("H.Example:8080/", "h.example:8080"),
+        ("h.example", "h.example:80"),
+        ("http://h.example", "h.example:80"),
+        ("https://h.example", "h.example:443"),
+        ("https://h.example:8443/base", "h.example:8443"),
+        ("[::1]:9", "[::1]:9"),
+    ],
+)
+def test_a_downstream_host_is_keyed_by_its_host_and_port(hostname: str, key: str) -> None:
+    """Tokens and the per-host delivery queues share one key, the default port made
+    explicit: `--downstream-token h.example:443=T` is the token of `https://h.example`."""
+    assert host_key(hostname) == key

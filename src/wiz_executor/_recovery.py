@@ -96,6 +96,9 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
         cls = self.registry.get(proc_id)
         try:
             processor_config, _ = cls.check_config(configuration.Processor, allow_unknown=True)
+            # Held to this start's ceilings, as Configure holds a new run (0 = the ceiling).
+            processor_config = cls.apply_limits(processor_config, self.limits)
+            self.check_chunk_timeout(configuration)
         except WizError as exc:
             cls = None
             problem = f"the run's configuration is no longer valid: {exc.message}"
@@ -121,8 +124,15 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
         run.state = State.RUNNING if chunks else State.CONFIGURED
     else:
         run.state = stored.state
-    run.input_closed = stored.input_closed
+    # A run that cannot run any more takes no more chunks: it ends once those it holds
+    # are failed below, instead of queueing new ones for a work model it does not have.
+    run.input_closed = stored.input_closed or problem is not None
     self.runs.restore(run, chunks)
+    locations = tuple(range(len(configuration.ExecutorConfig.DownstreamLocations or ())))
+    for chunk in chunks:
+        if chunk.delivery_error is not None:  # (which locations failed is not journalled)
+            run.deliveries_failed += 1
+            run.undelivered[chunk.id] = locations
     if run.finished:
         return
     found["unfinished"] = found.get("unfinished", 0) + 1

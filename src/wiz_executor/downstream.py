@@ -23,7 +23,8 @@ all go) or gives up (then the next one probes). So an outage costs the dead host
 request per backoff step, not one per output, and once it is back every output is
 delivered. A run whose outputs are still on their way is not finished.
 
-On shutdown the deliveries still pending get the grace period, then stop and fail with
+On shutdown the deliveries still pending get the grace period, then stop: with a durable
+journal they stay pending there (resent after the restart); without one they fail with
 "executor shut down before the output was delivered".
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
@@ -58,7 +59,7 @@ import msgspec
 from ._retrying import Backoff, parse_retry_after
 from ._tls import CA_CERTS_HINT, verification_failure
 from .api import DownstreamDataLocation
-from .errors import NetworkRefused
+from .errors import JournalError, NetworkRefused
 from .runs import Chunk, Run, RunMap
 from .settings import host_key
 
@@ -178,7 +179,7 @@ class Downstream:
 
     def host_down(self, hostname: str) -> bool:
         """Whether deliveries to `hostname` (as in DownstreamLocations) are being probed."""
-        host = self._hosts.get(_host_key(hostname))
+        host = self._hosts.get(host_key(hostname))
         return host is not None and host.down
 
     def deliver(self, run: Run, chunk: Chunk, locations: tuple[int, ...] | None = None) -> None:
@@ -193,7 +194,7 @@ class Downstream:
             return
         for index in indices:
             loc = targets[index]
-            key = _host_key(loc.Hostname)
+            key = host_key(loc.Hostname)
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host()
@@ -226,7 +227,11 @@ class Downstream:
             try:
                 durable = self.runs.flush()  # journal: never send what is not journalled
                 if durable is not None:
-                    await durable
+                    try:
+                        await durable
+                    except JournalError as exc:
+                        error = f"the output could not be journalled, so was not sent: {exc}"
+                        continue
                 error = await self._send(host, send)
             finally:
                 self._sent(send, error)
@@ -395,12 +400,6 @@ class Downstream:
         for host in self._hosts.values():
             while host.queue:
                 self._sent(host.queue.popleft(), SHUT_DOWN)
-
-
-def _host_key(hostname: str) -> str:
-    """What deliveries to one host share (the scheme-less `host:port`, lowercased)."""
-    host = hostname.rstrip("/").lower()
-    return host.split("://", 1)[1] if "://" in host else host
 
 
 def _describe(exc: Exception) -> str:

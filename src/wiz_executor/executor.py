@@ -317,13 +317,7 @@ class Executor:
             configuration.Processor, allow_unknown=not strict
         )
         processor_config = cls.apply_limits(processor_config, self.limits)
-        ec = configuration.ExecutorConfig
-        ceiling = self.settings.max_chunk_timeout
-        if ec.ChunkTimeout and ceiling is not None and ec.ChunkTimeout > ceiling:
-            raise InvalidConfiguration(
-                f"ExecutorConfig.ChunkTimeout {ec.ChunkTimeout:g} is above the executor's "
-                f"--max-chunk-timeout ({ceiling:g})"
-            )
+        self.check_chunk_timeout(configuration)
         warnings = [f"unknown field {path} ignored" for path in unknown]
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
         run = self._new_run(proc_id, run_id, configuration, processor_config, warnings)
@@ -333,6 +327,17 @@ class Executor:
         self.run_log.configured(run)
         self.scheduler.open(run, cls)
         return run, True
+
+    def check_chunk_timeout(self, configuration: Configuration) -> None:
+        """A run may ask for a shorter ChunkTimeout than `--max-chunk-timeout`, never a
+        longer one."""
+        timeout = configuration.ExecutorConfig.ChunkTimeout
+        ceiling = self.settings.max_chunk_timeout
+        if timeout and ceiling is not None and timeout > ceiling:
+            raise InvalidConfiguration(
+                f"ExecutorConfig.ChunkTimeout {timeout:g} is above the executor's "
+                f"--max-chunk-timeout ({ceiling:g})"
+            )
 
     def _new_run(
         self,
@@ -463,6 +468,8 @@ class Executor:
         chunks would overflow `max_pending`. Returns the run and how many chunks and
         deliveries were re-queued.
         """
+        if self._refusal is not None:  # recovering, or the journal failed: no writes
+            raise self._refusal
         run = self.get_run(proc_id, run_id)
         if run.finished:  # its workers were let go: wait until they are, to open anew
             await self.scheduler.released(run)

@@ -327,7 +327,10 @@ async def resolve(host: str, port: int) -> list[Address]:
         return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         pass
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a label IDNA refuses (too long, empty): no such name
+        raise socket.gaierror(socket.EAI_NONAME, f"{host!r} is not a valid host name") from exc
     seen: list[Address] = []
     for family, *_, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):

@@ -48,11 +48,20 @@ def normalize_origin(origin: str) -> str:
 
 def host_key(hostname: str) -> str:
     """The `host:port` a downstream `Hostname` (`host:port`, or a URL) names, in lower
-    case: how `--downstream-token HOST=TOKEN` entries are matched to deliveries."""
-    text = hostname.strip().rstrip("/")
-    if "://" in text:
-        text = urlsplit(text).netloc
-    return text.lower()
+    case, the default port made explicit (80, or 443 for https): how
+    `--downstream-token HOST=TOKEN` entries are matched to deliveries, and what the
+    deliveries to one host share (their queue and its probing)."""
+    text = hostname.strip()
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the delivery says so; keep the text as the key
+        return text.lower()
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = 443 if parts.scheme.lower() == "https" else 80
+    return f"{host}:{port or default}".lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,20 +100,29 @@ async def test_the_journal_is_created_with_its_folder(tmp_path: Path) -> None:
         conn.close()
 
 
-async def test_a_failed_write_fails_its_batch_and_the_next_batch_is_written(
+async def test_a_failed_write_fails_its_batch_and_every_later_one(
     sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """After a failed commit nothing more is written, and every later waiter hears of it,
+    even when the lost batch had no waiter (records appended without waiting): what
+    came after may depend on what was lost, and the executor must refuse writes."""
+
     def broken(conn: sqlite3.Connection, records: list[object]) -> None:
         conn.execute("INSERT INTO settings VALUES ('half-done', NULL)")
         raise sqlite3.OperationalError("disk I/O error")
 
+    await sqlite_store.append([RunConfigured("noop", "r0", {}, T0)])
     monkeypatch.setitem(sqlite_store._apply, RunConfigured, broken)
+    sqlite_store.append_nowait([RunConfigured("noop", "r1", {}, T0)])  # nobody waits on it
     with pytest.raises(JournalError, match="writing the journal failed: disk I/O error"):
-        await sqlite_store.append([RunConfigured("noop", "r1", {}, T0)])
-    monkeypatch.undo()
-    await sqlite_store.append([RunConfigured("noop", "r2", {}, T0), chunk(1)])
+        await sqlite_store.append([RunConfigured("noop", "r2", {}, T0), chunk(1)])
+    monkeypatch.undo()  # the disk is fine again, but what follows may need what was lost
+    with pytest.raises(JournalError, match="disk I/O error"):
+        await sqlite_store.append([RunConfigured("noop", "r3", {}, T0)])
+    with pytest.raises(JournalError, match="disk I/O error"):
+        await sqlite_store.flush()
     recovered = sqlite_store.load()
-    assert [r.run_id for r in recovered.runs] == ["r2"]
+    assert [r.run_id for r in recovered.runs] == ["r0"]
     assert recovered.settings == {}  # the failed batch was rolled back whole
 
 
@@ -314,8 +323,12 @@ async def test_a_rolled_back_batch_leaves_no_stale_run_behind(
     with pytest.raises(JournalError):
         await sqlite_store.append([RunConfigured("noop", "r1", {}, T0), chunk(1)])
     monkeypatch.undo()
+    await sqlite_store.close()  # a failed store writes nothing more: the executor restarts
+    store = SqliteStore(sqlite_store.path)
+    store.open()
     # r1 was rolled back with its batch: configuring it again must create it again.
-    await sqlite_store.append([RunConfigured("noop", "r1", {"again": 1}, T0), chunk(2)])
-    [run] = sqlite_store.load().runs
+    await store.append([RunConfigured("noop", "r1", {"again": 1}, T0), chunk(2)])
+    [run] = store.load().runs
+    await store.close()
     assert run.configuration == {"again": 1}
     assert [c.chunk_id for c in run.chunks or []] == ["c2"]

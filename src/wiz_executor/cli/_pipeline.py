@@ -105,8 +105,12 @@ def run(
                 data_dir = Path(stack.enter_context(TemporaryDirectory(prefix="wiz-pipeline-")))
             # It lives only as long as this command: when the pipeline has ended (or
             # failed, or timed out) no chunk is worth a long shutdown grace.
-            # It trusts the same CAs, for its get and scrape sources.
-            settings = Settings(data_dir=data_dir, shutdown_grace=1.0, ssl_ca_certs=ssl_ca_certs)
+            # It trusts the same CAs, for its get and scrape sources. Ephemeral: it lives
+            # for this command only, so a journal would only bring back the runs of an
+            # earlier `pipeline run` on the same --data-dir (same run IDs: no-ops).
+            settings = Settings(
+                data_dir=data_dir, shutdown_grace=1.0, ssl_ca_certs=ssl_ca_certs, ephemeral=True
+            )
             stack.enter_context(_quiet_run_log())
             executor = stack.enter_context(EmbeddedExecutor(settings))
             url, host = executor.url, executor.hostname

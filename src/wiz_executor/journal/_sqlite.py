@@ -129,6 +129,8 @@ class SqliteStore(JournalStore):
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._failed_write: JournalError | None = None
+        """The first failed commit: every later append fails with it (see `_write_loop`)."""
         # The writer thread's own caches (only it touches them once it runs).
         self._rids: dict[tuple[str, str], int] = {}
         self._next_seq: dict[int, int] = {}
@@ -265,13 +267,17 @@ class SqliteStore(JournalStore):
                 self._queue, self._waiters = [], []
                 self._wake.clear()
                 closing = self._state == "closing"
-            error: BaseException | None = None
-            if batch:
+            error: BaseException | None = self._failed_write
+            if batch and error is None:
                 try:
                     self._write(conn, batch)
                 except Exception as exc:
                     log.exception("journal: writing %d records to %s failed", len(batch), self)
                     error = JournalError(str(self.path), f"writing the journal failed: {exc}")
+                    # Sticky: what came after a lost batch may depend on it (a start after
+                    # its acceptance), so nothing more is written, and every later waiter
+                    # (a flush, an AddData) hears of it, even when the lost batch had none.
+                    self._failed_write = error
             if waiters and loop is not None:
                 # A closed loop has nobody waiting any more.
                 with contextlib.suppress(RuntimeError):

@@ -27,6 +27,10 @@ _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
 
+MAX_WARNED = 1000
+"""Distinct unknown-field warnings remembered per run (to log each once); past it they
+are logged every time rather than kept: a client inventing names cannot grow memory."""
+
 DECODE_OFF_LOOP_BYTES = 512 * 1024
 """Bodies larger than this are decoded on a worker thread, so that a batch of many
 thousand chunks does not hold up the event loop while it is parsed (the GIL is handed
@@ -68,17 +72,20 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
             "unknown field(s) in the chunks (refused under --strict-config): " + ", ".join(unknown)
         )
     result = executor.add_chunks(proc_id, run_id, chunks, repeats)
-    if result.committed is not None:  # 200 only once the chunks are in the journal
-        await executor.committed(result.committed)
-    if unknown:
-        warnings = [f"unknown field {path} ignored" for path in unknown]
+    warnings = [f"unknown field {path} ignored" for path in unknown]
+    if warnings:
         # Logged once per run and warning: a client that always sends the field would
-        # otherwise write a log line per request.
+        # otherwise write a log line per request. (Read now: the run may be deleted
+        # while the commit is awaited.)
         warned = executor.get_run(proc_id, run_id).warned
         new = [w for w in warnings if w not in warned]
         if new:
-            warned.update(new)
+            if len(warned) < MAX_WARNED:
+                warned.update(new)
             log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
+    if result.committed is not None:  # 200 only once the chunks are in the journal
+        await executor.committed(result.committed)
+    if warnings:
         answer = {"Accepted": result.accepted, "Duplicates": result.duplicates}
         return encode({**answer, "Warnings": warnings})
     if result.accepted == 1 and not result.duplicates:

@@ -428,7 +428,9 @@ def _add_routes(app: FastAPI) -> None:
         again; a finished run is RUNNING again until they end, then SUCCEEDED or ERRORED
         as ever. Idempotent: with nothing failed it re-queues nothing (0 and 0). A 429
         with `Retry-After` when the chunks would not fit in the waiting queue."""
-        run, chunks, deliveries = await _executor(request).retry(procID, runID)
+        executor = _executor(request)
+        run, chunks, deliveries = await executor.retry(procID, runID)
+        await executor.commit()  # the retry is in the journal before the 200
         return _json(
             {
                 "RunID": run.run_id,
