@@ -29,6 +29,7 @@ from wiz_executor.journal import (
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
+    DeliveryFailed,
     DeliveryPending,
     RunConfigured,
     SqliteStore,
@@ -257,6 +258,81 @@ async def test_a_pending_delivery_is_resent_after_a_restart(
     finally:
         await store.close()
     assert run.deliveries == []
+
+
+async def test_a_recovered_run_is_held_to_this_start_s_ceilings(settings: Settings) -> None:
+    """`MaxBytes` 0 means the operator's --max-download-bytes: after a restart too (it
+    was restored unlimited, since only Configure applied the ceilings)."""
+    assert settings.db_path is not None
+    store = SqliteStore(settings.db_path)
+    store.open()
+    config = Configuration.model_validate({"Processor": {"MaxBytes": 0}}).model_dump(mode="json")
+    await store.append([RunConfigured("get", "r", config, 1.0)])
+    await store.close()
+    limited = dataclasses.replace(settings, max_download_bytes=1000)
+    async with Executor(limited) as ex:
+        await ex.recovered()
+        assert ex.runs.get("get", "r").processor_config.MaxBytes == 1000  # type: ignore[attr-defined]
+
+
+async def test_a_failed_delivery_is_still_failed_and_retried_after_a_restart(
+    settings: Settings,
+) -> None:
+    """A run whose output could not be delivered ends ERRORED after a restart too, and
+    `retry` sends that output again (recovery kept its delivery error only on the chunk,
+    so the run could end SUCCEEDED and retry skipped it)."""
+    assert settings.db_path is not None
+    where = [{"Hostname": "127.0.0.1:1", "ProcID": "noop", "RunID": "sink"}]
+    config = Configuration.model_validate(
+        {
+            "ExpectedData": {"NumChunks": 2},
+            "ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": where},
+        }
+    ).model_dump(mode="json")
+    accepted = tuple(AcceptedChunk(c, f"{c}-out", "RAW", 1) for c in ("c0", "c1"))
+    store = SqliteStore(settings.db_path)
+    store.open()
+    await store.append(
+        [
+            RunConfigured("noop", "r", config, 1.0),
+            ChunksAccepted("noop", "r", accepted, 2.0),
+            ChunkSucceeded("noop", "r", "c0", 0, DataFormat.RAW, 1, 4.0),
+            DeliveryPending("noop", "r", "c0", 0),
+            DeliveryFailed("noop", "r", "c0", 0, "127.0.0.1:1 noop/sink: refused"),
+        ]
+    )
+    await store.close()
+    async with Executor(settings) as ex:
+        await ex.recovered()
+        run = ex.runs.get("noop", "r")
+        assert run.undelivered == {"c0": (0,)}
+        await wait_for(lambda: run.counts[DataChunkState.SUCCEEDED] == 1, what="c1 to run")
+        # c1's output waits for its delivery (to a closed port) through the window: the
+        # run is not SUCCEEDED, and c0's failure counts.
+        assert run.deliveries_failed == 1
+        assert run.state.value != "SUCCEEDED"
+
+
+async def test_retry_is_refused_while_recovering(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings.db_path is not None
+    await write_journal(settings.db_path, "noop", chunks=1)
+    release = threading.Event()
+
+    class HeldLoad(SqliteStore):
+        def load(self) -> Any:
+            assert release.wait(30)
+            return super().load()
+
+    monkeypatch.setattr(executor_module, "SqliteStore", HeldLoad)
+    async with Executor(settings) as ex, asgi_client(ex) as client:
+        resp = await client.post(run_path("noop", "r") + "/retry")
+        assert resp.status_code == 503, resp.text
+        release.set()
+        await ex.recovered()
+        resp = await client.post(run_path("noop", "r") + "/retry")
+        assert resp.status_code == 200, resp.text
 
 
 def test_interrupting_a_running_chunk_puts_it_back_to_waiting() -> None:
