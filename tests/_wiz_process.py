@@ -1,5 +1,6 @@
 """`wiz executor` as a real process for the durability tests: start it on a data dir,
-wait until it serves (and has recovered), kill it with a real signal, start it again.
+wait until it serves (and has recovered), kill it with a real signal, start it again;
+and the few Processor API calls those tests share (configure, wait for a run's end).
 
 Its stderr goes to a file in the test's folder (a pipe nobody reads could fill and block
 it); `stderr()` reads it back for a failing test's message.
@@ -111,3 +112,38 @@ async def get_json(client: httpx.AsyncClient, path: str) -> Any:
     resp = await client.get(path)
     assert resp.status_code == 200, resp.text
     return resp.json()
+
+
+RUN = "/processors/{proc}/runs/{run}"
+
+
+def run_path(proc: str, run: str) -> str:
+    return RUN.format(proc=proc, run=run)
+
+
+async def configure(
+    client: httpx.AsyncClient, proc: str, run: str, processor: dict[str, Any], **ec: Any
+) -> None:
+    body = {"Processor": processor, "ExecutorConfig": ec, **ec.pop("extra", {})}
+    resp = await client.post(run_path(proc, run) + "/config", json=body)
+    assert resp.status_code == 200, resp.text
+
+
+async def wait_finished(
+    client: httpx.AsyncClient,
+    proc: str,
+    run: str,
+    timeout: float = 60,  # noqa: ASYNC109 (a polling deadline)
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        body: dict[str, Any] = await get_json(client, run_path(proc, run))
+        if body["CurrentState"] in ("SUCCEEDED", "ERRORED"):
+            return body
+        assert loop.time() < deadline, f"run {run} did not finish: {body}"
+        await asyncio.sleep(0.02)  # noqa: sleep-ok (poll interval)
+
+
+def chunk(chunk_id: str) -> dict[str, Any]:
+    return {"ChunkID": chunk_id, "RawData": {"n": chunk_id}}

@@ -12,49 +12,22 @@ import asyncio
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from _wiz_process import WizProcess, free_port, get_json, wiz_command
+from _wiz_process import (
+    WizProcess,
+    chunk,
+    configure,
+    free_port,
+    get_json,
+    run_path,
+    wait_finished,
+    wiz_command,
+)
 
 pytestmark = pytest.mark.anyio
-
-RUN = "/processors/{proc}/runs/{run}"
-
-
-def run_path(proc: str, run: str) -> str:
-    return RUN.format(proc=proc, run=run)
-
-
-async def configure(
-    client: httpx.AsyncClient, proc: str, run: str, processor: dict[str, Any], **ec: Any
-) -> None:
-    body = {"Processor": processor, "ExecutorConfig": ec, **ec.pop("extra", {})}
-    resp = await client.post(run_path(proc, run) + "/config", json=body)
-    assert resp.status_code == 200, resp.text
-
-
-async def wait_finished(
-    client: httpx.AsyncClient,
-    proc: str,
-    run: str,
-    timeout: float = 60,  # noqa: ASYNC109 (a polling deadline)
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        body: dict[str, Any] = await get_json(client, run_path(proc, run))
-        if body["CurrentState"] in ("SUCCEEDED", "ERRORED"):
-            return body
-        assert loop.time() < deadline, f"run {run} did not finish: {body}"
-        await asyncio.sleep(0.02)  # noqa: sleep-ok (poll interval)
-
-
-def chunk(chunk_id: str) -> dict[str, Any]:
-    return {"ChunkID": chunk_id, "RawData": {"n": chunk_id}}
-
 
 TOTAL = 600
 KILL_AFTER = 250
