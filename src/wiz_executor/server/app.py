@@ -430,11 +430,12 @@ def _add_routes(app: FastAPI) -> None:
         with `Retry-After` when the chunks would not fit in the waiting queue."""
         executor = _executor(request)
         run, chunks, deliveries = await executor.retry(procID, runID)
+        state = run.state.value  # as the retry left it (its chunks may end meanwhile)
         await executor.commit()  # the retry is in the journal before the 200
         return _json(
             {
                 "RunID": run.run_id,
-                "CurrentState": run.state.value,
+                "CurrentState": state,
                 "Chunks": chunks,
                 "Deliveries": deliveries,
             }
