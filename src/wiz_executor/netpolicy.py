@@ -318,6 +318,18 @@ def _is_local(address: Address) -> bool:
     return True
 
 
+def is_loopback_name(host: str) -> bool:
+    """Whether `host` (a name or an address, no port or brackets) is a loopback address
+    (127.0.0.0/8, ::1) or `localhost`: what may listen without a token, and what a Host
+    header may always name."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
+
+
 async def resolve(host: str, port: int) -> list[Address]:
     """The addresses of `host`, by the event loop's getaddrinfo (an address is itself).
 

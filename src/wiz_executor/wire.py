@@ -437,11 +437,6 @@ def render_output(chunk: Chunk) -> DataView:
     )
 
 
-def render_data(run: Run) -> dict[str, list[DataView]]:
-    chunks = list(run.chunks.values())
-    return {"In": [render_input(c) for c in chunks], "Out": [render_output(c) for c in chunks]}
-
-
 def render_run(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {
         "RunID": run.run_id,

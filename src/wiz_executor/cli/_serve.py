@@ -31,7 +31,7 @@ from .._tls import client_context, server_context
 from ..api import WorkModel
 from ..errors import JournalError, TLSError
 from ..journal import SqliteStore
-from ..netpolicy import parse_cidr
+from ..netpolicy import is_loopback_name, parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..server._serving import tls_options
@@ -100,16 +100,6 @@ def _check_cidrs(values: list[str] | None) -> list[str] | None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     return values
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # another name: it may resolve to anything
 
 
 def _read_secret_file(path: Path, flag: str) -> str:
@@ -421,7 +411,7 @@ def serve(
             param_hint="'--chunk-timeout'",
         )
     secret = load_token(token, token_file)
-    if secret is None and not is_loopback(bind) and not insecure:
+    if secret is None and not is_loopback_name(bind) and not insecure:
         fail(
             f"refusing to listen on {bind} without a token: anyone who can reach it could "
             "run processors that fetch URLs and read files. Set one with WIZ_TOKEN=... or "
@@ -430,7 +420,7 @@ def serve(
             EXIT_USAGE,
         )
     hosts = list(allow_host or ())
-    if not is_loopback(bind) and not _is_address(bind):
+    if not is_loopback_name(bind) and not _is_address(bind):
         hosts.append(bind)  # the name it was told to listen on is its own
     settings = Settings(
         max_workers=max_workers,
@@ -471,7 +461,7 @@ def serve(
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)
     configure_logging(log_level.value)
-    if secret is None and not is_loopback(bind):
+    if secret is None and not is_loopback_name(bind):
         log.warning(
             "serving on %s without a token (--insecure): anyone who can reach it may use it", bind
         )

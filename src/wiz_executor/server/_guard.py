@@ -29,7 +29,6 @@ document by `document_guard`; the scheme there only documents, the guard enforce
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -38,6 +37,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Forbidden, MisdirectedRequest, Unauthorized, WizError
+from ..netpolicy import is_loopback_name
 from ..settings import Settings
 from ._errors import error_body, error_headers, status_of
 
@@ -122,9 +122,8 @@ class Guard:
         if not (
             self.any_host
             or name in self.allowed_hosts
-            or name == "localhost"
             or (server is not None and name == str(server[0]).lower())
-            or _is_loopback(name)
+            or is_loopback_name(name)
         ):
             raise MisdirectedRequest(
                 f"refused: the Host header names {name[:100]!r}, which is not an address of "
@@ -184,13 +183,6 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:].partition("]")[0]
     return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
-
-
-def _is_loopback(name: str) -> bool:
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _own_origin(scope: Scope, host: bytes | None) -> str | None:
