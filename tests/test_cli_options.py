@@ -12,7 +12,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from wiz_executor import __version__
-from wiz_executor.cli import _verbs, app
+from wiz_executor.cli import _common, app
 from wiz_executor.client import Client
 
 runner = CliRunner()
@@ -63,7 +63,7 @@ def test_configure_prints_the_warnings_of_the_answer(monkeypatch: pytest.MonkeyP
         return httpx.Response(200, json=answer)
 
     monkeypatch.setattr(
-        _verbs, "Client", functools.partial(Client, transport=httpx.MockTransport(handler))
+        _common, "Client", functools.partial(Client, transport=httpx.MockTransport(handler))
     )
     for extra in ([], ["--json"]):
         result = runner.invoke(app, ["configure", "noop", "r", "--url", "http://stub", *extra])

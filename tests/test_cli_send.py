@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from wiz_executor import Settings
-from wiz_executor.cli import _send, _verbs, app
+from wiz_executor.cli import _common, app
 from wiz_executor.client import Client
 from wiz_executor.pipelines import EmbeddedExecutor
 
@@ -68,8 +68,7 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Callable[..., StubExecutor]:
     def install(**options: Any) -> StubExecutor:
         executor = StubExecutor(**options)
         patched = functools.partial(Client, transport=httpx.MockTransport(executor))
-        monkeypatch.setattr(_send, "Client", patched)
-        monkeypatch.setattr(_verbs, "Client", patched)
+        monkeypatch.setattr(_common, "Client", patched)  # every verb's client
         return executor
 
     return install

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from .._tls import CA_CERTS_HINT, client_context, verification_failure
-from ..client import DEFAULT_URL
+from ..client import DEFAULT_URL, Client
 from ..errors import TLSError, WizError
 
 EXIT_API_ERROR = 1
@@ -127,6 +127,14 @@ def api_errors(url: str) -> Iterator[None]:
         fail(f"cannot reach the executor at {url}: {_describe(exc)}")
     except TimeoutError as exc:
         fail(str(exc) or "timed out")
+
+
+@contextmanager
+def connected(url: str, token: str | None, ca_certs: Path | None) -> Iterator[Client]:
+    """A client of the executor at `url` for one verb: its token, the trust of
+    `--ssl-ca-certs`, and the client's errors turned into one-line errors."""
+    with api_errors(url), Client(url, token=token, verify=trust(ca_certs)) as wiz:
+        yield wiz
 
 
 def _describe(exc: httpx.TransportError) -> str:

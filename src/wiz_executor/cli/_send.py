@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..api import Data, EndOfInputResult, data_adapter
-from ..client import Client
 from ..errors import PayloadTooLarge
 from ._common import (
     DEFAULT,
@@ -30,14 +29,13 @@ from ._common import (
     RunArg,
     TokenOption,
     UrlOption,
-    api_errors,
+    connected,
     fail,
     flag,
     print_json,
     print_warnings,
     stderr,
     stdout,
-    trust,
 )
 
 MiB = 1024 * 1024
@@ -91,7 +89,7 @@ def send(
         console=stderr(),
         disable=json,
     )
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz, progress:
+    with connected(url, token, ssl_ca_certs) as wiz, progress:
         task = progress.add_task("send", total=len(chunks))
         for batch, size in batches:
             try:

@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 
 from ..api import Configuration, Data, DataChunkState, DataSpec, Run, unknown_fields
-from ..client import Client
 from ._common import (
     DEFAULT,
     EXIT_USAGE,
@@ -23,15 +22,14 @@ from ._common import (
     RunArg,
     TokenOption,
     UrlOption,
-    api_errors,
     compact,
+    connected,
     fail,
     load_json_text,
     print_json,
     print_warnings,
     stderr,
     stdout,
-    trust,
 )
 from ._progress import state_text
 
@@ -43,7 +41,7 @@ def processors(
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """List the processors the executor serves."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         found = wiz.processors()
     if json:
         return print_json(found)
@@ -61,7 +59,7 @@ def runs(
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """List the runs of a processor."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         found = wiz.runs(proc)
     if json:
         return print_json(found)
@@ -90,7 +88,7 @@ def run(
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Show one run: its state, chunk counts and configuration."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         found = wiz.run(proc, run)
     if json:
         return print_json(found)
@@ -190,7 +188,7 @@ def configure(
     # not sent. The executor reports what it ignored itself, in the run's Warnings.
     for path in unknown_fields(Configuration, document):
         _warn(f"unknown field {path} in the configuration, not sent")
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         created = wiz.configure(proc, run, configuration)
     print_warnings(created.Warnings)
     if json:
@@ -240,7 +238,7 @@ def data(
     outputs: list[Data] = []
     shown = 0
     rows = _DataRows()
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         for page in wiz.iter_data(proc, run, state=state, page_size=page_size):
             room = len(page.In) if limit is None else limit - shown
             page_in, page_out = page.In[:room], page.Out[:room]
@@ -309,7 +307,7 @@ def end(
 ) -> None:
     """Declare end of input: no more chunks will come, so the run completes once the
     chunks it holds have finished (for a run whose NumChunks is 0, the only way)."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         closed = wiz.end_of_input(proc, run)
     if json:
         return print_json(closed)
@@ -329,7 +327,7 @@ def retry(
 ) -> None:
     """Retry what failed: queue the run's FAILED chunks again and resend its failed
     downstream deliveries (nothing, when nothing failed)."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         done = wiz.retry(proc, run)
     if json:
         return print_json(done)
@@ -348,7 +346,7 @@ def delete(
     ssl_ca_certs: CaCertsOption = None,
 ) -> None:
     """Cancel a run's unfinished chunks and forget the run."""
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         gone = wiz.delete(proc, run)
     if json:
         return print_json(gone)

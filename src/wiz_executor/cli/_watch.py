@@ -21,10 +21,9 @@ from ._common import (
     RunArg,
     TokenOption,
     UrlOption,
-    api_errors,
+    connected,
     stderr,
     stdout,
-    trust,
 )
 from ._progress import RunTracker, render_run
 
@@ -47,7 +46,7 @@ def watch(
     tracker = RunTracker(proc, run)
     final: Run | None = None
     failures: list[str] = []
-    with api_errors(url), Client(url, token=token, verify=trust(ssl_ca_certs)) as wiz:
+    with connected(url, token, ssl_ca_certs) as wiz:
         if json:
             with closing(wiz.follow(proc, run, timeout)) as items:
                 for item in items:
