@@ -8,6 +8,11 @@ The journal (`journal.JournalStore`, durable by default) is opened first, and re
 runs as a task of the executor's: it reads the journal in one pass, rebuilds the run map,
 requeues the chunks that had not ended (at-least-once) and resends pending deliveries.
 Until it is done `recovering` is true and writes are refused with `Recovering` (503).
+
+With `keep_finished` (`--keep-finished`, 7 days by default) a task of the executor's
+removes the runs that finished longer ago than that, with their journal rows and files,
+once recovery is done and then every min(keep/10, 60) s: finished work does not fill the
+journal and the data directory for ever.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
 
@@ -107,6 +113,10 @@ class Executor:
         self._refusal: WizError | None = None
         """Why writes are refused (recovering, or a journal that failed), else None:
         one attribute to test on the AddData path."""
+        self._keeper: asyncio.Task[None] | None = None
+        self.clock: Callable[[], float] = time.time
+        """The wall clock `purge_finished` measures run ages with (the journal's finish
+        times are `time.time()`); a test may set another before entering."""
         self.closing = False
         self._started = False
 
@@ -156,7 +166,24 @@ class Executor:
             self.recovering = True
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
+        if settings.keep_finished is not None:
+            self._keeper = asyncio.create_task(
+                self._keep_finished(settings.keep_finished), name="wiz-keep-finished"
+            )
         return self
+
+    async def _keep_finished(self, keep: float) -> None:
+        """Purge the runs finished more than `keep` seconds ago: once recovery is done,
+        then every min(keep/10, 60) s, until the shutdown cancels it. A purge that
+        fails is logged and tried again next time: it must not end the task."""
+        period = min(keep / 10, 60.0)
+        await self.recovered()
+        while True:
+            try:
+                await self.purge_finished()
+            except Exception:
+                log.exception("removing the runs finished over %g s ago failed", keep)
+            await asyncio.sleep(period)
 
     async def recovered(self) -> None:
         """Wait until recovery is done (at once when there was no journal to recover:
@@ -182,6 +209,9 @@ class Executor:
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         grace = self.settings.shutdown_grace if grace is None else grace
         counts = self.runs.counts
         log.info(
@@ -511,7 +541,39 @@ class Executor:
         if self._refusal is not None:
             raise self._refusal
         run = self.get_run(proc_id, run_id)
-        unfinished = self.runs.remove(run)
+        await self._drop(run, journal=True)
+        await self.commit()
+        await self._remove_files(proc_id, run_id)
+        return run
+
+    async def purge_finished(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Remove the runs that finished more than `keep_finished` seconds before `now`
+        (the `clock`'s time if None): their journal rows (`JournalStore.purge`), their
+        place in the run map (as DELETE, without journalling a delete again: the rows
+        are gone) and their files. Returns their (proc_id, run_id).
+
+        Does nothing with `keep_finished` None, while recovering, after the journal
+        failed, or once the executor is closing.
+        """
+        keep = self.settings.keep_finished
+        if keep is None or self.journal is None or self._refusal is not None or self.closing:
+            return []
+        before = (self.clock() if now is None else now) - keep
+        removed = await self.journal.purge(before)
+        for proc_id, run_id in removed:
+            run = self.runs.find(proc_id, run_id)
+            if run is not None:
+                await self._drop(run, journal=False)
+            await self._remove_files(proc_id, run_id)
+        if removed:
+            log.info("removed %d runs finished over %g s ago", len(removed), keep)
+        return removed
+
+    async def _drop(self, run: Run, *, journal: bool) -> None:
+        """Forget a run: out of the run map, its waiting and running chunks cancelled
+        (and failed, saying why), its chunks let go so memory is given back. `journal`
+        says whether to journal the removal (not when the journal removed it itself)."""
+        unfinished = self.runs.remove(run, journal=journal)
         await self.scheduler.delete(run)
         # Its running chunks failed as they were cancelled; the queued ones never ran.
         for chunk in unfinished:
@@ -519,10 +581,11 @@ class Executor:
         run.chunks.clear()
         run.outputs.clear()
         run.order.clear()
-        await self.commit()
+
+    async def _remove_files(self, proc_id: str, run_id: str) -> None:
+        """Remove a run's folder under the data directory (`data_dir/<processor>/<run>`)."""
         folder = self.settings.data_dir / folder_name(proc_id) / folder_name(run_id)
         await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
-        return run
 
     async def wait(
         self,

@@ -339,8 +339,10 @@ class RunMap:
         """Finish a recovered run if all it waited for had ended before the restart."""
         self._maybe_complete(run)
 
-    def remove(self, run: Run) -> list[Chunk]:
-        """Forget a run; return its chunks that had not finished, for the caller to cancel."""
+    def remove(self, run: Run, *, journal: bool = True) -> list[Chunk]:
+        """Forget a run; return its chunks that had not finished, for the caller to cancel.
+
+        `journal` False journals nothing: the journal forgot the run itself (`purge`)."""
         runs = self._runs.get(run.proc_id, {})
         if runs.get(run.run_id) is not run:
             return []
@@ -348,7 +350,8 @@ class RunMap:
         run.removed = True
         if not runs:
             del self._runs[run.proc_id]
-        self._log(RunDeleted(run.proc_id, run.run_id))
+        if journal:
+            self._log(RunDeleted(run.proc_id, run.run_id))
         unfinished = [c for c in run.chunks.values() if c.state not in FINISHED]
         for state, n in run.counts.items():
             self.counts[state] -= n
