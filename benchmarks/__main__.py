@@ -21,7 +21,7 @@ from typing import Any
 
 from wiz_executor import Settings
 
-from . import _machine, _report, durability, http_load, in_process, memory, work_models
+from . import _machine, _report, durability, http_load, in_process, kept, memory, work_models
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "in_process": in_process.run,
     "memory": memory.run,
     "durability": durability.run,
+    "kept": kept.run,
 }
 REPS = {
     # scenario: (full, quick)
@@ -39,6 +40,7 @@ REPS = {
     "in_process": (5, 3),
     "memory": (3, 1),
     "durability": (3, 1),
+    "kept": (1, 1),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import http_load, in_process, work_models
+from . import http_load, in_process, kept, work_models
 from ._stats import MIN_WINDOW, SHORT_MARK, Summary, num, rate_cell, short_window
 
 # -- targets -------------------------------------------------------------------------
@@ -127,6 +127,17 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
             )
         )
     out += _durability_verdicts(results.get("durability"))
+    kept_growth = _get(results.get("kept", {}).get("summary"), "growth_mb")
+    if kept_growth is not None:
+        out.append(
+            Verdict(
+                f"RSS growth from 100,000 to {results['kept']['chunks']:,} finished chunks "
+                "in kept runs",
+                f"≤ {kept.TARGET_MB:g} MB",
+                kept_growth.fmt(1) + " MB",
+                kept_growth.median <= kept.TARGET_MB,
+            )
+        )
     return out
 
 
@@ -522,6 +533,25 @@ def _memory_section(mem: dict[str, Any]) -> list[str]:
     ]
 
 
+def _kept_section(k: dict[str, Any]) -> list[str]:
+    s = k["summary"]
+    return [
+        "## 6. Memory while finished runs are kept",
+        "",
+        f"{k['chunks']:,} small noop chunks in runs of {kept.RUN_SIZE:,}, fed in process to "
+        f"a durable executor ({kept.IN_FLIGHT} runs at a time), none deleted. A finished "
+        "run's chunks leave RAM once journalled; the RSS (after a garbage collection) is "
+        f"read after the first {kept.BASELINE:,} have finished and after all of them. "
+        f"Executor flags: `{k.get('flags', '?')}`.",
+        "",
+        "| RSS after 100,000 | RSS after all | growth | seconds |",
+        "|---:|---:|---:|---:|",
+        f"| {s['baseline_mb'].fmt(1)} MB | {s['end_mb'].fmt(1)} MB | "
+        f"{s['growth_mb'].fmt(1)} MB | {s['seconds'].fmt(0)} |",
+        "",
+    ]
+
+
 def _durability_section(dur: dict[str, Any]) -> list[str]:
     s = dur["summary"]
     lines = [
@@ -595,6 +625,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _memory_section(results["memory"])
     if "durability" in results:
         lines += _durability_section(results["durability"])
+    if "kept" in results:
+        lines += _kept_section(results["kept"])
     lines += [
         "Charts: `work_models.png`, `http.png`. Raw measurements: `latest.json`. "
         "Profiling and the hot-path fixes it led to, with before/after numbers: "

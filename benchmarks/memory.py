@@ -4,7 +4,9 @@ A fresh process runs the executor and one noop run of 100,000 small chunks
 (`{"ChunkID": "m-123", "RawData": {"i": 123}}`, decoded from JSON batches of 100 as the
 server decodes them). Once every chunk has SUCCEEDED the run holds all inputs and
 outputs; the process's RSS growth divided by the chunk count is the executor's memory
-per retained chunk. Then the run is deleted and the garbage collected.
+per retained chunk. The run's input is left open, so the run is still active: a
+finished run's chunks leave RAM once journalled (the `kept` scenario measures that).
+Then the run is deleted and the garbage collected.
 
 RSS is what the machine pays, but after a delete part of it may stay with the C
 allocator for reuse rather than go back to the kernel; so a second process measures
@@ -27,7 +29,8 @@ from typing import Any
 
 import psutil
 
-from wiz_executor import Configuration, Executor, ExpectedData, Settings, State
+from wiz_executor import Configuration, Executor, Settings
+from wiz_executor.runs import FAILED, SUCCEEDED
 from wiz_executor.wire import decode_chunks
 
 from ._child import params_from_argv, report, run_child, run_on_uvloop
@@ -72,17 +75,20 @@ async def measure(n: int, traced: bool) -> dict[str, Any]:
     bodies = _batches(n)
     with tempfile.TemporaryDirectory() as tmp:
         async with Executor(settings(n, Path(tmp))) as ex:
-            ex.configure("noop", "mem", Configuration(ExpectedData=ExpectedData(NumChunks=n)))
+            # NumChunks 0 and the input left open: the run stays active, its chunks held.
+            run, _ = ex.configure("noop", "mem", Configuration())
             if traced:
                 tracemalloc.start()
             before = used()
             for body in bodies:
                 ex.add_chunks("noop", "mem", decode_chunks(body))
                 await asyncio.sleep(0)  # let workers run between batches, as requests would
-            run = await ex.wait("noop", "mem", timeout=300)
-            if run.state is not State.SUCCEEDED:
-                raise RuntimeError(f"memory run ended {run.state.value}")
+            while run.counts[SUCCEEDED] < n:
+                if run.counts[FAILED]:
+                    raise RuntimeError("a chunk of the memory run failed")
+                await asyncio.sleep(0.01)
             del run
+            await ex.commit()  # the journal's queue written out: not counted as retained
             retained = used()
             await ex.delete_run("noop", "mem")
             deleted = used()

@@ -27,7 +27,7 @@ from .api import Configuration, State
 from .errors import JournalError, WizError
 from .journal import JournalStore, StoredChunk, StoredRun
 from .processors import Processor
-from .runs import FINISHED, SUCCEEDED, WAITING, Chunk
+from .runs import FINISHED, SUCCEEDED, WAITING, Chunk, from_stored
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -104,9 +104,13 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
             problem = f"the run's configuration is no longer valid: {exc.message}"
     run = self._new_run(proc_id, run_id, configuration, processor_config, [])
     stored_chunks = stored.chunks
-    if stored_chunks is None:  # a finished run: its chunks are read page by page
+    # A finished run comes back stored (`Run.stored`): its chunks stay in the journal,
+    # read when asked. (Without counts, which a journal always has for a finished run,
+    # they are read page by page, as before.)
+    keep_stored = stored_chunks is None and bool(stored.counts)
+    if stored_chunks is None and not keep_stored:
         stored_chunks = await _read_chunks(self, proc_id, run_id)
-    chunks = [_chunk(c) for c in stored_chunks]
+    chunks = [from_stored(c) for c in stored_chunks or ()]
     limit = self.settings.max_attempts
     waiting: list[Chunk] = []
     poison: list[tuple[Chunk, str]] = []
@@ -127,8 +131,11 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
     # A run that cannot run any more takes no more chunks: it ends once those it holds
     # are failed below, instead of queueing new ones for a work model it does not have.
     run.input_closed = stored.input_closed or problem is not None
-    self.runs.restore(run, chunks)
+    self.runs.restore(run, chunks, stored.counts if keep_stored else None)
     locations = tuple(range(len(configuration.ExecutorConfig.DownstreamLocations or ())))
+    if keep_stored and locations and run.state is State.ERRORED:
+        # Only its failed deliveries are wanted (for `retry`): scanned, not kept.
+        chunks = [from_stored(c) for c in await _read_chunks(self, proc_id, run_id)]
     for chunk in chunks:
         if chunk.delivery_error is not None:  # (which locations failed is not journalled)
             run.deliveries_failed += 1
@@ -187,27 +194,4 @@ def _gave_up(times: int, limit: int) -> str:
     return (
         f"ran {times} times without ending (the executor stopped or crashed each time); "
         f"giving up after --max-attempts {limit}"
-    )
-
-
-def _chunk(c: StoredChunk) -> Chunk:
-    """A run-map chunk from its journalled form (the same fields, by position)."""
-    return Chunk(
-        c.chunk_id,
-        c.output_id,
-        c.in_format,
-        c.raw_data,
-        c.fs_driver,
-        c.fs_location,
-        c.generated_output_id,
-        c.state,
-        c.out_format,
-        c.out_raw,
-        c.out_driver,
-        c.out_location,
-        c.error,
-        c.delivery_error,
-        None,
-        0,
-        tuple(c.attempts) if c.attempts else None,
     )

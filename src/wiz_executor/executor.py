@@ -8,6 +8,16 @@ The journal (`journal.JournalStore`, durable by default) is opened first, and re
 runs as a task of the executor's: it reads the journal in one pass, rebuilds the run map,
 requeues the chunks that had not ended (at-least-once) and resends pending deliveries.
 Until it is done `recovering` is true and writes are refused with `Recovering` (503).
+
+With `keep_finished` (`--keep-finished`, 7 days by default) a task of the executor's
+removes the runs that finished longer ago than that, with their journal rows and files,
+once recovery is done and then every min(keep/10, 60) s: finished work does not fill the
+journal and the data directory for ever.
+
+With a durable journal, RAM holds what is active: once a run has finished (its
+deliveries done) and the journal has committed all of it, its chunks are let go
+(`Run.stored`) and read from the journal when asked (`chunks_of`, `input_chunk`,
+`output_chunk`, a resend's check, `retry`); the run's header stays in the run map.
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
 
@@ -26,10 +37,11 @@ from . import netpolicy
 from ._recovery import recover
 from ._runlog import RunLog
 from ._tls import client_context
-from .api import Configuration, Data
+from .api import Configuration, Data, DataChunkState
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream, location_url
 from .errors import (
+    ChunkNotFound,
     Conflict,
     ExecutorFull,
     InvalidConfiguration,
@@ -38,6 +50,7 @@ from .errors import (
     NetworkRefused,
     PayloadTooLarge,
     Recovering,
+    RunNotFound,
     ShuttingDown,
     WizError,
 )
@@ -46,7 +59,7 @@ from .journal import JournalStore, MemoryStore, SqliteStore
 from .netpolicy import NetworkPolicy, guarded_client
 from .processors._base import folder_name
 from .registry import Registry
-from .runs import FAILED, RUNNING, WAITING, Chunk, Run, RunMap, same_json
+from .runs import FAILED, RUNNING, WAITING, Chunk, Run, RunMap, from_stored, same_json
 from .scheduling import ProcessorThreads, Scheduler
 from .settings import Settings
 from .wire import chunk_from_data
@@ -107,6 +120,13 @@ class Executor:
         self._refusal: WizError | None = None
         """Why writes are refused (recovering, or a journal that failed), else None:
         one attribute to test on the AddData path."""
+        self._keeper: asyncio.Task[None] | None = None
+        self._storing: set[asyncio.Task[None]] = set()
+        """Tasks letting finished runs' chunks go once committed (`_store_finished`)."""
+        self.runs.on_run_finished.append(self._run_finished)
+        self.clock: Callable[[], float] = time.time
+        """The wall clock `purge_finished` measures run ages with (the journal's finish
+        times are `time.time()`); a test may set another before entering."""
         self.closing = False
         self._started = False
 
@@ -156,7 +176,24 @@ class Executor:
             self.recovering = True
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
+        if settings.keep_finished is not None:
+            self._keeper = asyncio.create_task(
+                self._keep_finished(settings.keep_finished), name="wiz-keep-finished"
+            )
         return self
+
+    async def _keep_finished(self, keep: float) -> None:
+        """Purge the runs finished more than `keep` seconds ago: once recovery is done,
+        then every min(keep/10, 60) s, until the shutdown cancels it. A purge that
+        fails is logged and tried again next time: it must not end the task."""
+        period = min(keep / 10, 60.0)
+        await self.recovered()
+        while True:
+            try:
+                await self.purge_finished()
+            except Exception:
+                log.exception("removing the runs finished over %g s ago failed", keep)
+            await asyncio.sleep(period)
 
     async def recovered(self) -> None:
         """Wait until recovery is done (at once when there was no journal to recover:
@@ -182,6 +219,12 @@ class Executor:
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+        for task in list(self._storing):
+            task.cancel()
+        await asyncio.gather(*self._storing, return_exceptions=True)
         grace = self.settings.shutdown_grace if grace is None else grace
         counts = self.runs.counts
         log.info(
@@ -404,20 +447,28 @@ class Executor:
             )
 
     def add_chunks(
-        self, proc_id: str, run_id: str, chunks: list[Chunk], repeats: int = 0
+        self,
+        proc_id: str,
+        run_id: str,
+        chunks: list[Chunk],
+        repeats: int = 0,
+        stored: dict[str, Chunk] | None = None,
     ) -> AddResult:
         """Accept input chunks as a whole or not at all: a conflict, a closed run or a
         full queue rejects the whole batch and changes nothing.
 
         `repeats` counts items of the request already dropped as repeats of one of
         `chunks` (see `wire.decode_distinct`); they are answered as duplicates.
+        A stored run's (`Run.stored`) chunks with these IDs are `stored`, read first
+        with `held_chunks`; without them a stored run holds none (a resend is a 409).
         """
         if self._refusal is not None:
             raise self._refusal
         if len(chunks) + repeats > self.settings.max_pending:
             self.check_batch_size(len(chunks) + repeats)
         run = self.get_run(proc_id, run_id)
-        new, duplicates = self.runs.check_accepts(run, chunks)
+        held = (stored or {}) if run.stored else None
+        new, duplicates = self.runs.check_accepts(run, chunks, held)
         duplicates += repeats
         if new:
             if self.closing:
@@ -478,6 +529,11 @@ class Executor:
             return run, 0, 0
         if self.closing:
             raise ShuttingDown()
+        if run.stored:  # its failures are in the journal only: take them back first
+            chunks = await self._read_all(run)
+            if run.removed:
+                raise RunNotFound(proc_id, run_id)
+            self.runs.reload(run, chunks)  # (a no-op if a retry meanwhile did it)
         waiting = self.runs.counts[WAITING]
         failed = run.counts[FAILED]
         if waiting + failed > self.settings.max_pending:
@@ -505,13 +561,139 @@ class Executor:
         )
         return run, len(chunks), len(outputs)
 
+    # -- finished runs, served from the journal ----------------------------------------
+
+    def _run_finished(self, run: Run) -> None:
+        if self.runs.durable and not self.closing:
+            task = asyncio.get_running_loop().create_task(self._store_finished(run))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+
+    async def _store_finished(self, run: Run) -> None:
+        """Let a finished run's chunks go from memory once the journal has committed
+        everything of it (`RunMap.store`); kept in memory if the commit fails."""
+        flushed = self.runs.flush()
+        if flushed is None:
+            return
+        try:
+            await flushed
+        except JournalError:
+            return  # (the executor refuses writes from now on; reads keep working)
+        # A retry may have taken it up again meanwhile: then it is stored when it
+        # finishes again.
+        if run.finished and not run.deliveries_pending:
+            self.runs.store(run)
+
+    async def _read_all(self, run: Run) -> list[Chunk]:
+        """Every chunk of a stored run, from the journal, in arrival order."""
+        return await self.chunks_of(run, limit=None)
+
+    async def chunks_of(
+        self,
+        run: Run,
+        *,
+        state: DataChunkState | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Chunk]:
+        """A stored run's chunks read from the journal: those in `state` (any if None)
+        after the chunk `after` (`ChunkNotFound` if it is none of the run's), at most
+        `limit` (all if None), in arrival order. Read in pages: the journal's reader
+        thread does the work, the loop only converts."""
+        assert self.journal is not None
+        out: list[Chunk] = []
+        page_size = 2_000
+        while True:
+            want = page_size if limit is None else min(page_size, limit - len(out))
+            try:
+                page = await self.journal.chunks(
+                    run.proc_id, run.run_id, state=state, after=after, limit=want
+                )
+            except RunNotFound:
+                return out  # purged or deleted meanwhile: what was read so far
+            out += map(from_stored, page)
+            if len(page) < want or (limit is not None and len(out) >= limit):
+                return out
+            after = page[-1].chunk_id
+
+    async def input_chunk(self, proc_id: str, run_id: str, chunk_id: str) -> Chunk:
+        """One input chunk, from memory or (a stored run) from the journal."""
+        run = self.get_run(proc_id, run_id)
+        if not run.stored:
+            return run.chunk(chunk_id)
+        assert self.journal is not None
+        try:
+            return from_stored(await self.journal.chunk(proc_id, run_id, chunk_id))
+        except RunNotFound:
+            raise ChunkNotFound(run_id, chunk_id, "input") from None
+
+    async def output_chunk(self, proc_id: str, run_id: str, output_id: str) -> Chunk:
+        """One output chunk by its own ID, from memory or (a stored run) the journal."""
+        run = self.get_run(proc_id, run_id)
+        if not run.stored:
+            return run.output(output_id)
+        assert self.journal is not None
+        try:
+            return from_stored(await self.journal.output(proc_id, run_id, output_id))
+        except RunNotFound:
+            raise ChunkNotFound(run_id, output_id, "output") from None
+
+    async def held_chunks(self, run: Run, chunks: list[Chunk]) -> dict[str, Chunk]:
+        """The chunks of a stored run with the IDs of `chunks` (a resend's check needs
+        the content first sent), read from the journal: one by one for a few, the whole
+        run for a large batch."""
+        ids = {chunk.id for chunk in chunks}
+        if len(ids) > 100:
+            return {c.id: c for c in await self._read_all(run) if c.id in ids}
+        assert self.journal is not None
+        held: dict[str, Chunk] = {}
+        for chunk_id in ids:
+            try:
+                stored = await self.journal.chunk(run.proc_id, run.run_id, chunk_id)
+            except (ChunkNotFound, RunNotFound):
+                continue
+            held[chunk_id] = from_stored(stored)
+        return held
+
     async def delete_run(self, proc_id: str, run_id: str) -> Run:
         """Forget a run, cancelling its waiting and running chunks, so memory is given back,
         and remove its journal rows and its files (`data_dir/<processor>/<run>`)."""
         if self._refusal is not None:
             raise self._refusal
         run = self.get_run(proc_id, run_id)
-        unfinished = self.runs.remove(run)
+        await self._drop(run, journal=True)
+        await self.commit()
+        await self._remove_files(proc_id, run_id)
+        return run
+
+    async def purge_finished(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Remove the runs that finished more than `keep_finished` seconds before `now`
+        (the `clock`'s time if None): their journal rows (`JournalStore.purge`), their
+        place in the run map (as DELETE, without journalling a delete again: the rows
+        are gone) and their files. Returns their (proc_id, run_id).
+
+        Does nothing with `keep_finished` None, while recovering, after the journal
+        failed, or once the executor is closing.
+        """
+        keep = self.settings.keep_finished
+        if keep is None or self.journal is None or self._refusal is not None or self.closing:
+            return []
+        before = (self.clock() if now is None else now) - keep
+        removed = await self.journal.purge(before)
+        for proc_id, run_id in removed:
+            run = self.runs.find(proc_id, run_id)
+            if run is not None:
+                await self._drop(run, journal=False)
+            await self._remove_files(proc_id, run_id)
+        if removed:
+            log.info("removed %d runs finished over %g s ago", len(removed), keep)
+        return removed
+
+    async def _drop(self, run: Run, *, journal: bool) -> None:
+        """Forget a run: out of the run map, its waiting and running chunks cancelled
+        (and failed, saying why), its chunks let go so memory is given back. `journal`
+        says whether to journal the removal (not when the journal removed it itself)."""
+        unfinished = self.runs.remove(run, journal=journal)
         await self.scheduler.delete(run)
         # Its running chunks failed as they were cancelled; the queued ones never ran.
         for chunk in unfinished:
@@ -519,10 +701,11 @@ class Executor:
         run.chunks.clear()
         run.outputs.clear()
         run.order.clear()
-        await self.commit()
+
+    async def _remove_files(self, proc_id: str, run_id: str) -> None:
+        """Remove a run's folder under the data directory (`data_dir/<processor>/<run>`)."""
         folder = self.settings.data_dir / folder_name(proc_id) / folder_name(run_id)
         await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
-        return run
 
     async def wait(
         self,

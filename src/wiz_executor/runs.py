@@ -47,6 +47,7 @@ from .journal import (
     RunDeleted,
     RunFinished,
     RunRetried,
+    StoredChunk,
 )
 
 WAITING, RUNNING, SUCCEEDED, FAILED = (
@@ -149,6 +150,7 @@ class Run:
         "run_id",
         "sched",
         "state",
+        "stored",
         "timeout",
         "undelivered",
         "warned",
@@ -200,12 +202,20 @@ class Run:
         its output could not be delivered to: what `RunMap.retry` sends again."""
         self.done = asyncio.Event()
         self.removed = False
+        self.stored = False
+        """Its chunks are in the journal only (`RunMap.store`): a finished run, read
+        from the store when asked; `chunks`, `outputs` and `order` are empty meanwhile."""
         self.sched: Any = None
         """Owned by the run's work model (its queue and workers); opaque here."""
 
     @property
     def finished(self) -> bool:
         return self.state is State.SUCCEEDED or self.state is State.ERRORED
+
+    @property
+    def accepted(self) -> int:
+        """Input chunks it holds, in memory or (a stored run) in the journal only."""
+        return sum(self.counts.values()) if self.stored else len(self.chunks)
 
     def chunk(self, chunk_id: str) -> Chunk:
         try:
@@ -310,9 +320,13 @@ class RunMap:
         self._notify(run, None)
         return run
 
-    def restore(self, run: Run, chunks: list[Chunk]) -> None:
+    def restore(
+        self, run: Run, chunks: list[Chunk], counts: dict[DataChunkState, int] | None = None
+    ) -> None:
         """Put back a run recovered from the journal, with its chunks in arrival order
         (their states and counts as given; nothing is journalled: it is there already).
+        With `counts`, a finished run comes back stored (`Run.stored`): its chunks stay
+        in the journal, and `counts` (the journal's) are its counts.
 
         `run.state` is set by the caller (a finished run's, or CONFIGURED/RUNNING)."""
         self._runs.setdefault(run.proc_id, {})[run.run_id] = run
@@ -320,6 +334,7 @@ class RunMap:
         if totals is None:
             totals = self.finished_totals[run.proc_id] = {SUCCEEDED: 0, FAILED: 0}
         run.finished_totals = totals
+        stored_counts = counts
         held, outputs, counts = run.chunks, run.outputs, run.counts
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
@@ -327,6 +342,9 @@ class RunMap:
             outputs[chunk.output_id] = chunk
             counts[chunk.state] += 1
         run.order = chunks
+        if stored_counts is not None:
+            run.stored = True
+            counts.update(stored_counts)
         for state, n in counts.items():
             self.counts[state] += n
         totals[SUCCEEDED] += counts[SUCCEEDED]
@@ -335,12 +353,38 @@ class RunMap:
             run.done.set()
         self._notify(run, None)
 
+    def store(self, run: Run) -> None:
+        """Let a finished run's chunks go from memory (`Run.stored`): the journal holds
+        them, committed, and serves them from now on. Only the header stays here
+        (configuration, state, counts, warnings). The caller makes sure the journal is
+        durable and has committed everything of the run."""
+        if run.finished and not run.removed and not run.stored:
+            run.stored = True
+            run.chunks = {}
+            run.outputs = {}
+            run.order = []
+
+    def reload(self, run: Run, chunks: list[Chunk]) -> None:
+        """Take a stored run's chunks back into memory (read from the journal, in
+        arrival order), before a retry changes them."""
+        if not run.stored:
+            return
+        held, outputs = run.chunks, run.outputs
+        for seq, chunk in enumerate(chunks):
+            chunk.seq = seq
+            held[chunk.id] = chunk
+            outputs[chunk.output_id] = chunk
+        run.order = chunks
+        run.stored = False
+
     def settle(self, run: Run) -> None:
         """Finish a recovered run if all it waited for had ended before the restart."""
         self._maybe_complete(run)
 
-    def remove(self, run: Run) -> list[Chunk]:
-        """Forget a run; return its chunks that had not finished, for the caller to cancel."""
+    def remove(self, run: Run, *, journal: bool = True) -> list[Chunk]:
+        """Forget a run; return its chunks that had not finished, for the caller to cancel.
+
+        `journal` False journals nothing: the journal forgot the run itself (`purge`)."""
         runs = self._runs.get(run.proc_id, {})
         if runs.get(run.run_id) is not run:
             return []
@@ -348,7 +392,8 @@ class RunMap:
         run.removed = True
         if not runs:
             del self._runs[run.proc_id]
-        self._log(RunDeleted(run.proc_id, run.run_id))
+        if journal:
+            self._log(RunDeleted(run.proc_id, run.run_id))
         unfinished = [c for c in run.chunks.values() if c.state not in FINISHED]
         for state, n in run.counts.items():
             self.counts[state] -= n
@@ -357,10 +402,14 @@ class RunMap:
             hook(run)
         return unfinished
 
-    def check_accepts(self, run: Run, chunks: list[Chunk]) -> tuple[list[Chunk], int]:
+    def check_accepts(
+        self, run: Run, chunks: list[Chunk], stored: dict[str, Chunk] | None = None
+    ) -> tuple[list[Chunk], int]:
         """Split a batch into new chunks and no-op resends, or raise Conflict.
 
         Nothing changes here, so a batch is checked whole before any of it is accepted.
+        `stored` gives a stored run's chunks of these IDs, read from the journal (a stored
+        run is finished: it takes no new chunk, and a resend is checked against them).
         """
         if len(chunks) == 1:  # the common request: one new chunk for a run taking more
             chunk = chunks[0]
@@ -376,7 +425,7 @@ class RunMap:
         duplicates = 0
         seen: dict[str, Chunk] = {}
         claimed_outputs: set[str] = set()
-        held_chunks, outputs = run.chunks, run.outputs
+        held_chunks, outputs = run.chunks if stored is None else stored, run.outputs
         closed = run.finished or run.input_closed
         for chunk in chunks:
             held = held_chunks.get(chunk.id) or seen.get(chunk.id)
@@ -405,10 +454,10 @@ class RunMap:
             claimed_outputs.add(chunk.output_id)
             new.append(chunk)
         expected = run.expected
-        if expected and len(run.chunks) + len(new) > expected:
+        if expected and run.accepted + len(new) > expected:
             raise Conflict(
                 f"run {run.run_id!r} expects {expected} chunks (ExpectedData.NumChunks); "
-                f"it holds {len(run.chunks)} and this request adds {len(new)} more"
+                f"it holds {run.accepted} and this request adds {len(new)} more"
             )
         return new, duplicates
 
@@ -687,7 +736,7 @@ class RunMap:
     def _maybe_complete(self, run: Run) -> None:
         # Called after every finished chunk: the cheap reasons to stop come first.
         if run.input_closed:
-            target = len(run.chunks)
+            target = run.accepted
         elif run.expected:
             target = run.expected
         else:
@@ -716,3 +765,27 @@ def _free_output_id(base: str, *taken: dict[str, Chunk] | set[str]) -> str:
         if not any(candidate in t for t in taken):
             return candidate
         n += 1
+
+
+def from_stored(c: StoredChunk) -> Chunk:
+    """A run-map chunk from its journalled form (the same fields, by position): how
+    recovery and the reads of a stored run (`Run.stored`) rebuild one."""
+    return Chunk(
+        c.chunk_id,
+        c.output_id,
+        c.in_format,
+        c.raw_data,
+        c.fs_driver,
+        c.fs_location,
+        c.generated_output_id,
+        c.state,
+        c.out_format,
+        c.out_raw,
+        c.out_driver,
+        c.out_location,
+        c.error,
+        c.delivery_error,
+        None,
+        0,
+        tuple(c.attempts) if c.attempts else None,
+    )

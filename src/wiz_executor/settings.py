@@ -18,6 +18,24 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 """RFC 6750's `b64token`: what may follow `Bearer ` in an Authorization header."""
 _ORIGIN = re.compile(r"(https?)://([^/?#@\s]+)")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+KEEP_FINISHED_DEFAULT = 7 * 86400.0
+"""Seconds a finished run is kept by default (`--keep-finished 7d`)."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`: a number of seconds (`3600`, `1.5`) or one with a unit, `s`,
+    `m`, `h` or `d` (`30m`, `12h`, `7d`); ValueError (naming the forms) for anything
+    else, negative durations included."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration: give seconds (3600) or a number with a unit "
+            "s, m, h or d (30m, 12h, 7d)"
+        )
+    number, unit = match.groups()
+    return float(number) * _UNIT_SECONDS[unit]
 
 
 def check_token(token: str, source: str = "the token") -> str:
@@ -167,6 +185,12 @@ class Settings:
     fsync: bool = False
     """Sync the journal to disk at each commit (`--fsync`): survives power loss too, at
     the cost of a disk flush per group commit."""
+    keep_finished: float | None = KEEP_FINISHED_DEFAULT
+    """Seconds a finished run (SUCCEEDED or ERRORED) is kept after it finished; then it
+    is removed with its journal rows and its files, as DELETE would (checked every
+    min(keep/10, 60) s and once at start, after recovery). None keeps finished runs for
+    ever (`--keep-finished 0`): without a bound the journal and the data directory only
+    grow."""
     max_attempts: int = 3
     """Times a chunk may start without ending (the process died each time) before
     recovery fails it instead of running it again: a poison chunk cannot crash-loop."""
@@ -189,6 +213,8 @@ class Settings:
             raise ValueError("delivery_backoff_cap must be at least 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.keep_finished is not None and not 0 < self.keep_finished < float("inf"):
+            raise ValueError("keep_finished must be None or a positive number of seconds")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:
             raise ValueError("chunk_timeout must be None or at least 0")
         if self.max_chunk_timeout is not None and not 0 < self.max_chunk_timeout < float("inf"):

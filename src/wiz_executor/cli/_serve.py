@@ -35,7 +35,7 @@ from ..netpolicy import is_loopback_name, parse_cidr
 from ..server import create_app
 from ..server._serving import run as run_server
 from ..server._serving import tls_options
-from ..settings import Settings, check_token, normalize_origin
+from ..settings import Settings, check_token, normalize_origin, parse_duration
 from ._common import EXIT_USAGE, CaCertsOption, fail, flag
 
 log = logging.getLogger("wiz_executor.server")
@@ -100,6 +100,17 @@ def _check_cidrs(values: list[str] | None) -> list[str] | None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     return values
+
+
+def parse_keep_finished(value: str) -> float | None:
+    """`--keep-finished`: seconds (`604800`) or a number with a unit (`30m`, `12h`,
+    `7d`); `0` keeps finished runs for ever (None), as `--max-chunk-timeout 0` sets no
+    ceiling."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--keep-finished'") from None
+    return seconds or None
 
 
 def _read_secret_file(path: Path, flag: str) -> str:
@@ -370,6 +381,14 @@ def serve(
             "loss too, not only a crash of the process (costs a disk flush per commit)."
         ),
     ] = DEFAULTS.fsync,
+    keep_finished: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="How long a finished run is kept (seconds, or 30m, 12h, 7d); then it is "
+            "removed with its journal rows and files, as DELETE would. 0 keeps them for ever.",
+        ),
+    ] = "7d",
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -411,6 +430,7 @@ def serve(
             param_hint="'--chunk-timeout'",
         )
     secret = load_token(token, token_file)
+    keep = parse_keep_finished(keep_finished)
     if secret is None and not is_loopback_name(bind) and not insecure:
         fail(
             f"refusing to listen on {bind} without a token: anyone who can reach it could "
@@ -457,6 +477,7 @@ def serve(
         ephemeral=ephemeral,
         fsync=fsync,
         max_attempts=max_attempts,
+        keep_finished=keep,
     )
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)

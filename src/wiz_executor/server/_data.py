@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from fastapi.responses import Response, StreamingResponse
 
 from ..api import DataChunkState
-from ..errors import NotFound
+from ..errors import ChunkNotFound, NotFound
 from ..runs import Chunk, Run
 from ..wire import DataView, encode, render_input, render_output
+
+if TYPE_CHECKING:
+    from ..executor import Executor
 
 MAX_PAGE = 10_000
 """Largest `limit` a client may ask for."""
@@ -41,18 +44,29 @@ SCAN_SLICE = 10_000
 """Chunks checked against a state filter between two turns of the loop."""
 
 
+def _not_after(run: Run, after: str) -> NotFound:
+    return NotFound(
+        f"after={after!r} is not an input chunk of run {run.run_id!r}: pass the "
+        "last ChunkID of the previous page (the Link header's next URL does)"
+    )
+
+
 async def select_page(
-    run: Run, state: DataChunkState | None, after: str | None, limit: int
+    executor: Executor, run: Run, state: DataChunkState | None, after: str | None, limit: int
 ) -> tuple[list[Chunk], bool]:
-    """The chunks of one page, and whether more follow it."""
+    """The chunks of one page, and whether more follow it (a stored run's from the
+    journal, which pages the same way: one more than the page tells if more follow)."""
+    if run.stored:
+        try:
+            read = await executor.chunks_of(run, state=state, after=after, limit=limit + 1)
+        except ChunkNotFound:
+            raise _not_after(run, after or "") from None
+        return read[:limit], len(read) > limit
     start = 0
     if after is not None:
         held = run.chunks.get(after)
         if held is None:
-            raise NotFound(
-                f"after={after!r} is not an input chunk of run {run.run_id!r}: pass the "
-                "last ChunkID of the previous page (the Link header's next URL does)"
-            )
+            raise _not_after(run, after)
         start = held.seq + 1
     order = run.order
     if state is None:

@@ -71,7 +71,11 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
         raise InvalidInput(
             "unknown field(s) in the chunks (refused under --strict-config): " + ", ".join(unknown)
         )
-    result = executor.add_chunks(proc_id, run_id, chunks, repeats)
+    stored = None
+    run = executor.runs.find(proc_id, run_id)
+    if run is not None and run.stored:  # finished: a resend is checked against the journal
+        stored = await executor.held_chunks(run, chunks)
+    result = executor.add_chunks(proc_id, run_id, chunks, repeats, stored)
     warnings = [f"unknown field {path} ignored" for path in unknown]
     if warnings:
         # Logged once per run and warning: a client that always sends the field would

@@ -355,11 +355,14 @@ def _add_routes(app: FastAPI) -> None:
         Without query parameters, the whole run, as the original answered. With any of
         `state`, `limit`, `after`, one page; a `Link: <...>; rel="next"` header (RFC 8288)
         names the next page and is absent on the last. Large answers are streamed."""
-        run = _executor(request).get_run(procID, runID)
+        executor = _executor(request)
+        run = executor.get_run(procID, runID)
         if state is None and limit is None and after is None:
+            if run.stored:  # finished: its chunks are in the journal only
+                return data_response(await executor.chunks_of(run))
             return data_response(run.order[:])
         size = limit or DEFAULT_PAGE
-        page, more = await select_page(run, state, after, size)
+        page, more = await select_page(executor, run, state, after, size)
         headers = None
         if more:
             root = request.scope.get("root_path", "")
@@ -395,7 +398,7 @@ def _add_routes(app: FastAPI) -> None:
     )
     async def get_input_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
         """*Extension*: one input chunk."""
-        return _json(render_input(_executor(request).get_run(procID, runID).chunk(chunkID)))
+        return _json(render_input(await _executor(request).input_chunk(procID, runID, chunkID)))
 
     @app.get(
         run_path + "/data/output/{chunkID:path}",
@@ -405,7 +408,7 @@ def _add_routes(app: FastAPI) -> None:
     )
     async def get_output_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
         """*Extension*: one output chunk, by its own ID (the input's AssociatedChunkID)."""
-        return _json(render_output(_executor(request).get_run(procID, runID).output(chunkID)))
+        return _json(render_output(await _executor(request).output_chunk(procID, runID, chunkID)))
 
     @app.post(
         run_path + "/end-of-input", tags=["data"], response_model=EndOfInputResult, responses=ERRORS
@@ -418,7 +421,7 @@ def _add_routes(app: FastAPI) -> None:
         run = executor.end_of_input(procID, runID)
         await executor.commit()
         return _json(
-            {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": len(run.chunks)}
+            {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": run.accepted}
         )
 
     @app.post(run_path + "/retry", tags=["runs"], response_model=RetryResult, responses=ERRORS)
