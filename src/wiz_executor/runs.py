@@ -239,6 +239,8 @@ class RunMap:
 
     def __init__(self, journal: JournalStore | None = None) -> None:
         self.journal: JournalStore | None = None
+        self.chunk_journal: JournalStore | None = None
+        """The journal when it is durable, for the records of chunks (see `attach`)."""
         self.durable = False
         """Whether the journal survives the process (then unfinished work is left in it
         at shutdown, to run after the restart, rather than failed)."""
@@ -263,9 +265,15 @@ class RunMap:
         counted here, in the transition itself, so metrics need no listener per chunk."""
 
     def attach(self, journal: JournalStore | None) -> None:
-        """Feed `journal` from now on (the executor attaches its store as it starts)."""
+        """Feed `journal` from now on (the executor attaches its store as it starts).
+
+        A store that is not durable (`--ephemeral`'s in-memory one) gets the runs'
+        records only (configured, finished, deleted: what `--keep-finished` purges by),
+        not a record per chunk: nothing ever reads chunks back from it, and a second copy
+        of every chunk cost memory and a third of the chunk's CPU."""
         self.journal = journal
         self.durable = journal is not None and journal.durable
+        self.chunk_journal = journal if self.durable else None
 
     def flush(self) -> asyncio.Future[None] | None:
         """A future resolved once every change so far is durable; None if nothing need
@@ -485,7 +493,7 @@ class RunMap:
         if self.listeners:
             for chunk in new:
                 self._notify(run, chunk)
-        journal = self.journal
+        journal = self.chunk_journal
         if journal is None or not n:
             return None
         record = ChunksAccepted(
@@ -525,7 +533,7 @@ class RunMap:
         now = time()
         attempt = Attempt(number, now, host=HOST, pid=PID, worker=worker)
         chunk.attempts = (attempt,) if attempts is None else (*attempts, attempt)
-        journal = self.journal
+        journal = self.chunk_journal
         if journal is None:
             return None
         record = ChunkStarted(run.proc_id, run.run_id, chunk.id, number, now, HOST, PID, worker)
@@ -578,7 +586,7 @@ class RunMap:
         if sends:
             run.deliveries_pending += 1
         self._move(run, chunk, SUCCEEDED)
-        if self.journal is not None and not run.removed:
+        if self.chunk_journal is not None and not run.removed:
             records: list[Record] = [
                 ChunkSucceeded(
                     run.proc_id,
@@ -608,7 +616,7 @@ class RunMap:
         now = time()
         number = self._end_attempt(chunk, now, FAILED, error) if chunk.state is RUNNING else 0
         self._move(run, chunk, FAILED)
-        if not run.removed:
+        if self.chunk_journal is not None and not run.removed:
             self._log(ChunkFailed(run.proc_id, run.run_id, chunk.id, number, error, now))
         for hook in self.on_chunk_failed:
             hook(run, chunk)
@@ -631,7 +639,7 @@ class RunMap:
             if failed and not run.removed:
                 run.undelivered[chunk.id] = failed
             self._notify(run, chunk)
-        if self.journal is not None and not run.removed:
+        if self.chunk_journal is not None and not run.removed:
             places = range(len(run.configuration.ExecutorConfig.DownstreamLocations or ()))
             p, r, c = run.proc_id, run.run_id, chunk.id
             if error is None:
@@ -680,7 +688,7 @@ class RunMap:
             run.state = State.RUNNING
             run.done.clear()
             self._notify(run, None)
-        if self.journal is not None:
+        if self.chunk_journal is not None:
             p, r = run.proc_id, run.run_id
             self._log(
                 RunRetried(
