@@ -81,3 +81,47 @@ def closed_port() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def deliver_one(
+    answers: list[Any], monkeypatch: Any = None, **options: Any
+) -> tuple[Any, list[float]]:
+    """Deliver one output of a run that sends to `h:1`, through a transport that gives
+    `answers` (httpx Responses) in turn, with a `Downstream(**options)` of one sender.
+
+    Returns the output's chunk and the waits the sender asked for between its tries;
+    with `monkeypatch`, they are recorded instead of slept (asyncio.sleep is replaced
+    for the delivery only)."""
+    import httpx
+
+    from wiz_executor import Configuration, DataFormat, ProcessorConfig, WorkModel
+    from wiz_executor.downstream import Downstream
+    from wiz_executor.runs import Chunk, Run, RunMap
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_wait(delay: float, result: Any = None) -> Any:
+        waits.append(delay)
+        return await real_sleep(0, result)
+
+    runs = RunMap()
+    where = [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}]
+    config = Configuration.model_validate(
+        {"ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": where}}
+    )
+    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    chunk = Chunk("a", "a-out", DataFormat.RAW, None, "", "", False)
+    transport = httpx.MockTransport(lambda request: answers.pop(0))
+    async with httpx.AsyncClient(transport=transport) as http:
+        downstream = Downstream(runs, http, senders=1, **options)
+        if monkeypatch is not None:
+            monkeypatch.setattr(asyncio, "sleep", record_wait)
+        runs.delivery_started(run)
+        downstream.deliver(run, chunk)
+        (sender,) = downstream._senders
+        await sender
+        if monkeypatch is not None:
+            monkeypatch.undo()
+    return chunk, waits

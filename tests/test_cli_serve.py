@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from _wiz_process import free_port
 from conftest import wait_for
 from wiz_executor import Settings, WorkModel
 from wiz_executor.cli import _serve, app
@@ -170,13 +170,6 @@ def test_python_dash_m_runs_the_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--max-workers" in result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_wiz_executor_serves_and_stops_on_sigint(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from _gates import add, configure, run_path
-from _stub_server import FlakyDownstream, closed_port, serve_asgi
+from _stub_server import FlakyDownstream, closed_port, deliver_one, serve_asgi
 from conftest import live_server, wait_for, wait_run_done
 from wiz_executor import (
     Configuration,
@@ -299,34 +299,7 @@ async def test_a_retry_after_given_as_an_http_date_is_honoured(
         httpx.Response(503, headers={"Retry-After": when}, json={"value": "maintenance"}),
         httpx.Response(200, json={"Accepted": 1, "Duplicates": 0}),
     ]
-    waits: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def record_wait(delay: float, result: Any = None) -> Any:
-        waits.append(delay)
-        return await real_sleep(0, result)
-
-    runs = RunMap()
-    config = Configuration.model_validate(
-        {
-            "ExecutorConfig": {
-                "SendDownstream": True,
-                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
-            }
-        }
-    )
-    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
-    runs.insert(run)
-    chunk = Chunk("a", "a-out", DataFormat.RAW, None, "", "", False)
-    transport = httpx.MockTransport(lambda request: answers.pop(0))
-    async with httpx.AsyncClient(transport=transport) as http:
-        downstream = Downstream(runs, http, attempts=3, backoff=0.1, senders=1)
-        monkeypatch.setattr(asyncio, "sleep", record_wait)
-        runs.delivery_started(run)
-        downstream.deliver(run, chunk)
-        (sender,) = downstream._senders
-        await sender
-        monkeypatch.undo()
+    chunk, waits = await deliver_one(answers, monkeypatch, attempts=3, backoff=0.1)
     assert not answers, "the output was sent twice: refused, then accepted"
     assert chunk.delivery_error is None
     assert waits, "no wait before the retry"

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from _stub_server import FlakyDownstream, closed_port, serve_asgi
+from _wiz_process import free_port
 from conftest import wait_for, wait_run_done
 from wiz_executor import Executor, Settings
 from wiz_executor._logs import LogFormatter, escape
@@ -124,15 +125,6 @@ async def test_a_deleted_runs_chunks_are_one_line_not_one_each(
     assert not any(m.startswith("chunk ") for m in messages), messages
     [deleted] = [m for m in messages if m.startswith("run noop/d deleted")]
     assert "20 unfinished chunks" in deleted
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_wiz_executor_logs_in_one_format(tmp_path: Path) -> None:

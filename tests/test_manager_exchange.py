@@ -17,7 +17,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _wiz_process import free_port, wiz_command
 from conftest import live_server, wait_for
 from wiz_executor import Settings
 
@@ -33,19 +33,6 @@ pytestmark = pytest.mark.anyio
 
 EXCHANGE = Path(__file__).resolve().parent / "data" / "wire" / "manager-pipeline.json"
 RUNS = ("R_DL", "R_DEC", "R_TP", "R_TP2", "R_OUT")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wiz_command() -> list[str]:
-    """`wiz`, as the manager finds it on PATH: the script installed beside this Python."""
-    script = Path(sys.executable).parent / "wiz"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "wiz_executor"]
 
 
 def replayed(port: int) -> tuple[list[dict[str, Any]], dict[str, str]]:

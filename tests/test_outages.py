@@ -20,19 +20,13 @@ import pytest
 import uvicorn
 
 from _gates import add, asgi_client, configure, run_path
-from _stub_server import FlakyDownstream, closed_port, serve_asgi
+from _stub_server import FlakyDownstream, closed_port, deliver_one, serve_asgi
 from conftest import live_server, wait_for, wait_run_done
 from wiz_executor import (
-    Configuration,
-    DataFormat,
     Executor,
-    ProcessorConfig,
     Settings,
-    WorkModel,
     create_app,
 )
-from wiz_executor.downstream import Downstream
-from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -178,34 +172,7 @@ async def test_retry_after_is_honoured_past_the_backoff_cap_but_not_past_the_win
         httpx.Response(503, headers={"Retry-After": asked}, json={"value": "maintenance"}),
         httpx.Response(200, json={"Accepted": 1, "Duplicates": 0}),
     ]
-    waits: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def record_wait(delay: float, result: Any = None) -> Any:
-        waits.append(delay)
-        return await real_sleep(0, result)
-
-    runs = RunMap()
-    config = Configuration.model_validate(
-        {
-            "ExecutorConfig": {
-                "SendDownstream": True,
-                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
-            }
-        }
-    )
-    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
-    runs.insert(run)
-    chunk = Chunk("a", "a-out", DataFormat.RAW, None, "", "", False)
-    transport = httpx.MockTransport(lambda request: answers.pop(0))
-    async with httpx.AsyncClient(transport=transport) as http:
-        downstream = Downstream(runs, http, backoff=0.01, senders=1, cap=1.0, timeout=5.0)
-        monkeypatch.setattr(asyncio, "sleep", record_wait)
-        runs.delivery_started(run)
-        downstream.deliver(run, chunk)
-        (sender,) = downstream._senders
-        await sender
-        monkeypatch.undo()
+    chunk, waits = await deliver_one(answers, monkeypatch, backoff=0.01, cap=1.0, timeout=5.0)
     assert not answers, "not retried after the Retry-After"
     assert chunk.delivery_error is None
     assert len(waits) == 1

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from wiz_executor import Configuration, DataFormat, ProcessorConfig, ShuttingDown, WorkModel
+from _stub_server import deliver_one
+from wiz_executor import ShuttingDown
 from wiz_executor._retrying import Backoff, Transient, parse_retry_after
 from wiz_executor.client import AsyncClient, Client
-from wiz_executor.downstream import Downstream
 from wiz_executor.processors._http import FetchError, status_error, with_retries
-from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -193,28 +192,9 @@ async def test_get_scrape_downstream_and_the_client_share_one_policy(
     assert await with_retries(fetch, retries=3, backoff=0.5) == "fetched"
 
     # downstream delivery: a 503, then accepted
-    runs = RunMap()
-    config = Configuration.model_validate(
-        {
-            "ExecutorConfig": {
-                "SendDownstream": True,
-                "DownstreamLocations": [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}],
-            }
-        }
-    )
-    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
-    runs.insert(run)
-    chunk = Chunk("a", "a-out", DataFormat.RAW, None, "", "", False)
-    transport = answers(
-        httpx.Response(503, headers={"Retry-After": date}, json={"value": "busy"}),
-        httpx.Response(200, json={"Accepted": 1, "Duplicates": 0}),
-    )
-    async with httpx.AsyncClient(transport=transport) as http:
-        downstream = Downstream(runs, http, attempts=3, backoff=0.1, senders=1)
-        runs.delivery_started(run)
-        downstream.deliver(run, chunk)
-        (sender,) = downstream._senders
-        await sender
+    busy = httpx.Response(503, headers={"Retry-After": date}, json={"value": "busy"})
+    accepted = httpx.Response(200, json={"Accepted": 1, "Duplicates": 0})
+    chunk, _ = await deliver_one([busy, accepted], attempts=3, backoff=0.1)
     assert chunk.delivery_error is None
 
     # the client, async and sync: a 429, then the answer
