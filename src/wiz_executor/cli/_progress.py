@@ -107,6 +107,13 @@ class RunTracker:
     def finished(self) -> bool:
         return self.state in (State.SUCCEEDED, State.ERRORED)
 
+    def rates(self, run: Run) -> None:
+        """Take only the throughput and ETA of a snapshot read between events (its
+        counts and state may be older than the events already seen)."""
+        with self._lock:
+            if not self.finished:
+                self.rate, self.eta = run.ChunksPerSecond, run.EtaSeconds
+
     def fail(self, problem: str) -> None:
         """The run cannot be followed: say why instead of its progress."""
         with self._lock:
