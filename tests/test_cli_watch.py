@@ -272,8 +272,7 @@ async def test_the_rates_are_read_again_while_the_stream_is_open() -> None:
 
 def test_the_display_shows_rates_and_eta_or_a_dash() -> None:
     follower = RunFollower("http://127.0.0.1:9", "", True)
-    display = _Display()
-    display.follower = follower
+    display = _Display(follower)
     measured = Run.model_validate(run_json("RUNNING", ChunksPerSecond=12.5, EtaSeconds=65))
     old = Run.model_validate(run_json("RUNNING"))
     for run_id, snapshot in (("fast", measured), ("old", old)):

@@ -96,7 +96,6 @@ def watch(
         fail("give either PROC RUN or --pipeline FILE", EXIT_USAGE)
     tokens = dict(_token(t) for t in downstream_token or ())
     verify = trust(ssl_ca_certs)
-    display = _Display()
     follower = RunFollower(
         url,
         token,
@@ -107,17 +106,13 @@ def watch(
         on_end=_print_final if json else None,
         failures=0 if json else MAX_FAILURES,
     )
-    display.follower = follower
     with api_errors(url):
         if pipeline is not None:
             roots = anyio.run(_launch_runs, _load(pipeline), launch, url, token, verify)
         else:
             roots = [(str(proc), str(run))]
         live = Live(
-            console=stderr(),
-            get_renderable=display.render,
-            refresh_per_second=8,
-            transient=json,
+            console=stderr(), get_renderable=_Display(follower).render, refresh_per_second=8
         )
         try:
             with nullcontext() if json else live:
@@ -203,11 +198,11 @@ _ENDED = (State.SUCCEEDED, State.ERRORED)
 class _Display:
     """One row per run, as the runs are found; `Live` pulls `render` at its own pace."""
 
-    def __init__(self) -> None:
-        self.follower: RunFollower | None = None
+    def __init__(self, follower: RunFollower) -> None:
+        self.follower = follower
 
     def render(self) -> RenderableType:
-        followed = list(self.follower.followed.values()) if self.follower else []
+        followed = list(self.follower.followed.values())
         if len(followed) == 1 and not followed[0].problem:
             return render_run(followed[0].tracker)  # one run: its bar and errors, as always
         table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)

@@ -308,9 +308,7 @@ def check_document(
     builder.block(spec.spec, [], ("spec",))
     problems = builder.problems
     if not builder.nodes:
-        problems.append("the pipeline's spec has no nodes")
-    if not builder.nodes:
-        return None, problems
+        return None, [*problems, "the pipeline's spec has no nodes"]
     chunks: list[Data] = []
     try:
         chunks = _chunks(spec.data)
