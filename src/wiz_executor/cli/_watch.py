@@ -67,6 +67,7 @@ def watch(
         bool,
         typer.Option(
             "--downstream/--no-downstream",
+            metavar="",
             help="Follow the runs downstream of the run too (from its DownstreamLocations).",
         ),
     ] = True,
