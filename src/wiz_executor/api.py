@@ -265,7 +265,18 @@ _ChunkCounts = ChunkCounts
 
 
 class Run(_Wire):
-    _extensions = frozenset({"ChunkCounts", "InputClosed", "Warnings"})
+    _extensions = frozenset(
+        {
+            "ChunkCounts",
+            "InputClosed",
+            "Warnings",
+            "Started",
+            "Ended",
+            "DurationSeconds",
+            "ChunksPerSecond",
+            "EtaSeconds",
+        }
+    )
 
     RunID: str
     Configuration: _Configuration
@@ -280,6 +291,21 @@ class Run(_Wire):
         None,
         description="*Extension*: what Configure ignored or changed in the configuration "
         "(unknown fields, a MaxWorkers clamped to the executor's limit); omitted when none",
+    )
+    Started: str | None = Field(
+        None, description="*Extension*: when the run was configured (RFC 3339)"
+    )
+    Ended: str | None = Field(
+        None, description="*Extension*: when the run became SUCCEEDED or ERRORED (RFC 3339)"
+    )
+    DurationSeconds: float | None = Field(
+        None, description="*Extension*: seconds from Started to Ended, or to now"
+    )
+    ChunksPerSecond: float | None = Field(
+        None, description="*Extension*: chunks finished per second over the last minute"
+    )
+    EtaSeconds: float | None = Field(
+        None, description="*Extension*: seconds until the run is expected to finish"
     )
 
 

@@ -9,7 +9,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import anyio
 import typer
@@ -41,11 +40,13 @@ from ._common import (
     api_errors,
     compact,
     fail,
+    flag,
     print_json,
     stderr,
     stdout,
     trust,
 )
+from ._plan import dry_run, host_of, validate
 from ._progress import RunTracker, bar, counts_text, state_text
 
 pipeline_app = typer.Typer(
@@ -58,6 +59,9 @@ pipeline_app = typer.Typer(
 @pipeline_app.callback()
 def _pipeline() -> None:
     """Run pipelines: graphs of processor runs described in YAML."""
+
+
+pipeline_app.command("validate")(validate)
 
 
 @pipeline_app.command("run")
@@ -89,10 +93,20 @@ def run(
     ] = None,
     ssl_ca_certs: CaCertsOption = None,
     json: JsonOption = False,
+    dry: Annotated[
+        bool,
+        flag(
+            "--dry-run",
+            "Check the file and print the runs and configurations it would create; "
+            "create nothing and contact no executor.",
+        ),
+    ] = False,
 ) -> None:
     """Create a run per node, wire them, send the data, and follow every node to the end.
 
     Exits 3 if any node ends ERRORED."""
+    if dry:
+        return dry_run(file, url, hostname, json)
     try:
         pipeline = load_pipeline(file)
     except InvalidInput as exc:
@@ -116,7 +130,7 @@ def run(
             url, host = executor.url, executor.hostname
             token = ""  # it has none to ask for
         else:
-            host = hostname or _hostname(url)
+            host = hostname or host_of(url)
         display = _Display(pipeline)
         live = Live(
             console=stderr(), get_renderable=display.render, refresh_per_second=8, transient=json
@@ -164,14 +178,6 @@ def _quiet_run_log() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _hostname(url: str) -> str:
-    """host:port for a plain-http URL (what Go executors expect), else the URL itself."""
-    parts = urlsplit(url)
-    if parts.scheme == "http" and parts.netloc and parts.path in ("", "/"):
-        return parts.netloc
-    return url.rstrip("/")
 
 
 class _Display:

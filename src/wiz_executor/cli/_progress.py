@@ -5,6 +5,10 @@ a change since the subscription). A tracker keeps the latest snapshot and the ch
 states learned since; the counts it shows never go backwards and equal the snapshot's
 when the run ends, since the last item of `follow()` is the final Run.
 
+Throughput and ETA are the executor's (`ChunksPerSecond`, `EtaSeconds`, extension
+fields of the Run): a tracker keeps those of its latest snapshot. An executor without
+them (an older one, or the Go original) shows an en dash.
+
 A tracker is changed by the thread that follows the run and drawn by rich's `Live`
 refresh thread, so a lock keeps a draw from seeing it half-changed.
 """
@@ -39,6 +43,12 @@ class RunTracker:
         self.snapshot = dict.fromkeys(DataChunkState, 0)
         self.chunks: dict[str, DataChunkState] = {}
         self.errors: dict[str, str] = {}
+        self.rate: float | None = None
+        """Chunks finished per second over the last minute, by the executor."""
+        self.eta: float | None = None
+        """Seconds until the run should finish, by the executor."""
+        self.problem: str | None = None
+        """Why the run cannot be followed (unreachable, not found): shown instead."""
         self._lock = threading.Lock()
 
     def update(self, item: Run | Event) -> None:
@@ -54,6 +64,7 @@ class RunTracker:
                 self.chunks.clear()
             if isinstance(item, Run):
                 self.expected = item.Configuration.ExpectedData.NumChunks
+                self.rate, self.eta = item.ChunksPerSecond, item.EtaSeconds
         elif isinstance(item, ChunkEvent):
             self.chunks[item.ChunkID] = item.State
             if item.Error:
@@ -96,6 +107,53 @@ class RunTracker:
     def finished(self) -> bool:
         return self.state in (State.SUCCEEDED, State.ERRORED)
 
+    def rates(self, run: Run) -> None:
+        """Take only the throughput and ETA of a snapshot read between events (its
+        counts and state may be older than the events already seen)."""
+        with self._lock:
+            if not self.finished:
+                self.rate, self.eta = run.ChunksPerSecond, run.EtaSeconds
+
+    def fail(self, problem: str) -> None:
+        """The run cannot be followed: say why instead of its progress."""
+        with self._lock:
+            self.problem = problem
+
+
+NOT_KNOWN = "\u2013"  # an en dash
+"""What a cell shows when the executor did not say (an older executor, the Go original)."""
+
+
+def rate_text(rate: float | None) -> str:
+    """Chunks per second, with three significant figures at most: `1.23/s`, `456/s`."""
+    if rate is None:
+        return NOT_KNOWN
+    if rate >= 100:
+        return f"{rate:.0f}/s"
+    return f"{rate:.3g}/s"
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration the way people read one: `45s`, `3m 05s`, `2h 01m`, `3d 4h`."""
+    if seconds is None or seconds < 0:
+        return NOT_KNOWN
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def eta_text(eta: float | None, state: State | None) -> str:
+    """The executor's ETA while the run is unfinished; `NOT_KNOWN` once it has ended."""
+    return NOT_KNOWN if state in (State.SUCCEEDED, State.ERRORED) else duration_text(eta)
+
 
 def state_text(state: State | None) -> Text:
     name = state.value if state is not None else "…"
@@ -124,6 +182,11 @@ def counts_text(tracker: RunTracker) -> str:
     return "  ".join(parts)
 
 
+def speed_text(tracker: RunTracker) -> str:
+    """`12.5/s  ETA 1m 04s`, with `NOT_KNOWN` for what the executor did not say."""
+    return f"{rate_text(tracker.rate)}  ETA {eta_text(tracker.eta, tracker.state)}"
+
+
 def render_run(tracker: RunTracker, max_errors: int = 5) -> RenderableType:
     """One run: a bar, its state and counts, and the last few chunk errors."""
     table = Table.grid(padding=(0, 1))
@@ -132,6 +195,7 @@ def render_run(tracker: RunTracker, max_errors: int = 5) -> RenderableType:
         bar(tracker),
         state_text(tracker.state),
         counts_text(tracker),
+        speed_text(tracker),
     )
     errors_seen = tracker.last_errors(max_errors)
     if not errors_seen:

@@ -31,7 +31,7 @@ from ._common import (
     stderr,
     stdout,
 )
-from ._progress import state_text
+from ._progress import NOT_KNOWN, duration_text, eta_text, rate_text, state_text
 
 
 def processors(
@@ -63,7 +63,9 @@ def runs(
         found = wiz.runs(proc)
     if json:
         return print_json(found)
-    table = Table("RunID", "State", "NumChunks", "waiting", "running", "ok", "failed")
+    table = Table(
+        "RunID", "State", "NumChunks", "waiting", "running", "ok", "failed", "chunks/s", "ETA"
+    )
     for r in found:
         c = r.ChunkCounts
         counts = [c.WAITING, c.RUNNING, c.SUCCEEDED, c.FAILED] if c else ["", "", "", ""]
@@ -72,6 +74,8 @@ def runs(
             state_text(r.CurrentState),
             str(r.Configuration.ExpectedData.NumChunks or "?"),
             *map(str, counts),
+            rate_text(r.ChunksPerSecond),
+            eta_text(r.EtaSeconds, r.CurrentState),
         )
     if not found:
         stdout().print(f"no runs of {proc}")
@@ -107,6 +111,11 @@ def _run_table(proc: str, r: Run) -> Table:
             f"waiting {c.WAITING}  running {c.RUNNING}  ok {c.SUCCEEDED}  failed {c.FAILED}",
         )
     table.add_row("expected", str(r.Configuration.ExpectedData.NumChunks or "not known"))
+    table.add_row("throughput", rate_text(r.ChunksPerSecond))
+    table.add_row("ETA", eta_text(r.EtaSeconds, r.CurrentState))
+    table.add_row("started", r.Started or NOT_KNOWN)
+    table.add_row("ended", r.Ended or NOT_KNOWN)
+    table.add_row("duration", duration_text(r.DurationSeconds))
     if r.InputClosed is not None:
         table.add_row("input closed", "yes" if r.InputClosed else "no")
     table.add_row("max workers", str(ec.MaxWorkers or "executor default"))

@@ -35,8 +35,51 @@ from ..api import (
     State,
 )
 from ..client import AsyncClient, Event
-from ..errors import WizError
+from ..errors import InvalidInput, WizError
+from ._check import graph_problems
 from ._spec import Node, Pipeline, run_id_for
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run a launch of the pipeline creates: its node, IDs and configuration."""
+
+    node: Node
+    proc_id: str
+    run_id: str
+    configuration: Configuration
+    chunks: int
+    """Chunks of the pipeline's data sent to it (first nodes; 0 for the others)."""
+
+
+def plan_runs(pipeline: Pipeline, hostname: str, suffix: str) -> list[PlannedRun]:
+    """The run of each node (in the pipeline's order) with the configuration it is
+    given: first nodes expect the pipeline's data, the others NumChunks 0; every run
+    sends downstream to its downstream nodes' runs at `hostname`. What the runner
+    creates, and what `wiz pipeline run --dry-run` prints."""
+    run_ids = {name: run_id_for(pipeline.name, name, suffix) for name in pipeline.nodes}
+    plan = []
+    for node in pipeline.nodes.values():
+        locations = [
+            DownstreamDataLocation(
+                Hostname=hostname, ProcID=pipeline.nodes[d].proc_id, RunID=run_ids[d]
+            )
+            for d in node.downstream
+        ]
+        chunks = len(pipeline.data) if node.first else 0
+        configuration = Configuration(
+            ExpectedData=ExpectedData(NumChunks=chunks),
+            ExecutorConfig=ExecutorConfig.model_validate(
+                {
+                    **node.executor,
+                    "SendDownstream": bool(locations),
+                    "DownstreamLocations": locations or None,
+                }
+            ),
+            Processor=node.configuration,
+        )
+        plan.append(PlannedRun(node, node.proc_id, run_ids[node.name], configuration, chunks))
+    return plan
 
 
 @dataclass
@@ -83,17 +126,20 @@ class PipelineRunner:
         batch_size: int = 500,
         on_update: Update | None = None,
     ) -> None:
-        """`hostname` is how the executor reaches itself (DownstreamLocations[].Hostname)."""
+        """`hostname` is how the executor reaches itself (DownstreamLocations[].Hostname).
+        A graph that cannot run (a cycle, a missing node: `graph_problems`) is refused
+        with InvalidInput, before anything is created."""
+        problems = graph_problems(pipeline)
+        if problems:
+            raise InvalidInput(f"pipeline {pipeline.name}: {'; '.join(problems)}")
         self.pipeline = pipeline
         self.client = client
         self.hostname = hostname
         self.batch_size = max(batch_size, 1)
         self.on_update = on_update
-        suffix = suffix or secrets.token_hex(3)
-        self.runs = {
-            node.name: NodeRun(node, node.proc_id, run_id_for(pipeline.name, node.name, suffix))
-            for node in pipeline.nodes.values()
-        }
+        self.suffix = suffix or secrets.token_hex(3)
+        self.plan = {p.node.name: p for p in plan_runs(pipeline, hostname, self.suffix)}
+        self.runs = {name: NodeRun(p.node, p.proc_id, p.run_id) for name, p in self.plan.items()}
 
     async def run(self, timeout: float | None = None) -> PipelineResult:  # noqa: ASYNC109
         """Run the pipeline to the end; TimeoutError after `timeout` seconds."""
@@ -124,24 +170,7 @@ class PipelineRunner:
 
     async def _configure(self) -> None:
         for nr in reversed(self.runs.values()):
-            node = nr.node
-            locations = [
-                DownstreamDataLocation(
-                    Hostname=self.hostname, ProcID=self.runs[d].proc_id, RunID=self.runs[d].run_id
-                )
-                for d in node.downstream
-            ]
-            configuration = Configuration(
-                ExpectedData=ExpectedData(NumChunks=len(self.pipeline.data) if node.first else 0),
-                ExecutorConfig=ExecutorConfig.model_validate(
-                    {
-                        **node.executor,
-                        "SendDownstream": bool(locations),
-                        "DownstreamLocations": locations or None,
-                    }
-                ),
-                Processor=node.configuration,
-            )
+            configuration = self.plan[nr.node.name].configuration
             with _about(nr):
                 nr.run = await self.client.configure(nr.proc_id, nr.run_id, configuration)
             self._notify(nr, nr.run)

@@ -212,6 +212,8 @@ class Node:
     """`ExecutorConfig` fields for this run (MaxWorkers, WorkModel, ChunkTimeout)."""
     upstream: list[str] = field(default_factory=list)
     downstream: list[str] = field(default_factory=list)
+    loc: Loc = ()
+    """Where the node is in the pipeline document (empty for a node built in code)."""
 
     @property
     def first(self) -> bool:
@@ -222,12 +224,18 @@ class Node:
         return not self.downstream
 
 
+def _dotted(loc: Sequence[str | int]) -> str:
+    return ".".join(map(str, loc)) or "the pipeline"
+
+
 @dataclass
 class Pipeline:
     name: str
     data: list[Data]
     nodes: dict[str, Node]
     """By name, in an order where every node comes after its upstream nodes."""
+    at: Callable[[Loc], str] = field(default=_dotted, repr=False, compare=False)
+    """A place of the document for people: its path, node name and line (from a file)."""
 
     @property
     def first(self) -> list[Node]:
@@ -244,6 +252,16 @@ class Pipeline:
 
 def load_pipeline(path: Path) -> Pipeline:
     """Read and check a pipeline file; InvalidInput says what is wrong and where."""
+    document, line_of = read_pipeline_file(path)
+    try:
+        return parse_pipeline(document, default_name=path.stem, line_of=line_of)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc.message}") from None
+
+
+def read_pipeline_file(path: Path) -> tuple[Any, Callable[[Loc], int | None]]:
+    """A pipeline file's parsed YAML and the line finder of its places; InvalidInput
+    when it cannot be read or is not YAML."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -253,10 +271,7 @@ def load_pipeline(path: Path) -> Pipeline:
         tree = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return parse_pipeline(document, default_name=path.stem, line_of=_line_finder(tree))
-    except InvalidInput as exc:
-        raise InvalidInput(f"{path}: {exc.message}") from None
+    return document, _line_finder(tree)
 
 
 def parse_pipeline(
@@ -266,18 +281,40 @@ def parse_pipeline(
 ) -> Pipeline:
     """Check a pipeline document (parsed YAML) and build its graph. `line_of` gives
     the line of a place in the document, when it came from a file."""
+    pipeline, problems = check_document(document, default_name, line_of)
+    if pipeline is None or problems:
+        raise InvalidInput("; ".join(problems))
+    return pipeline
+
+
+def check_document(
+    document: Any,
+    default_name: str = "pipeline",
+    line_of: Callable[[Loc], int | None] | None = None,
+) -> tuple[Pipeline | None, list[str]]:
+    """`parse_pipeline` that gathers every problem it finds rather than stopping at the
+    first: the pipeline and the problems, each naming its place (for `wiz pipeline
+    validate`, which lists them all). The pipeline is None when the document's shape is
+    wrong; with problems in its graph (names), it is what could be built, to be checked
+    further but never run."""
     places = _Places(document, line_of)
     if not isinstance(document, dict):
-        raise InvalidInput("a pipeline is a mapping with `name`, `data` and `spec`")
+        return None, ["a pipeline is a mapping with `name`, `data` and `spec`"]
     try:
         spec = PipelineSpec.model_validate(document)
     except ValidationError as exc:
-        raise InvalidInput("; ".join(places.explain(e) for e in exc.errors())) from None
+        return None, [places.explain(e) for e in exc.errors()]
     builder = _Builder(places)
     builder.block(spec.spec, [], ("spec",))
+    problems = builder.problems
     if not builder.nodes:
-        raise InvalidInput("the pipeline's spec has no nodes")
-    return Pipeline(str(spec.name or default_name), _chunks(spec.data), builder.nodes)
+        return None, [*problems, "the pipeline's spec has no nodes"]
+    chunks: list[Data] = []
+    try:
+        chunks = _chunks(spec.data)
+    except InvalidInput as exc:
+        problems.append(exc.message)
+    return Pipeline(str(spec.name or default_name), chunks, builder.nodes, places.at), problems
 
 
 def _chunks(data: Any) -> list[Data]:
@@ -377,6 +414,9 @@ class _Builder:
         self.nodes: dict[str, Node] = {}
         self.slugs: dict[str, str] = {}
         """Node names by the part of the run ID they give (`run_id_for`)."""
+        self.problems: list[str] = []
+        """What is wrong with the graph, in the order found (the build goes on after one,
+        so that all are reported at once)."""
 
     def block(self, block: BlockSpec, preds: list[str], loc: Loc) -> list[str]:
         """Add a block's nodes fed by `preds`; return the nodes that feed what follows."""
@@ -398,20 +438,25 @@ class _Builder:
 
     def node(self, spec: NodeSpec, preds: list[str], loc: Loc) -> str:
         name = spec.name
+        other = self.slugs.setdefault(_slug(name), name)
         if name in self.nodes:
-            raise InvalidInput(
+            self.problems.append(
                 f"{self.places.at(loc)}: two nodes are named {name!r}; names must be unique"
             )
-        other = self.slugs.setdefault(_slug(name), name)
-        if other != name:
+            name = f"{name} #{len(self.nodes)}"  # kept apart, so its children still hang on
+        elif other != name:
             # Two nodes on one run would silently share its chunks and its output.
-            raise InvalidInput(
+            self.problems.append(
                 f"{self.places.at(loc)}: nodes {other!r} and {name!r} would get the same "
                 "run ID; make their names differ by more than case and punctuation"
             )
         processor = spec.processor
         node = Node(
-            name, str(processor.proc_id), processor.configuration, dict(spec.executor or {})
+            name,
+            str(processor.proc_id),
+            processor.configuration,
+            dict(spec.executor or {}),
+            loc=loc,
         )
         self.nodes[name] = node
         for pred in preds:
