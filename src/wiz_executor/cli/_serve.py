@@ -37,6 +37,7 @@ from ..server._serving import run as run_server
 from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
 from ._common import EXIT_USAGE, CaCertsOption, fail, flag
+from ._config import load_config
 
 log = logging.getLogger("wiz_executor.server")
 
@@ -161,6 +162,28 @@ def parse_downstream_tokens(entries: list[str], token_file: Path | None) -> dict
 
 
 def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="WIZ_CONFIG",
+            show_envvar=True,
+            metavar="PATH",
+            dir_okay=False,
+            is_eager=True,  # read before the other options, whose defaults it sets
+            callback=load_config,
+            help="A TOML file of settings, keys named as the flags (max-workers = 8). Every "
+            "option can also come from WIZ_<NAME> (WIZ_MAX_WORKERS); a flag wins over the "
+            "environment, which wins over the file.",
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        flag(
+            "--print-config",
+            "Print each setting, its value and where it came from (flag, environment, "
+            "file, default; secrets masked), then exit.",
+        ),
+    ] = False,
     host: Annotated[
         str,
         typer.Option(
@@ -406,6 +429,8 @@ def serve(
     ] = LogLevel.info,
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
+    # --config and --print-config are read by ConfiguredCommand (cli/_config.py).
+    del config, print_config
     port_host, port_number = parse_listen_address(port)
     bind = port_host or host
     if (ssl_certfile is None) != (ssl_keyfile is None):
