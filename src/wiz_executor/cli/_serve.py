@@ -51,6 +51,11 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+class LogFormatName(StrEnum):
+    text = "text"
+    json = "json"
+
+
 class WorkModelName(StrEnum):
     lifetime = "lifetime"
     pool = "pool"
@@ -427,6 +432,14 @@ def serve(
             "debug adds every request, outbound HTTP and processor tracebacks."
         ),
     ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormatName,
+        typer.Option(
+            help="text: one readable line per record; json: one JSON object per line (time, "
+            "level, logger, message, and processor, run, chunk when it concerns one), for "
+            "log shippers."
+        ),
+    ] = LogFormatName.text,
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
     # --config and --print-config are read by ConfiguredCommand (cli/_config.py).
@@ -506,7 +519,7 @@ def serve(
     )
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)
-    configure_logging(log_level.value)
+    configure_logging(log_level.value, log_format.value)
     if secret is None and not is_loopback_name(bind):
         log.warning(
             "serving on %s without a token (--insecure): anyone who can reach it may use it", bind
