@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+import typer
 import typer.main
 from typer.testing import CliRunner
 
@@ -301,3 +302,33 @@ def test_help_names_each_variable() -> None:
     assert result.exit_code == 0
     assert "WIZ_MAX_WORKERS" in result.output
     assert "WIZ_CONFIG" in result.output
+
+
+def test_an_option_added_later_is_covered_without_more_code(tmp_path: Path) -> None:
+    """What makes the mechanism generic: a command with a new option (as `--ray-address`
+    will be) gets its variable and its key from ConfiguredCommand alone."""
+    demo = typer.Typer()
+    seen: dict[str, Any] = {}
+
+    @demo.command(cls=_config.ConfiguredCommand)
+    def run(
+        config: Annotated[
+            Path | None,
+            typer.Option(envvar="WIZ_CONFIG", is_eager=True, callback=_config.load_config),
+        ] = None,
+        print_config: Annotated[bool, typer.Option("--print-config")] = False,
+        ray_address: str = "auto",
+        ray_num_cpus: int = 0,
+    ) -> None:
+        seen.update(ray_address=ray_address, ray_num_cpus=ray_num_cpus)
+
+    path = tmp_path / "wiz.toml"
+    path.write_text("ray-num-cpus = 4\n")
+    env = {"WIZ_RAY_ADDRESS": "127.0.0.1:6379"}
+    result = runner.invoke(demo, ["--config", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == {"ray_address": "127.0.0.1:6379", "ray_num_cpus": 4}
+    path.write_text("ray-adress = 'x'\n")
+    result = runner.invoke(demo, ["--config", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "did you mean 'ray-address'?" in result.output

@@ -7,7 +7,10 @@ anything else to write (a test enumerates the options and fails otherwise). Clic
 the resolving: each option gets its environment variable (`envvar`), and the file
 becomes the context's `default_map`, which click consults after the command line and
 the environment and before the declared default. `ctx.get_parameter_source` then says
-where each value came from, for `--print-config` and for error messages.
+where each value came from, for `--print-config` and for error messages. A command using
+it declares `--config` (eager, `callback=load_config`) and `--print-config` itself, as
+`serve` does. typer vendors its own copy of click, so the parameters and contexts here
+are duck-typed (`Any`) rather than click's classes.
 
 - Environment: `WIZ_` + the flag's name upper-cased, `-` as `_` (`--max-workers` is
   `WIZ_MAX_WORKERS`). Variables an option had already (`WIZ_TOKEN`, `WIZ_CA_CERTS`)
@@ -46,7 +49,8 @@ _FILE_KEY = "wiz_config_file"
 """Where the loaded file's path is kept in the context's `meta`."""
 
 _OWN = ("config", "print_config")
-"""The parameters this module adds: they configure the configuration, not the command."""
+"""The parameters this module reads itself: they configure the configuration, and are
+neither set from the environment (`WIZ_CONFIG` aside) nor from the file."""
 
 
 def is_secret(param: Any) -> bool:
