@@ -29,7 +29,7 @@ _FINISHED = (DataChunkState.SUCCEEDED, DataChunkState.FAILED)
 
 
 class JournalCollector(Collector):
-    """The durable journal's commits, records, commit latency and size on disk (no
+    """The durable journal's commits, rows written, commit latency and size on disk (no
     series with `--ephemeral`, which has no journal)."""
 
     def __init__(self, executor: Callable[[], Executor | None]) -> None:
