@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from _stub_server import closed_port
 from _wiz_process import free_port
 from conftest import wait_for, wait_run_done
+from wiz_executor import Settings
 from wiz_executor._logs import JsonFormatter, about
 
 
@@ -130,3 +133,45 @@ async def test_wiz_executor_logs_json_lines(tmp_path: Path) -> None:
     assert (failed["processor"], failed["run"], failed["chunk"]) == ("noop", "j1", "bad\nline")
     finished = next(e for e in runs if e["message"].startswith("run noop/j1 finished"))
     assert finished["run"] == "j1"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """conftest's, with a short delivery window: a delivery to a dead host gives up (and
+    is logged) in half a second, not the default hour."""
+    return Settings(
+        data_dir=tmp_path / "wiz-data",
+        db_path=tmp_path / "wiz.db",
+        downstream_backoff=0.01,
+        shutdown_grace=5,
+        delivery_timeout=0.5,
+        allow_net=("127.0.0.1/32",),
+    )
+
+
+async def test_each_run_record_names_its_run_and_chunk(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The records about a run carry it (and the chunk, when about one) as attributes,
+    which the JSON format writes as fields: the lifecycle lines, a failed chunk, and an
+    output whose delivery downstream failed."""
+    caplog.set_level(logging.INFO)
+    downstream = [{"Hostname": closed_port(), "ProcID": "noop", "RunID": "gone"}]
+    config = {
+        "ExpectedData": {"NumChunks": 2},
+        "ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": downstream},
+    }
+    assert (await client.post("/processors/noop/runs/r1/config", json=config)).is_success
+    batch = [{"ChunkID": "ok"}, {"ChunkID": "bad", "RawData": {"Fail": True}}]
+    assert (await client.post("/processors/noop/runs/r1/data", json=batch)).is_success
+    await wait_run_done(client, "noop", "r1")
+    about_run = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if "noop/r1" in r.getMessage()
+    ]
+    assert len(about_run) >= 5  # configured, started, a failure, a delivery, finished
+    for entry in about_run:
+        assert (entry["processor"], entry["run"]) == ("noop", "r1"), entry
+    failed = next(e for e in about_run if "chunk bad of run" in e["message"])
+    assert failed["chunk"] == "bad"
+    undelivered = next(e for e in about_run if e["message"].startswith("output ok-out"))
+    assert undelivered["chunk"] == "ok"
