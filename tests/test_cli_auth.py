@@ -21,7 +21,7 @@ TOKEN = "tok-123_abc"
 def _no_token_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WIZ_TOKEN", raising=False)
     # Logging is the process's: configured for real, it would outlive the test.
-    monkeypatch.setattr(_serve, "configure_logging", lambda level: None)
+    monkeypatch.setattr(_serve, "configure_logging", lambda level, fmt="text": None)
 
 
 def served_with(

@@ -53,7 +53,9 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     )
     monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(app=app, **kw))
     # Logging is the process's: configured for real, it would outlive this test.
-    monkeypatch.setattr(_serve, "configure_logging", lambda level: seen.update(logs=level))
+    monkeypatch.setattr(
+        _serve, "configure_logging", lambda level, fmt="text": seen.update(logs=level)
+    )
     result = runner.invoke(
         app,
         [

@@ -37,7 +37,7 @@ def serve(
         _serve, "create_app", lambda settings: seen.setdefault("settings", settings)
     )
     monkeypatch.setattr(_serve, "run_server", lambda app, **kw: seen.update(options=kw))
-    monkeypatch.setattr(_serve, "configure_logging", lambda level: None)
+    monkeypatch.setattr(_serve, "configure_logging", lambda level, fmt="text": None)
     env = {"WIZ_CA_CERTS": None, "WIZ_SSL_KEYFILE_PASSWORD": None, **(env or {})}
     return CliRunner().invoke(app, ["executor", *args], env=env), seen
 

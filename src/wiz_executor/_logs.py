@@ -10,15 +10,24 @@ Outbound HTTP (httpx and httpcore: downstream deliveries, `get`, `scrape`) is lo
 DEBUG only: at INFO, a line per request would drown the lifecycle lines (1,000 chunks
 delivered downstream, 1,000 lines).
 
+`--log-format json` is for machines (a log shipper, `jq`): one JSON object per line,
+`{"time", "level", "logger", "message"}`, plus `processor`, `run` and `chunk` when the
+record concerns one (the run log and the chunk runner pass them with `extra=about(...)`)
+and `exception` (the traceback's text) when it carries one. JSON escapes control
+characters and, ASCII-only, the line separators too, so a record stays one line.
+
 The library never configures logging by itself; `configure_logging` is for the process
 that serves (the CLI), and is safe to call again (it replaces its own handler only).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+from datetime import UTC, datetime
+from typing import Literal
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -28,6 +37,19 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 OUTBOUND_HTTP = ("httpx", "httpcore")
 UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+LogFormat = Literal["text", "json"]
+CONTEXT = ("processor", "run", "chunk")
+"""The record attributes (set with `extra=`) that say which run or chunk it concerns."""
+
+
+def about(proc_id: str, run_id: str, chunk_id: str | None = None) -> dict[str, str]:
+    """The `extra=` of a record about a run (or one of its chunks): what the JSON
+    format writes as `processor`, `run` and `chunk`; the text format has them in the
+    message already."""
+    if chunk_id is None:
+        return {"processor": proc_id, "run": run_id}
+    return {"processor": proc_id, "run": run_id, "chunk": chunk_id}
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -56,13 +78,36 @@ class LogFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (`--log-format json`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A handler on whatever `sys.stderr` is when a record is written (test runners
     swap it), marked as ours so `configure_logging` can replace it."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_format: LogFormat = "text") -> None:
         super().__init__()
-        self.setFormatter(LogFormatter())
+        self.setFormatter(JsonFormatter() if log_format == "json" else LogFormatter())
 
     @property
     def stream(self) -> object:
@@ -73,8 +118,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str | int) -> None:
-    """Send every logger's records to stderr in the one format, at `level`.
+def configure_logging(level: str | int, log_format: LogFormat = "text") -> None:
+    """Send every logger's records to stderr in the one format (readable `text`, or
+    `json` lines), at `level`.
 
     uvicorn's loggers lose their own handlers and propagate to the root's; pass
     uvicorn `log_config=None` so it keeps them that way. httpx and httpcore log only
@@ -84,7 +130,7 @@ def configure_logging(level: str | int) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(handler)
-    root.addHandler(_StderrHandler())
+    root.addHandler(_StderrHandler(log_format))
     root.setLevel(number)
     for name in UVICORN:
         logger = logging.getLogger(name)

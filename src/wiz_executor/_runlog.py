@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from time import monotonic
 
+from ._logs import about
 from .runs import FAILED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap
 
 log = logging.getLogger("wiz_executor.runs")
@@ -47,11 +48,17 @@ class RunLog:
             run.max_workers,
             run.work_model.value,
             f", downstream to {downstream}" if downstream else "",
+            extra=about(run.proc_id, run.run_id),
         )
 
     def started(self, run: Run) -> None:
         self._since[run] = monotonic()
-        log.info("run %s/%s started: its first chunks arrived", run.proc_id, run.run_id)
+        log.info(
+            "run %s/%s started: its first chunks arrived",
+            run.proc_id,
+            run.run_id,
+            extra=about(run.proc_id, run.run_id),
+        )
 
     def finished(self, run: Run) -> None:
         since = self._since.pop(run, None)
@@ -69,6 +76,7 @@ class RunLog:
             counts[FAILED],
             undelivered,
             took,
+            extra=about(run.proc_id, run.run_id),
         )
 
     def removed(self, run: Run) -> None:
@@ -80,6 +88,7 @@ class RunLog:
             run.run_id,
             run.state.value,
             unfinished,
+            extra=about(run.proc_id, run.run_id),
         )
 
     def chunk_failed(self, run: Run, chunk: Chunk) -> None:
@@ -89,5 +98,10 @@ class RunLog:
             self.failed_by_shutdown += 1
             return
         log.warning(
-            "chunk %s of run %s/%s failed: %s", chunk.id, run.proc_id, run.run_id, chunk.error
+            "chunk %s of run %s/%s failed: %s",
+            chunk.id,
+            run.proc_id,
+            run.run_id,
+            chunk.error,
+            extra=about(run.proc_id, run.run_id, chunk.id),
         )

@@ -56,6 +56,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from ._logs import about
 from ._retrying import Backoff, parse_retry_after
 from ._tls import CA_CERTS_HINT, verification_failure
 from .api import DownstreamDataLocation
@@ -263,6 +264,7 @@ class Downstream:
             run.proc_id,
             run.run_id,
             reason,
+            extra=about(run.proc_id, run.run_id, chunk.id),
         )
 
     def _headers(self, hostname: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
-__all__ = ["CHUNK_BUCKETS", "ChunkStats", "Histogram"]
+__all__ = ["CHUNK_BUCKETS", "COMMIT_BUCKETS", "ChunkStats", "Histogram"]
 
 CHUNK_BUCKETS = (
     0.0001,
@@ -44,9 +44,34 @@ CHUNK_BUCKETS = (
 """Upper bounds (seconds) of the chunk-duration buckets: a no-op chunk takes tens of
 microseconds, a real processor seconds to minutes."""
 
+COMMIT_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+"""Upper bounds (seconds) of the journal's commit-duration buckets: a group commit in
+the operating system's cache takes tens of microseconds to milliseconds, one with
+`--fsync` a disk flush (milliseconds on an SSD, more on a busy or network disk)."""
+
 
 class Histogram:
-    """Observations counted into buckets, Prometheus-style, without a lock."""
+    """Observations counted into buckets, Prometheus-style, without a lock.
+
+    One thread observes (the event loop, or the journal's writer for its commits); a
+    scrape on another thread may see the sum one observation apart from the counts,
+    which the next scrape corrects: no lock is worth that."""
 
     __slots__ = ("bounds", "counts", "sum")
 

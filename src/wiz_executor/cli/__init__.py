@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from ._config import ConfiguredCommand
 from ._serve import serve
 from ._verbs import register as _register_client_verbs
 
@@ -16,7 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-app.command("executor")(serve)
+app.command("executor", cls=ConfiguredCommand)(serve)
 _register_client_verbs(app)
 
 

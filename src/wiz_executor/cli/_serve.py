@@ -37,6 +37,7 @@ from ..server._serving import run as run_server
 from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
 from ._common import EXIT_USAGE, CaCertsOption, fail, flag
+from ._config import load_config
 
 log = logging.getLogger("wiz_executor.server")
 
@@ -48,6 +49,11 @@ class LogLevel(StrEnum):
     info = "info"
     warning = "warning"
     error = "error"
+
+
+class LogFormatName(StrEnum):
+    text = "text"
+    json = "json"
 
 
 class WorkModelName(StrEnum):
@@ -161,6 +167,28 @@ def parse_downstream_tokens(entries: list[str], token_file: Path | None) -> dict
 
 
 def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="WIZ_CONFIG",
+            show_envvar=True,
+            metavar="PATH",
+            dir_okay=False,
+            is_eager=True,  # read before the other options, whose defaults it sets
+            callback=load_config,
+            help="A TOML file of settings, keys named as the flags (max-workers = 8). Every "
+            "option can also come from WIZ_<NAME> (WIZ_MAX_WORKERS); a flag wins over the "
+            "environment, which wins over the file.",
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        flag(
+            "--print-config",
+            "Print each setting, its value and where it came from (flag, environment, "
+            "file, default; secrets masked), then exit.",
+        ),
+    ] = False,
     host: Annotated[
         str,
         typer.Option(
@@ -404,8 +432,18 @@ def serve(
             "debug adds every request, outbound HTTP and processor tracebacks."
         ),
     ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormatName,
+        typer.Option(
+            help="text: one readable line per record; json: one JSON object per line (time, "
+            "level, logger, message, and processor, run, chunk when it concerns one), for "
+            "log shippers."
+        ),
+    ] = LogFormatName.text,
 ) -> None:
     """Run the executor: serve the Wiz Processor API."""
+    # --config and --print-config are read by ConfiguredCommand (cli/_config.py).
+    del config, print_config
     port_host, port_number = parse_listen_address(port)
     bind = port_host or host
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -481,7 +519,7 @@ def serve(
     )
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)
-    configure_logging(log_level.value)
+    configure_logging(log_level.value, log_format.value)
     if secret is None and not is_loopback_name(bind):
         log.warning(
             "serving on %s without a token (--insecure): anyone who can reach it may use it", bind

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from .._logs import about
 from ..api import DataFormat
 from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
@@ -164,6 +165,7 @@ class ChunkRunner:
                     run.proc_id,
                     run.run_id,
                     exc_info=True,
+                    extra=about(run.proc_id, run.run_id, chunk.id),
                 )
                 runs.fail(run, chunk, f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
                 return True

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import DataChunkState, State
 from ..metrics import Histogram
+from ._collectors import JournalCollector, RunCollector
 
 if TYPE_CHECKING:
     from ..executor import Executor
@@ -279,6 +280,11 @@ class Metrics:
         self.http = HttpStats()
         self.registry = CollectorRegistry()
         self.registry.register(ExecutorCollector(executor, self.http))
+        self.registry.register(JournalCollector(executor))
+        self.registry.register(RunCollector(executor))
+        # The process's CPU seconds, resident memory, open files (from /proc; nothing
+        # on platforms without it), on this app's registry like the rest.
+        ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -101,7 +101,9 @@ def add_observability_routes(app: FastAPI, metrics: Metrics, errors: dict[int | 
     )
     async def prometheus_metrics() -> Response:
         """*Extension*: metrics in the Prometheus text format (chunks and runs by state,
-        finished chunks and their durations, workers, queue depth, HTTP requests)."""
+        finished chunks and their durations, per-run finished chunks, workers, queue
+        depth, HTTP requests, the journal's commits and size, the process's CPU, memory
+        and open files)."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", tags=["dashboard"], response_class=HTMLResponse)
