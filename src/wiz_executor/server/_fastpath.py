@@ -20,6 +20,7 @@ from ..errors import InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
 from ..wire import batch_spans, decode_add_data, decode_distinct, encode
+from ._early import refuse_before_body, refuse_without_room
 from ._errors import error_body, error_headers, status_of
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
     Fields a chunk does not have are ignored and named in the answer's `Warnings` (and
     the log), or refused with a 400 under `--strict-config`, before anything is taken.
     """
+    refuse_without_room(executor, proc_id, run_id, body)
     if len(body) <= DECODE_OFF_LOOP_BYTES:
         chunks, unknown = decode_add_data(body)
         repeats = 0
@@ -95,6 +97,13 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
     if result.accepted == 1 and not result.duplicates:
         return _ONE_ACCEPTED
     return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -148,6 +157,10 @@ class AddDataFastPath:
         executor: Executor = scope["app"].state.executor
         headers: list[tuple[bytes, bytes]] = [_JSON]
         try:
+            # Decided on the headers, the body is left unread: the server discards it
+            # (uvicorn's parsers skip a body the app did not read), the connection stays
+            # in step for the next request.
+            refuse_before_body(executor, proc_id, run_id, _content_length(scope))
             body = await read_body(receive, executor.settings.max_body_bytes)
             payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
