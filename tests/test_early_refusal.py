@@ -21,6 +21,7 @@ from _gates import Gate, add, asgi_client, chunk_counts, configure, gate_process
 from _wiz_process import WizProcess
 from conftest import wait_for
 from wiz_executor import Executor, Settings
+from wiz_executor.server import _fastpath
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +66,24 @@ async def test_a_batch_of_new_chunks_without_room_is_429_before_it_is_decoded(
     assert resp.status_code == 429, resp.text
     counts = await chunk_counts(client, "gate", "r")
     assert (counts["WAITING"], counts["RUNNING"]) == (3, 1)
+
+
+async def test_a_429_for_a_full_queue_is_held_before_it_is_sent(
+    full: tuple[Executor, httpx.AsyncClient, Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that does not wait for Retry-After is slowed down by the server instead:
+    held `FULL_PACE` (made long here), so that a flood of them cannot take the event
+    loop from the chunks that fill the queue. Other errors are answered at once."""
+    _, client, _ = full
+    monkeypatch.setattr(_fastpath, "FULL_PACE", 0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await add(client, "gate", "r", chunks(range(10, 12)))
+    assert resp.status_code == 429
+    assert loop.time() - started >= 0.5
+    started = loop.time()
+    assert (await add(client, "gate", "nope", chunks(range(10, 12)))).status_code == 404
+    assert loop.time() - started < 0.5
 
 
 async def test_a_full_queue_is_429_before_the_body_for_a_run_holding_nothing(

@@ -16,7 +16,7 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidInput, PayloadTooLarge, WizError
+from ..errors import ExecutorFull, InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
 from ..wire import batch_spans, decode_add_data, decode_distinct, encode
@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
+
+FULL_PACE = 0.05
+"""Seconds a 429 for a full queue is held before it is sent. A client that does not
+wait for `Retry-After` (wrk, a shell loop, a naive pipeline) sends its next batch as
+soon as the 429 arrives; at once, such a flood of 64 connections took nearly all the
+event loop's time in 429s, and the chunks the queue held ran at a third of their rate
+(benchmarks/results/history.md). Held, each connection sends about 20 a second, and
+the work drains at nearly the rate it has with room. A client that honours
+`Retry-After` (seconds) does not notice."""
 
 MAX_WARNED = 1000
 """Distinct unknown-field warnings remembered per run (to log each once); past it they
@@ -165,6 +174,8 @@ class AddDataFastPath:
             payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
         except WizError as exc:
+            if isinstance(exc, ExecutorFull):
+                await asyncio.sleep(FULL_PACE)  # see FULL_PACE
             status = status_of(exc)
             payload = error_body(exc.message)
             headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
