@@ -257,6 +257,25 @@ def test_the_front_targets_are_rows_against_the_floors_and_the_go_proxy() -> Non
     assert any(line.startswith("| new connection per request | as shipped") for line in table)
 
 
+def test_the_full_queue_target_is_judged_only_when_the_queue_filled() -> None:
+    def row(**values: float) -> dict[str, Summary]:
+        base = dict.fromkeys(http_load.METRICS, 1.0) | values
+        return {k: _s(v, v) for k, v in base.items()}
+
+    def verdict(share: float) -> _report.Verdict:
+        summary = {
+            "executor/100/64": row(e2e_chunks_per_s=95.0, rejected_share=share),
+            "executor-queue/100/64": row(e2e_chunks_per_s=100.0),
+        }
+        rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
+        return next(v for v in rows if v.target.startswith("Cost of a full queue"))
+
+    assert verdict(0.8).ok is True
+    unfilled = verdict(0.0)
+    assert unfilled.ok is None
+    assert "did not fill" in unfilled.row()
+
+
 # -- README -----------------------------------------------------------------------------
 
 
