@@ -32,8 +32,8 @@ FULL_PACE = 0.05
 """Seconds a 429 for a full queue is held before it is sent. A client that does not
 wait for `Retry-After` (wrk, a shell loop, a naive pipeline) sends its next batch as
 soon as the 429 arrives; at once, such a flood of 64 connections took nearly all the
-event loop's time in 429s, and the chunks the queue held ran at a third of their rate
-(benchmarks/results/history.md). Held, each connection sends about 20 a second, and
+event loop's time in 429s, and the chunks the queue held ran at 0.2-0.4 of their rate
+with room (benchmarks/results/history.md). Held, each connection sends about 20 a second, and
 the work drains at nearly the rate it has with room. A client that honours
 `Retry-After` (seconds) does not notice."""
 
