@@ -73,9 +73,8 @@ class Front:
             host = scope.headers.get("host")
             if host is not None:  # the guard's Host check; the token and Origin are not
                 self.app.guard._check_host({"server": None}, host.encode("latin-1"))
-            length = scope.headers.get("content-length")
-            size = int(length) if length and length.isdigit() else None
-            refuse_before_body(executor, proc_id, run_id, size)
+            length = scope.headers.get("content-length", "").encode("latin-1")
+            refuse_before_body(executor, proc_id, run_id, [(b"content-length", length)])
             body = await proto()
             if len(body) > executor.settings.max_body_bytes:
                 raise PayloadTooLarge(executor.settings.max_body_bytes)

@@ -22,6 +22,8 @@ comes when it is retried with room.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from ..api import DataChunkState, State
@@ -74,23 +76,35 @@ def _takes_new(executor: Executor, run: Run) -> bool:
 
 
 def refuse_before_body(
-    executor: Executor, proc_id: str, run_id: str, content_length: int | None
+    executor: Executor, proc_id: str, run_id: str, headers: Iterable[tuple[bytes, bytes]]
 ) -> None:
-    """Raise what the request's headers and the run map already decide (see above)."""
+    """Raise what the request's headers and the run map already decide (see above).
+
+    The common request (a known run, room in the queue) costs two lookups here."""
     if executor.refusal is not None:
         return  # the full path answers with the refusal itself
-    run = executor.get_run(proc_id, run_id)  # 404 for an unknown processor or run
+    run = executor.runs.find(proc_id, run_id)
+    if run is None:
+        executor.get_run(proc_id, run_id)  # raises the 404 for the processor or the run
+        return
+    if run.chunks or _room(executor) > 0 or not _takes_new(executor, run):
+        return
+    content_length = _content_length(headers)
     if (
         content_length is None
         or content_length < MIN_CHUNK_BYTES
-        or run.chunks
-        or _room(executor) > 0
-        or not _takes_new(executor, run)
         # with more chunks than it still expects, add_chunks answers 409
         or (run.expected and run.accepted + content_length // MIN_CHUNK_BYTES > run.expected)
     ):
         return
     raise _full(executor)
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def refuse_without_room(executor: Executor, proc_id: str, run_id: str, body: bytes) -> None:

@@ -108,13 +108,6 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
     return encode({"Accepted": result.accepted, "Duplicates": result.duplicates})
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
 async def read_body(receive: Receive, limit: int) -> bytes:
     """The whole request body; PayloadTooLarge as soon as it passes `limit` bytes."""
     message = await receive()
@@ -169,7 +162,7 @@ class AddDataFastPath:
             # Decided on the headers, the body is left unread: the server discards it
             # (uvicorn's parsers skip a body the app did not read), the connection stays
             # in step for the next request.
-            refuse_before_body(executor, proc_id, run_id, _content_length(scope))
+            refuse_before_body(executor, proc_id, run_id, scope["headers"])
             body = await read_body(receive, executor.settings.max_body_bytes)
             payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
