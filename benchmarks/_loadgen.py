@@ -36,6 +36,9 @@ class Load:
     prefix: str
     requests: int = 0
     """Stop after this many answers (0: run for `seconds`, which is then only a cap)."""
+    close: bool = False
+    """A new connection per request (`Connection: close`), as clients that do not keep
+    connections alive (the original Go client, shell loops) make."""
 
 
 def generator() -> str:
@@ -58,6 +61,7 @@ def _wrk(load: Load) -> dict[str, Any]:
         "10s",
         "-s",
         str(LUA),
+        *(("-H", "Connection: close") if load.close else ()),
         load.url,
         "--",
         str(load.batch),
@@ -100,6 +104,7 @@ def _python(load: Load) -> dict[str, Any]:
         "batch": load.batch,
         "prefix": load.prefix,
         "requests": load.requests,
+        "close": load.close,
     }
     return run_child("benchmarks._loadgen", params, timeout=load.seconds + 60)
 
@@ -115,12 +120,20 @@ def _body(prefix: str, start: int, batch: int) -> bytes:
 
 
 async def _python_load(
-    url: str, connections: int, seconds: float, batch: int, prefix: str, requests: int
+    url: str,
+    connections: int,
+    seconds: float,
+    batch: int,
+    prefix: str,
+    requests: int,
+    close: bool = False,
 ) -> dict[str, Any]:
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
     head = f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
+    if close:
+        head += "Connection: close\r\n"
     latencies: list[float] = []
     counter = 0
     non_2xx = rejected = errors = 0
@@ -130,12 +143,17 @@ async def _python_load(
     async def connection() -> None:
         nonlocal counter, non_2xx, rejected, errors
         reader, writer = await asyncio.open_connection(host, int(port))
+        fresh = True
         try:
             while loop.time() < deadline and not (requests and len(latencies) >= requests):
                 body = _body(prefix, counter, batch)
                 counter += batch
                 request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
                 start = time.perf_counter()
+                if close and fresh is False:  # the server closed the last one: a new one
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                fresh = False
                 writer.write(request)
                 status_line = await reader.readline()
                 length = 0
@@ -176,7 +194,13 @@ def _main() -> None:
     report(
         run_on_uvloop(
             _python_load(
-                p["url"], p["connections"], p["seconds"], p["batch"], p["prefix"], p["requests"]
+                p["url"],
+                p["connections"],
+                p["seconds"],
+                p["batch"],
+                p["prefix"],
+                p["requests"],
+                p.get("close", False),
             )
         )
     )

@@ -16,6 +16,15 @@ come back at once and wrk sends the next request: the report gives their count a
 share next to the requests/s, and counts only accepted requests in the chunks/s and in
 the ratio to the bare app.
 
+Beside these, the floors and the Go proxy of issue #11: the bare app on uvicorn (the
+uvicorn floor) and on granian's RSGI interface (`bare_rsgi`, the granian floor, when
+granian is installed), the executor with `--ephemeral` (one chunk per request, 64
+connections), and the load with a new connection per request (`Connection: close`, one
+chunk, 64 connections) on the executor and both floors. The Go original is not in the
+repository: its rates are taken as `GO_PROXY` times the uvicorn floor of the same set.
+The full-queue flood is the as-shipped executor at batches of 100 over 64 connections
+(default `--max-pending`), against `executor-queue` (room for the whole load).
+
 For the executor, each load goes to a new run (NumChunks 0, the executor's default
 worker limit and work model). End to end chunks/s counts the chunks the run completed
 from the start of the load to the moment the run is SUCCEEDED (end of input is
@@ -46,10 +55,20 @@ CONNECTIONS = (16, 64)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "executor": (),
     "executor-queue": ("--max-pending", "2000000"),
+    "executor-ephemeral": ("--ephemeral",),
 }
 """Executor variants: flags beyond where it listens and writes. `executor` is as shipped;
 `executor-queue` has room for every chunk of a batch load, so it shows what the
-as-shipped queue bound costs when a client does not slow down for 429s."""
+as-shipped queue bound costs when a client does not slow down for 429s;
+`executor-ephemeral` keeps no journal (measured at one chunk per request, 64
+connections, keep-alive)."""
+FLOORS = ("bare", "bare-rsgi")
+"""The bare app on uvicorn (ASGI) and on granian (RSGI)."""
+GO_PROXY = {"keep-alive": 0.72, "close": 1.5}
+"""The Go original's requests/s ÷ the uvicorn floor's, measured side by side on one
+machine (issue #11), with keep-alive and with a new connection per request."""
+CLOSE = "close"
+"""The key suffix of loads with a new connection per request."""
 QUEUE_BATCHES = (100,)
 """Batch sizes the big-queue variant is measured at: one chunk per request does not fill
 the default queue (the executor runs chunks about as fast as it takes them)."""
@@ -63,6 +82,8 @@ METRICS = (
     "p50_ms",
     "p99_ms",
     "ratio",
+    "ratio_rsgi",
+    "go_ratio",
     "window_s",
     "e2e_window_s",
 )
@@ -75,10 +96,21 @@ def _command(kind: str, data_dir: str, extra: tuple[str, ...] | None = None) -> 
             *(sys.executable, "-m", "wiz_executor", "executor", *local),
             *("--data-dir", data_dir, *(VARIANTS[kind] if extra is None else extra)),
         ]
+    if kind == "bare-rsgi":
+        return [
+            *(sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "1"),
+            *("benchmarks.bare_rsgi:app", "--host", "127.0.0.1", "--port", "0"),
+            *("--log-level", "warning"),
+        ]
     return [
         *(sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", *local),
         *("--log-level", "warning", "--no-access-log"),
     ]
+
+
+def floors() -> tuple[str, ...]:
+    """The floors this machine can run: granian's only when it is installed."""
+    return FLOORS if find_spec("granian") else FLOORS[:1]
 
 
 def flags(kind: str) -> str:
@@ -131,9 +163,11 @@ def _listening_port(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise _exited(proc)
-        for conn in ps.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                return int(conn.laddr.port)
+        # granian's sockets may be held by its worker process: look there too.
+        for each in (ps, *ps.children(recursive=True)):
+            for conn in each.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    return int(conn.laddr.port)
         time.sleep(0.05)  # polling a server that is still starting
     raise RuntimeError(f"server {proc.args} did not listen within {timeout}s")
 
@@ -180,13 +214,21 @@ class _ExecutorRun:
 
 
 def _measure(
-    kind: str, url: str, http: httpx.Client | None, load_s: int, batch: int, conns: int, n: int
+    kind: str,
+    url: str,
+    http: httpx.Client | None,
+    load_s: int,
+    batch: int,
+    conns: int,
+    n: int,
+    close: bool = False,
 ) -> dict[str, Any]:
-    """One load of `load_s` seconds; `http` talks to the executor (None: the bare app)."""
+    """One load of `load_s` seconds; `http` talks to the executor (None: a bare app);
+    `close`: a new connection per request."""
     tool = generator()
     prefix = f"{kind}{n}"
     target = f"{url}/processors/noop/runs/{prefix}/data"
-    load = Load(target, conns, load_s, batch, prefix)
+    load = Load(target, conns, load_s, batch, prefix, close=close)
     if http is None:
         result = run_load(load, tool)
         result["chunks"] = (result["requests"] - result["rejected"]) * batch
@@ -232,7 +274,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
     with ExitStack() as stack:
         urls: dict[str, str] = {}
         samplers: dict[str, RssSampler] = {}
-        for kind in (*VARIANTS, "bare"):
+        for kind in (*VARIANTS, *floors()):
             urls[kind], pid = stack.enter_context(server(kind))
             if kind in VARIANTS:
                 samplers[kind] = stack.enter_context(RssSampler(pid, interval=0.01))
@@ -241,11 +283,27 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
             for kind in VARIANTS
         }
 
-        def measure(kind: str, batch: int, conns: int) -> dict[str, Any]:
+        def measure(kind: str, batch: int, conns: int, close: bool = False) -> dict[str, Any]:
             nonlocal n
             n += 1
             load_s = seconds_per_load(batch, quick)
-            return _measure(kind, urls[kind], clients.get(kind), load_s, batch, conns, n)
+            http = clients.get(kind)
+            return _measure(kind, urls[kind], http, load_s, batch, conns, n, close)
+
+        def measure_set(kinds: list[str], batch: int, conns: int, close: bool = False) -> None:
+            loads = {kind: measure(kind, batch, conns, close) for kind in kinds}
+            bare = loads["bare"]["accepted_req_per_s"]
+            rsgi = loads["bare-rsgi"]["accepted_req_per_s"] if "bare-rsgi" in loads else None
+            for kind, result in loads.items():
+                if kind not in FLOORS:
+                    result["ratio"] = result["accepted_req_per_s"] / bare
+                    result["go_ratio"] = (
+                        result["ratio"] / GO_PROXY[CLOSE if close else "keep-alive"]
+                    )
+                    if rsgi:
+                        result["ratio_rsgi"] = result["accepted_req_per_s"] / rsgi
+                key = f"{kind}/{batch}/{conns}" + (f"/{CLOSE}" if close else "")
+                raw.setdefault(key, []).append(result)
 
         for kind in urls:  # warm-up, not counted (the first loads also fault in memory)
             for batch in BATCHES:
@@ -255,17 +313,14 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
                 kinds = ["executor", "bare"]
                 if batch in QUEUE_BATCHES:
                     kinds.append("executor-queue")
-                if rep % 2:
-                    kinds.reverse()
+                if batch == 1:
+                    kinds += floors()[1:]
                 for conns in CONNECTIONS:
-                    loads = {}
-                    for kind in kinds:
-                        loads[kind] = measure(kind, batch, conns)
-                    bare = loads["bare"]["accepted_req_per_s"]
-                    for kind, result in loads.items():
-                        if kind != "bare":
-                            result["ratio"] = result["accepted_req_per_s"] / bare
-                        raw.setdefault(f"{kind}/{batch}/{conns}", []).append(result)
+                    each = kinds + (["executor-ephemeral"] if (batch, conns) == (1, 64) else [])
+                    measure_set(each[::-1] if rep % 2 else each, batch, conns)
+            # a new connection per request: the executor against both floors
+            each = ["executor", *floors()]
+            measure_set(each[::-1] if rep % 2 else each, 1, 64, close=True)
             log(f"  HTTP: repetition {rep + 1}/{reps} done")
         peak_rss = {kind: sampler.peak() / 2**20 for kind, sampler in samplers.items()}
     summary = {

@@ -224,6 +224,58 @@ def test_http_table_names_the_flags_of_each_row() -> None:
     assert rows[1].startswith("| `--max-pending 2000000` | 100 | 64 |")
 
 
+def test_the_front_targets_are_rows_against_the_floors_and_the_go_proxy() -> None:
+    """Issue #11's targets: executor ÷ uvicorn floor against the Go proxy's bar, with
+    keep-alive (as shipped and --ephemeral) and a new connection per request; p99s."""
+
+    def row(**values: float) -> dict[str, Summary]:
+        base = dict.fromkeys(http_load.METRICS, 1.0) | {"window_s": 1.0, **values}
+        return {k: _s(v, v) for k, v in base.items()}
+
+    close = http_load.CLOSE
+    summary = {
+        "executor/1/64": row(ratio=1.2, go_ratio=1.2 / 0.72, ratio_rsgi=0.8, p99_ms=4.0),
+        "executor-ephemeral/1/64": row(ratio=1.0, go_ratio=1.0 / 0.72, ratio_rsgi=0.7),
+        f"executor/1/64/{close}": row(ratio=1.9, go_ratio=1.9 / 1.5, p99_ms=12.0),
+        "bare/1/64": row(),
+        "bare-rsgi/1/64": row(),
+        f"bare/1/64/{close}": row(),
+        f"bare-rsgi/1/64/{close}": row(),
+    }
+    rows = {v.target: v for v in _report.verdicts({"http": {"summary": summary, "raw": {}}})}
+    keep_alive = next(v for t, v in rows.items() if "as shipped" in t and "uvicorn" in t)
+    assert (keep_alive.goal, keep_alive.ok) == ("≥ 1.08 (≥ 1.5x Go)", True)
+    assert "(1.67x Go)" in keep_alive.measured
+    ephemeral = next(v for t, v in rows.items() if "--ephemeral" in t and "uvicorn" in t)
+    assert ephemeral.ok is False
+    new = next(v for t, v in rows.items() if "new connection" in t and "uvicorn" in t)
+    assert (new.goal, new.ok) == ("≥ 1.80 (≥ 1.2x Go)", True)
+    p99s = [v.ok for t, v in rows.items() if t.startswith("AddData p99")]
+    assert p99s == [True, False]
+    table = _report._floors_table(summary)
+    assert len([line for line in table if line.startswith("| keep-alive")]) == 2
+    assert any(line.startswith("| new connection per request | as shipped") for line in table)
+
+
+def test_the_full_queue_target_is_judged_only_when_the_queue_filled() -> None:
+    def row(**values: float) -> dict[str, Summary]:
+        base = dict.fromkeys(http_load.METRICS, 1.0) | values
+        return {k: _s(v, v) for k, v in base.items()}
+
+    def verdict(share: float) -> _report.Verdict:
+        summary = {
+            "executor/100/64": row(e2e_chunks_per_s=95.0, rejected_share=share),
+            "executor-queue/100/64": row(e2e_chunks_per_s=100.0),
+        }
+        rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
+        return next(v for v in rows if v.target.startswith("Cost of a full queue"))
+
+    assert verdict(0.8).ok is True
+    unfilled = verdict(0.0)
+    assert unfilled.ok is None
+    assert "did not fill" in unfilled.row()
+
+
 # -- README -----------------------------------------------------------------------------
 
 

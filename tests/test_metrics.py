@@ -105,6 +105,9 @@ async def test_http_labels_are_route_templates_never_raw_paths(client: httpx.Asy
     assert (await client.get("/no/such/path-xyz")).status_code == 404
     resp = await client.post("/processors/noop/runs/secret-run-2/data", json={"ChunkID": "c"})
     assert resp.status_code == 404  # answered by the fast path
+    # (An unknown run is a 404 before its body is read: a run that exists reads it.)
+    config = {"ExpectedData": {"NumChunks": 0}}
+    assert (await client.post("/processors/noop/runs/secret-run-3/config", json=config)).is_success
     resp = await client.post("/processors/noop/runs/secret-run-3/data", content=b"{not json")
     assert resp.status_code == 400
 

@@ -431,6 +431,12 @@ class Executor:
         """Wait until every change so far is durable (Configure, end-of-input, delete)."""
         await self.committed(self.runs.flush())
 
+    @property
+    def refusal(self) -> WizError | None:
+        """What every write is refused with for now (recovering, a failed journal), if
+        anything: the early AddData answers (`server._early`) leave those to `add_chunks`."""
+        return self._refusal
+
     def check_batch_size(self, items: int) -> None:
         """Refuse a batch of more items than the executor ever holds waiting.
 

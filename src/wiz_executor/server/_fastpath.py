@@ -16,16 +16,26 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidInput, PayloadTooLarge, WizError
+from ..errors import ExecutorFull, InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
 from ..wire import batch_spans, decode_add_data, decode_distinct, encode
+from ._early import refuse_before_body, refuse_without_room
 from ._errors import error_body, error_headers, status_of
 
 log = logging.getLogger(__name__)
 _JSON = (b"content-type", b"application/json")
 _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
+
+FULL_PACE = 0.05
+"""Seconds a 429 for a full queue is held before it is sent. A client that does not
+wait for `Retry-After` (wrk, a shell loop, a naive pipeline) sends its next batch as
+soon as the 429 arrives; at once, such a flood of 64 connections took nearly all the
+event loop's time in 429s, and the chunks the queue held ran at 0.2-0.4 of their rate
+with room (benchmarks/results/history.md). Held, each connection sends about 20 a second, and
+the work drains at nearly the rate it has with room. A client that honours
+`Retry-After` (seconds) does not notice."""
 
 MAX_WARNED = 1000
 """Distinct unknown-field warnings remembered per run (to log each once); past it they
@@ -62,6 +72,7 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
     Fields a chunk does not have are ignored and named in the answer's `Warnings` (and
     the log), or refused with a 400 under `--strict-config`, before anything is taken.
     """
+    refuse_without_room(executor, proc_id, run_id, body)
     if len(body) <= DECODE_OFF_LOOP_BYTES:
         chunks, unknown = decode_add_data(body)
         repeats = 0
@@ -148,10 +159,16 @@ class AddDataFastPath:
         executor: Executor = scope["app"].state.executor
         headers: list[tuple[bytes, bytes]] = [_JSON]
         try:
+            # Decided on the headers, the body is left unread: the server discards it
+            # (uvicorn's parsers skip a body the app did not read), the connection stays
+            # in step for the next request.
+            refuse_before_body(executor, proc_id, run_id, scope["headers"])
             body = await read_body(receive, executor.settings.max_body_bytes)
             payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
         except WizError as exc:
+            if isinstance(exc, ExecutorFull):
+                await asyncio.sleep(FULL_PACE)  # see FULL_PACE
             status = status_of(exc)
             payload = error_body(exc.message)
             headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
