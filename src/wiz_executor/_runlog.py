@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from time import monotonic
 
-from .runs import FAILED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap
+from .runs import CANCELLED, FAILED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap
 
 log = logging.getLogger("wiz_executor.runs")
 
@@ -84,6 +84,8 @@ class RunLog:
 
     def chunk_failed(self, run: Run, chunk: Chunk) -> None:
         if run.removed:  # counted in the run's `deleted` line
+            return
+        if chunk.error is CANCELLED:  # counted in the run's `cancelled` line
             return
         if self._closing():
             self.failed_by_shutdown += 1

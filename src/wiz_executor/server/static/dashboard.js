@@ -39,6 +39,7 @@ const view = {
   dirty: new Set(),
   history: null, // {key, IntervalSeconds, Samples} of the run on display
   chunkView: null, // {key, id, input, output, error} of the chunk on display
+  deleting: null, // key of the run being deleted
   stats: { events: 0, renders: 0 }, // what the tests read to see the batching
 };
 window.wizDashboard = view;
@@ -368,10 +369,19 @@ function onChunkEvent(data) {
 setInterval(() => {
   const keys = [...view.dirty];
   view.dirty.clear();
-  for (const key of keys) refreshRun(key);
+  for (const key of keys) if (key !== view.deleting) refreshRun(key);
 }, REFRESH_DIRTY_MS);
 
 // -- rendering ---------------------------------------------------------------------
+
+// Replace an element's content only when it changed: a redraw with nothing new touches
+// no DOM (and leaves alone what a person is hovering or selecting).
+function setHTML(el, html) {
+  if (el._html !== html) {
+    el._html = html;
+    el.innerHTML = html;
+  }
+}
 
 // One redraw for any number of changes, and at most one every RENDER_MS: a run
 // streaming thousands of chunks a second costs the page a few redraws a second.
@@ -531,7 +541,7 @@ function stateOrder(run) {
 function renderProcessors() {
   const root = $("processors");
   if (!view.processors.length) {
-    root.innerHTML = `<p class="muted">Loading…</p>`;
+    setHTML(root, `<p class="muted">Loading…</p>`);
     return;
   }
   const runsOf = (proc) =>
@@ -559,7 +569,7 @@ function renderProcessors() {
         `</div>`,
     );
   }
-  root.innerHTML = html.join("");
+  setHTML(root, html.join(""));
 }
 
 function progressCell(chunk) {
@@ -590,27 +600,25 @@ function renderDetail() {
   $("cancel-run").hidden = !(run && !FINISHED_RUN.has(run.CurrentState));
   $("delete-run").hidden = !run;
   if (!run) {
-    $("detail-summary").innerHTML = `<p class="muted">This run no longer exists.</p>`;
-    $("chunk-rows").innerHTML = "";
+    setHTML($("detail-summary"), `<p class="muted">This run no longer exists.</p>`);
+    setHTML($("chunk-rows"), "");
     $("chunk-note").textContent = "";
-    $("run-chart").innerHTML = "";
-    $("run-notes").innerHTML = "";
+    setHTML($("run-chart"), "");
+    setHTML($("run-notes"), "");
     return;
   }
   const { total } = runTotal(run);
-  $("detail-summary").innerHTML =
-    `<span class="badge b-${esc(run.CurrentState)}" id="detail-state">${esc(run.CurrentState)}</span> ` +
+  setHTML($("detail-summary"), `<span class="badge b-${esc(run.CurrentState)}" id="detail-state">${esc(run.CurrentState)}</span> ` +
     (run.Paused ? `<span class="badge b-PAUSED" id="detail-paused">PAUSED</span> ` : "") +
     `<span class="muted small">${esc(countsText(run))}</span> ${failBadge(run.ChunkCounts.FAILED || 0)}` +
-    `<div style="margin-top:8px">${progressBar(run.ChunkCounts, total)}</div>`;
+    `<div style="margin-top:8px">${progressBar(run.ChunkCounts, total)}</div>`);
   $("stat-rate").textContent = fmtRate(run.ChunksPerSecond);
   $("stat-eta").textContent = etaText(run);
   $("stat-started").textContent = fmtTime(run.Started);
   $("stat-ended").textContent = run.Ended ? fmtTime(run.Ended) : FINISHED_RUN.has(run.CurrentState) ? "–" : "running";
   $("stat-duration").textContent = fmtDuration(run.DurationSeconds);
-  $("run-notes").innerHTML = runNotes(run);
-  $("run-chart").innerHTML =
-    view.history && view.history.key === view.selected ? charts(view.history) : "";
+  setHTML($("run-notes"), runNotes(run));
+  setHTML($("run-chart"), view.history && view.history.key === view.selected ? charts(view.history) : "");
   for (const b of document.querySelectorAll(".filters button")) {
     b.classList.toggle("active", b.dataset.filter === view.filter);
   }
@@ -619,7 +627,7 @@ function renderDetail() {
     .filter((c) => view.filter === "all" || c.State === view.filter)
     .sort((a, b) => order[a.State] - order[b.State]);
   const shown = chunks;
-  $("chunk-rows").innerHTML = shown.length
+  setHTML($("chunk-rows"), shown.length
     ? shown
         .map(
           (c) =>
@@ -631,7 +639,7 @@ function renderDetail() {
             `</tr>`,
         )
         .join("")
-    : `<tr><td colspan="4" class="muted small empty">${view.chunksLoaded ? "No chunks here." : "Loading…"}</td></tr>`;
+    : `<tr><td colspan="4" class="muted small empty">${view.chunksLoaded ? "No chunks here." : "Loading…"}</td></tr>`);
   const more = $("chunk-more");
   more.hidden = !view.nextPage;
   $("chunk-note").textContent = view.nextPage
@@ -758,7 +766,7 @@ function charts(history) {
 async function loadHistory() {
   const key = view.selected;
   const run = key ? view.runs.get(key) : null;
-  if (!run) return;
+  if (!run || view.deleting === key) return;
   try {
     const body = await getJSON(`${runUrl(run.ProcID, run.RunID)}/history`);
     if (view.selected === key) {
@@ -900,12 +908,11 @@ function renderPipeline() {
     })
     .join("");
   const nodes = [...graph.nodes.values()].map((n) => nodeSvg(n, graph.pos.get(n.id))).join("");
-  $("pipeline-graph").innerHTML =
-    `<svg width="${graph.width}" height="${graph.height}" viewBox="0 0 ${graph.width} ${graph.height}" role="img" aria-label="pipeline of runs">` +
+  setHTML($("pipeline-graph"), `<svg width="${graph.width}" height="${graph.height}" viewBox="0 0 ${graph.width} ${graph.height}" role="img" aria-label="pipeline of runs">` +
     `<defs><marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>` +
     edges +
     nodes +
-    `</svg>`;
+    `</svg>`);
 }
 
 // -- a chunk's detail ----------------------------------------------------------------
@@ -988,11 +995,11 @@ function renderChunkView() {
   $("chunk-run").textContent = `run ${rest.join("/")} of ${proc}`;
   $("chunk-title").textContent = cv.id;
   if (cv.error) {
-    $("chunk-body").innerHTML = `<p class="muted">${esc(cv.error)}</p>`;
+    setHTML($("chunk-body"), `<p class="muted">${esc(cv.error)}</p>`);
     return;
   }
   if (!cv.input) {
-    $("chunk-body").innerHTML = `<p class="muted">Loading…</p>`;
+    setHTML($("chunk-body"), `<p class="muted">Loading…</p>`);
     return;
   }
   const run = view.runs.get(cv.key);
@@ -1002,8 +1009,7 @@ function renderChunkView() {
   const progress = input.Progress
     ? `${input.Progress.Done}${input.Progress.Total ? ` of ${input.Progress.Total}` : ""} done`
     : null;
-  $("chunk-body").innerHTML =
-    `<div class="chunk-state"><span class="badge b-${esc(input.State)}" id="chunk-state">${esc(input.State)}</span>` +
+  setHTML($("chunk-body"), `<div class="chunk-state"><span class="badge b-${esc(input.State)}" id="chunk-state">${esc(input.State)}</span>` +
     (input.Slow ? ` <span class="badge b-FAILED">SLOW</span>` : "") +
     (progress ? ` <span class="muted small">${esc(progress)}</span>` : "") +
     ` <span class="muted small">output ${esc(input.AssociatedChunkID || "–")}</span></div>` +
@@ -1022,7 +1028,7 @@ function renderChunkView() {
     }</div>` +
     `</div>` +
     `<h3>Delivery</h3><p class="small" id="chunk-delivery">${deliveryText(run, input, cv.output)}</p>` +
-    `<h3>Attempts</h3><div id="chunk-attempts">${attemptsTable(input.Attempts)}</div>`;
+    `<h3>Attempts</h3><div id="chunk-attempts">${attemptsTable(input.Attempts)}</div>`);
 }
 
 async function openChunk(key, id) {
@@ -1188,7 +1194,9 @@ async function deleteRun() {
     `outputs and files are removed from the executor. This cannot be undone.`;
   if (!confirm(question)) return;
   const key = view.selected;
+  view.deleting = key; // its chart and chunks are not read again meanwhile
   const ok = await act("deleting…", runUrl(run.ProcID, run.RunID), "DELETE", () => "deleted");
+  view.deleting = null;
   if (ok) {
     view.runs.delete(key);
     select(null);
