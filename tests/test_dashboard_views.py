@@ -32,6 +32,7 @@ TOKEN = "views-token-3"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Page = Any
 _S = DataChunkState.SUCCEEDED
+_FAILED = DataChunkState.FAILED
 NONE = "\N{EN DASH}"  # what the page shows for a value not known
 
 
@@ -95,7 +96,7 @@ async def test_a_run_shows_its_rate_eta_times_and_a_chart(
         assert int(await page.get_attribute("#chart-rate", "data-points") or 0) > 100
         assert (await page.inner_text("#stat-rate")).endswith("/s")
         assert await page.inner_text("#stat-started") != NONE
-        assert await page.inner_text("#stat-ended") == "running"
+        assert await page.inner_text("#stat-ended") == "not yet"
         await page.wait_for_function("/\\d/.test(document.getElementById('stat-eta').textContent)")
         assert await page.inner_text("#stat-duration") != NONE
         # the Run's fields the page read: the API's own numbers
@@ -355,3 +356,28 @@ async def test_a_100000_chunk_run_is_read_by_pages_and_events_are_batched(
         assert all("limit=500" in u for u in asked), asked
         assert await page.evaluate("document.getElementById('chunk-more').hidden") is False
     assert errors == []
+
+
+async def test_retry_from_the_page_sends_the_token(settings: Settings) -> None:
+    """The Retry button's request carries the token like every other (it was sent
+    without it, and refused with a 401, on an executor with a token)."""
+    async with (
+        live_server(replace(settings, token=TOKEN)) as (url, executor),
+        httpx.AsyncClient(base_url=url, headers=AUTH) as http,
+        browser_page() as (page, errors),
+    ):
+        await configure(http, "etl", 1)
+        await add(http, "etl", [{"ChunkID": "bad", "RawData": {"Fail": True}}])
+        await page.goto(url + "/")
+        await page.fill("#auth-token", TOKEN)
+        await page.click("#auth-submit")
+        await page.wait_for_selector(row("etl", state="ERRORED", failed=1))
+        await page.click(row("etl"))
+        await page.wait_for_selector("#retry-failures:not([hidden])")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#retry-failures")
+        await page.wait_for_selector("#retry-note[data-done]")
+        assert await page.inner_text("#retry-note") == "1 chunk and 0 deliveries queued again"
+        totals = executor.runs.finished_totals["noop"]
+        await wait_for(lambda: totals[_FAILED] == 2, what="the chunk to run again")
+    assert [e for e in errors if "401" not in e] == []

@@ -237,6 +237,8 @@ async function loadChunks(key, more = false) {
         State: c.State,
         Error: c.Error ?? null,
         Progress: c.Progress ?? null,
+        Slow: c.Slow ?? null, // (issue #14's fields, when the executor sends them)
+        RunningSince: c.RunningSince ?? null,
       });
     }
     // events that arrived while the page was on its way are newer than the page
@@ -361,6 +363,8 @@ function onChunkEvent(data) {
       State: data.State,
       Error: data.Error ?? null,
       Progress: data.Progress ?? null,
+      Slow: data.Slow ?? null,
+      RunningSince: data.RunningSince ?? null,
     });
     scheduleRender();
   }
@@ -574,6 +578,12 @@ function renderProcessors() {
 
 function progressCell(chunk) {
   if (chunk.State !== "RUNNING") return "";
+  const since = chunk.RunningSince ? ` title="running since ${esc(chunk.RunningSince)}"` : "";
+  const slow = chunk.Slow ? `<span class="badge b-FAILED"${since}>SLOW</span> ` : "";
+  return slow + progressText(chunk);
+}
+
+function progressText(chunk) {
   const p = chunk.Progress;
   if (!p) return `<span class="muted small">running…</span>`;
   if (p.Total) {
@@ -615,7 +625,7 @@ function renderDetail() {
   $("stat-rate").textContent = fmtRate(run.ChunksPerSecond);
   $("stat-eta").textContent = etaText(run);
   $("stat-started").textContent = fmtTime(run.Started);
-  $("stat-ended").textContent = run.Ended ? fmtTime(run.Ended) : FINISHED_RUN.has(run.CurrentState) ? "–" : "running";
+  $("stat-ended").textContent = run.Ended ? fmtTime(run.Ended) : FINISHED_RUN.has(run.CurrentState) ? "–" : "not yet";
   $("stat-duration").textContent = fmtDuration(run.DurationSeconds);
   setHTML($("run-notes"), runNotes(run));
   setHTML($("run-chart"), view.history && view.history.key === view.selected ? charts(view.history) : "");
