@@ -57,10 +57,16 @@ class SampleRing:
         return self._size
 
     def add(self, time: float, finished: int, waiting: int, running: int) -> None:
+        d = self._data
         at = self._next * _FIELDS
-        self._data[at : at + _FIELDS] = array("d", (time, finished, waiting, running))
-        self._next = (self._next + 1) % self._length
-        self._size = min(self._size + 1, self._length)
+        d[at] = time
+        d[at + 1] = finished
+        d[at + 2] = waiting
+        d[at + 3] = running
+        following = self._next + 1
+        self._next = 0 if following == self._length else following
+        if self._size < self._length:
+            self._size += 1
 
     def _at(self, back: int) -> tuple[float, int, int, int]:
         """The sample `back` places before the newest (0: the newest)."""
@@ -78,15 +84,20 @@ class SampleRing:
 
     def baseline(self, since: float) -> tuple[float, int] | None:
         """(time, finished) of the newest sample taken at or before `since`, else of the
-        oldest one held; None when empty. Walks back from the newest: about
-        `WINDOW / INTERVAL` steps for a sampled run, one for a finished run."""
-        found: tuple[float, int] | None = None
-        for back in range(self._size):
-            time, finished, _, _ = self._at(back)
-            found = (time, finished)
-            if time <= since:
-                break
-        return found
+        oldest one held; None when empty. A binary search (samples are in time order):
+        a Run's rate costs a few steps, not one per second of its window."""
+        if not self._size:
+            return None
+        d, length, newest = self._data, self._length, self._next - 1
+        low, high = 0, self._size - 1  # how far back from the newest
+        while low < high:
+            middle = (low + high) // 2
+            if d[((newest - middle) % length) * _FIELDS] <= since:
+                high = middle
+            else:
+                low = middle + 1
+        at = ((newest - low) % length) * _FIELDS
+        return d[at], int(d[at + 1])
 
 
 def finished_count(run: Run) -> int:
@@ -174,7 +185,8 @@ class HistorySampler:
     def sample(self, now: float) -> None:
         """Add a sample to every run that is not finished, or finished within the last
         `WINDOW` (so that its ring holds its last minute; after that nothing changes)."""
-        running, waiting = DataChunkState.RUNNING, DataChunkState.WAITING
+        waiting, running = DataChunkState.WAITING, DataChunkState.RUNNING
+        succeeded, failed = DataChunkState.SUCCEEDED, DataChunkState.FAILED
         quiet = now - WINDOW - self.interval
         for run in self.runs:
             ended = run.ended
@@ -184,7 +196,7 @@ class HistorySampler:
             if ring is None:
                 ring = run.history = SampleRing()
             counts = run.counts
-            ring.add(now, finished_count(run), counts[waiting], counts[running])
+            ring.add(now, counts[succeeded] + counts[failed], counts[waiting], counts[running])
 
     async def run(self) -> None:
         while True:
