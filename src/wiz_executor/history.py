@@ -78,10 +78,6 @@ class SampleRing:
         """Every sample held, oldest first."""
         return [self._at(back) for back in range(self._size - 1, -1, -1)]
 
-    @property
-    def newest_time(self) -> float | None:
-        return self._at(0)[0] if self._size else None
-
     def baseline(self, since: float) -> tuple[float, int] | None:
         """(time, finished) of the newest sample taken at or before `since`, else of the
         oldest one held; None when empty. A binary search (samples are in time order):

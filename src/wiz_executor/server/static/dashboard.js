@@ -681,10 +681,11 @@ function runNotes(run) {
 const CHART_W = 300;
 const CHART_H = 96;
 const CHART_PAD = { left: 34, right: 6, top: 8, bottom: 16 };
-const SMOOTH = 5; // the rate at a sample is measured over this many samples back
+const SMOOTH = 10; // the rate at a sample is measured over this many samples back
 
 // Chunks/s and queue depth from the history samples: the rate at each sample is the
-// finished chunks over the last SMOOTH samples (a per-second difference jumps about).
+// finished chunks over the last SMOOTH samples (a per-second difference of whole
+// chunks jumps about).
 function series(history) {
   const samples = history.Samples || [];
   const points = samples.map((s) => ({ t: Date.parse(s.Time) / 1000, ...s }));
