@@ -33,6 +33,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Page = Any
 _S = DataChunkState.SUCCEEDED
 _FAILED = DataChunkState.FAILED
+_NOW = "2026-11-28T07:00:00Z"
 NONE = "\N{EN DASH}"  # what the page shows for a value not known
 
 
@@ -381,3 +382,50 @@ async def test_retry_from_the_page_sends_the_token(settings: Settings) -> None:
         totals = executor.runs.finished_totals["noop"]
         await wait_for(lambda: totals[_FAILED] == 2, what="the chunk to run again")
     assert [e for e in errors if "401" not in e] == []
+
+
+async def test_fields_others_add_are_shown_when_present(settings: Settings) -> None:
+    """Pause, waiting reasons (issue #14), a slow chunk and an attempt's node (the RAY
+    work model) are built elsewhere; the page shows them when the executor sends them.
+    Here the answers are given those fields on their way to the page."""
+    async with (
+        live_server(settings) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+        browser_page() as (page, errors),
+    ):
+        await configure(http, "etl", 1)
+        await add(http, "etl", [{"ChunkID": "c0"}])
+        waiting = {"Reason": "PAUSED", "Detail": "paused by an operator", "Since": _NOW}
+
+        async def more_fields(route: Any) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            path = route.request.url.split("?")[0]
+            if path.endswith("/runs"):
+                for run in body:
+                    run.update(Paused=True, Waiting=waiting)
+            elif path.endswith("/runs/etl"):
+                body.update(Paused=True, Waiting=waiting)
+            elif "/data/input/" in path:
+                body.update(Slow=True, RunningSince=_NOW)
+                for attempt in body.get("Attempts") or []:
+                    attempt["Node"] = "node-7"
+            await route.fulfill(response=response, json=body)
+
+        await page.route("**/processors/noop/**", more_fields)
+        await page.route("**/processors/noop/runs", more_fields)
+        await open_dashboard(page, url)
+        await page.wait_for_selector(row("etl", state="SUCCEEDED", paused="true"))
+        assert "PAUSED" in await page.inner_text(row("etl"))
+        await page.click(row("etl"))
+        await page.wait_for_selector("#run-waiting")
+        assert "PAUSED — paused by an operator" in await page.inner_text("#run-waiting")
+        await page.click('tr.chunk[data-chunk="c0"]')
+        await page.wait_for_selector("#chunk-attempts th")
+        headers = await page.locator("#chunk-attempts th").all_inner_texts()
+        assert "Node" in headers
+        assert "node-7" in await page.inner_text("#chunk-attempts")
+        body = await page.inner_text("#chunk-body")
+        assert "SLOW" in body
+        assert "RunningSince" in body
+    assert errors == []
