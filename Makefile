@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install browser serve test lint typecheck unit bench clean
+.PHONY: install browser serve test lint typecheck unit bench clean screenshots
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ browser:
 	  echo "make browser: chromium could not be installed; the dashboard tests will skip"
 
 test: lint typecheck unit
+
+# The dashboard's screenshots in docs/ (shown in the README), taken by its browser tests.
+screenshots: install browser
+	WIZ_DASHBOARD_SCREENSHOT=docs/dashboard.png WIZ_DASHBOARD_SCREENSHOTS=docs \
+	  $(BIN)/pytest -q -p no:randomly tests/test_dashboard.py tests/test_dashboard_views.py
 
 bench: install
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null 2>&1 \

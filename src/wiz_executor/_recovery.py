@@ -103,6 +103,7 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
             cls = None
             problem = f"the run's configuration is no longer valid: {exc.message}"
     run = self._new_run(proc_id, run_id, configuration, processor_config, [])
+    run.started = stored.created
     stored_chunks = stored.chunks
     # A finished run comes back stored (`Run.stored`): its chunks stay in the journal,
     # read when asked. (Without counts, which a journal always has for a finished run,
@@ -128,6 +129,7 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
         run.state = State.RUNNING if chunks else State.CONFIGURED
     else:
         run.state = stored.state
+        run.ended = stored.finished
     # A run that cannot run any more takes no more chunks: it ends once those it holds
     # are failed below, instead of queueing new ones for a work model it does not have.
     run.input_closed = stored.input_closed or problem is not None

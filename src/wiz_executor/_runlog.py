@@ -16,7 +16,7 @@ from collections.abc import Callable
 from time import monotonic
 
 from ._logs import about
-from .runs import FAILED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap
+from .runs import CANCELLED, FAILED, RUNNING, SUCCEEDED, WAITING, Chunk, Run, RunMap
 
 log = logging.getLogger("wiz_executor.runs")
 
@@ -93,6 +93,8 @@ class RunLog:
 
     def chunk_failed(self, run: Run, chunk: Chunk) -> None:
         if run.removed:  # counted in the run's `deleted` line
+            return
+        if chunk.error is CANCELLED:  # counted in the run's `cancelled` line
             return
         if self._closing():
             self.failed_by_shutdown += 1

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "CancelResult",
     "ChunkAttempt",
     "ChunkCounts",
     "Configuration",
@@ -40,9 +41,11 @@ __all__ = [
     "ExecutorConfig",
     "ExpectedData",
     "FilesystemReference",
+    "HistorySample",
     "Processor",
     "Progress",
     "Run",
+    "RunHistory",
     "State",
     "WorkModel",
 ]
@@ -292,20 +295,25 @@ class Run(_Wire):
         description="*Extension*: what Configure ignored or changed in the configuration "
         "(unknown fields, a MaxWorkers clamped to the executor's limit); omitted when none",
     )
-    Started: str | None = Field(
-        None, description="*Extension*: when the run was configured (RFC 3339)"
-    )
+    Started: str | None = Field(None, description="*Extension*: when it was configured (RFC 3339)")
     Ended: str | None = Field(
-        None, description="*Extension*: when the run became SUCCEEDED or ERRORED (RFC 3339)"
+        None,
+        description="*Extension*: when it reached SUCCEEDED or ERRORED (RFC 3339); omitted "
+        "while it is not finished",
     )
     DurationSeconds: float | None = Field(
-        None, description="*Extension*: seconds from Started to Ended, or to now"
+        None, description="*Extension*: seconds from Started to Ended, or to now while it runs"
     )
     ChunksPerSecond: float | None = Field(
-        None, description="*Extension*: chunks finished per second over the last minute"
+        None,
+        description="*Extension*: chunks finished (succeeded or failed) per second over the "
+        "last minute; omitted with under a second to measure over",
     )
     EtaSeconds: float | None = Field(
-        None, description="*Extension*: seconds until the run is expected to finish"
+        None,
+        description="*Extension*: seconds until its chunks are all finished at that rate; "
+        "only when its size is known (NumChunks, or end of input declared) and the rate "
+        "is above 0 (0 once all are finished)",
     )
 
 
@@ -454,6 +462,31 @@ class EndOfInputResult(_Wire):
     RunID: str
     CurrentState: _State
     Accepted: int
+
+
+class CancelResult(_Wire):
+    """*Extension*: what a cancel did."""
+
+    RunID: str
+    CurrentState: _State = Field(description="the run's state after the cancel")
+    Cancelled: int = Field(description="WAITING chunks failed without running")
+
+
+class HistorySample(_Wire):
+    """*Extension*: a run's counts at one moment (see `RunHistory`)."""
+
+    Time: str = Field(description="when it was taken (RFC 3339)")
+    Finished: int = Field(description="chunks finished (succeeded or failed) so far")
+    Queued: int = Field(description="chunks WAITING then")
+    Running: int = Field(description="chunks RUNNING then")
+
+
+class RunHistory(_Wire):
+    """*Extension*: a run's recent counts, sampled by the executor on a timer (about
+    the last ten minutes, oldest first), for charts of its rate and queue."""
+
+    IntervalSeconds: float = Field(description="seconds between two samples")
+    Samples: list[HistorySample] = Field(default_factory=list)
 
 
 class RetryResult(_Wire):

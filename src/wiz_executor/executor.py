@@ -55,6 +55,7 @@ from .errors import (
     WizError,
 )
 from .events import EventHub
+from .history import HistorySampler
 from .journal import JournalStore, MemoryStore, SqliteStore
 from .netpolicy import NetworkPolicy, guarded_client
 from .processors._base import folder_name
@@ -127,6 +128,10 @@ class Executor:
         self.clock: Callable[[], float] = time.time
         """The wall clock `purge_finished` measures run ages with (the journal's finish
         times are `time.time()`); a test may set another before entering."""
+        self.history = HistorySampler(self.runs, lambda: self.clock())
+        """Samples every run's counts once a second into its ring (`history`): the
+        Run's rates and ETA, and the history endpoint, are read from them."""
+        self._sampler: asyncio.Task[None] | None = None
         self.closing = False
         self._started = False
 
@@ -176,6 +181,7 @@ class Executor:
             self.recovering = True
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
+        self._sampler = asyncio.create_task(self.history.run(), name="wiz-history")
         if settings.keep_finished is not None:
             self._keeper = asyncio.create_task(
                 self._keep_finished(settings.keep_finished), name="wiz-keep-finished"
@@ -219,9 +225,10 @@ class Executor:
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        if self._keeper is not None:
-            self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+        for task in (self._keeper, self._sampler):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for task in list(self._storing):
             task.cancel()
         await asyncio.gather(*self._storing, return_exceptions=True)
@@ -515,6 +522,20 @@ class Executor:
         run = self.get_run(proc_id, run_id)
         self.runs.close_input(run)
         return run
+
+    def cancel(self, proc_id: str, run_id: str) -> tuple[Run, int]:
+        """Stop a run early (`RunMap.cancel`): end of input, and its waiting chunks
+        failed without running; running ones finish. Returns the run and how many
+        chunks were cancelled. Idempotent: a second call cancels nothing."""
+        if self._refusal is not None:  # recovering, or the journal failed: no writes
+            raise self._refusal
+        run = self.get_run(proc_id, run_id)
+        cancelled = self.runs.cancel(run)
+        if cancelled:
+            log.info(
+                "run %s/%s cancelled: %d waiting chunks failed", proc_id, run_id, len(cancelled)
+            )
+        return run, len(cancelled)
 
     async def retry(self, proc_id: str, run_id: str) -> tuple[Run, int, int]:
         """Re-queue a run's FAILED chunks and send its failed deliveries again.

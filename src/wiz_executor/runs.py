@@ -59,6 +59,8 @@ WAITING, RUNNING, SUCCEEDED, FAILED = (
 FINISHED = frozenset({SUCCEEDED, FAILED})
 _TAKING = frozenset({State.CONFIGURED, State.RUNNING})
 """Run states in which a run may take new chunks (unless its input is closed)."""
+CANCELLED = "cancelled before it ran (the run was cancelled)"
+"""The error of a chunk a cancel failed while it waited (`RunMap.cancel`)."""
 HOST = socket.gethostname()
 PID = os.getpid()
 """Where this process runs chunks, for their attempt history (read once)."""
@@ -138,8 +140,10 @@ class Run:
         "deliveries_failed",
         "deliveries_pending",
         "done",
+        "ended",
         "expected",
         "finished_totals",
+        "history",
         "input_closed",
         "max_workers",
         "order",
@@ -149,6 +153,7 @@ class Run:
         "removed",
         "run_id",
         "sched",
+        "started",
         "state",
         "stored",
         "timeout",
@@ -207,6 +212,13 @@ class Run:
         from the store when asked; `chunks`, `outputs` and `order` are empty meanwhile."""
         self.sched: Any = None
         """Owned by the run's work model (its queue and workers); opaque here."""
+        self.started = time()
+        """When it was configured (the journal's time, for a recovered run)."""
+        self.ended: float | None = None
+        """When it last reached SUCCEEDED or ERRORED; None while it is not finished."""
+        self.history: Any = None
+        """Its recent counts (`history.SampleRing`), sampled on a timer by the
+        executor; None until the first sample. Freed with the run."""
 
     @property
     def finished(self) -> bool:
@@ -324,7 +336,7 @@ class RunMap:
         run.finished_totals = totals
         if self.journal is not None:
             configuration = run.configuration.model_dump(mode="json")
-            self._log(RunConfigured(run.proc_id, run.run_id, configuration, time()))
+            self._log(RunConfigured(run.proc_id, run.run_id, configuration, run.started))
         self._notify(run, None)
         return run
 
@@ -686,6 +698,7 @@ class RunMap:
         run.deliveries_pending += len(outputs)
         if run.finished:
             run.state = State.RUNNING
+            run.ended = None
             run.done.clear()
             self._notify(run, None)
         if self.chunk_journal is not None:
@@ -714,6 +727,23 @@ class RunMap:
             self._log(InputClosed(run.proc_id, run.run_id))
             self._notify(run, None)
             self._maybe_complete(run)
+
+    def cancel(self, run: Run) -> list[Chunk]:
+        """Stop a run early, keeping what it did: end of input is declared and its
+        WAITING chunks fail (`CANCELLED`, journalled as any failure) without running;
+        its RUNNING chunks finish, and then the run is ERRORED (a retry runs the
+        cancelled chunks after all). Returns the chunks it cancelled; nothing waiting,
+        nothing changes but the end of input (so a second call is a no-op).
+
+        The chunks stay in their work model's queue: a worker that takes one finds it
+        is no longer WAITING and skips it (`ChunkRunner.execute`)."""
+        self.close_input(run)
+        if not run.counts[WAITING]:
+            return []
+        waiting = [chunk for chunk in run.order if chunk.state is WAITING]
+        for chunk in waiting:
+            self.fail(run, chunk, CANCELLED)
+        return waiting
 
     # -- internals ---------------------------------------------------------------------
 
@@ -755,7 +785,8 @@ class RunMap:
         if run.finished or run.deliveries_pending or run.removed:
             return
         run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
-        self._log(RunFinished(run.proc_id, run.run_id, run.state, time()))
+        run.ended = time()
+        self._log(RunFinished(run.proc_id, run.run_id, run.state, run.ended))
         run.done.set()
         self._notify(run, None)
         for hook in self.on_run_finished:

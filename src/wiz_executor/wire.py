@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from time import time
 from typing import Any
 
 import msgspec
 
 from .api import Data, DataChunkState, DataFormat, unknown_fields
 from .errors import Conflict, InvalidInput
+from .history import run_timing
 from .runs import Chunk, Run
 
 
@@ -447,4 +449,5 @@ def render_run(run: Run) -> dict[str, Any]:
     }
     if run.warnings:
         out["Warnings"] = run.warnings
+    out.update(run_timing(run, time()))
     return out

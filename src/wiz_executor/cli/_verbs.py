@@ -346,6 +346,27 @@ def retry(
     )
 
 
+def cancel(
+    proc: ProcArg,
+    run: RunArg,
+    url: UrlOption = DEFAULT,
+    token: TokenOption = None,
+    json: JsonOption = False,
+    ssl_ca_certs: CaCertsOption = None,
+) -> None:
+    """Stop a run early: declare end of input and fail its waiting chunks without
+    running them (running ones finish). What it did is kept; `wiz retry` runs the
+    cancelled chunks after all."""
+    with connected(url, token, ssl_ca_certs) as wiz:
+        done = wiz.cancel(proc, run)
+    if json:
+        return print_json(done)
+    stdout().print(
+        f"cancelled {proc}/{done.RunID}: {done.Cancelled} waiting chunks failed; the run "
+        f"is {done.CurrentState.value}"
+    )
+
+
 def delete(
     proc: ProcArg,
     run: RunArg,
@@ -378,6 +399,7 @@ def register(app: typer.Typer) -> None:
         ("watch", watch),
         ("data", data),
         ("retry", retry),
+        ("cancel", cancel),
         ("delete", delete),
     ]
     for name, verb in verbs:

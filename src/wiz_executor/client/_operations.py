@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from ..api import (
     AddDataResult,
+    CancelResult,
     Configuration,
     Data,
     DataChunkState,
@@ -24,6 +25,7 @@ from ..api import (
     Processor,
     RetryResult,
     Run,
+    RunHistory,
 )
 from ._errors import Target, error_from_response
 
@@ -208,6 +210,24 @@ def retry(proc_id: str, run_id: str) -> Call[RetryResult]:
         "POST",
         _run_path(proc_id, run_id) + "/retry",
         RetryResult.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def cancel(proc_id: str, run_id: str) -> Call[CancelResult]:
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/cancel",
+        CancelResult.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def history(proc_id: str, run_id: str) -> Call[RunHistory]:
+    return Call(
+        "GET",
+        _run_path(proc_id, run_id) + "/history",
+        RunHistory.model_validate_json,
         Target(proc_id, run_id),
     )
 

@@ -13,6 +13,7 @@ import httpx
 from .._tls import Verify, verify_context
 from ..api import (
     AddDataResult,
+    CancelResult,
     Configuration,
     Data,
     DataChunkState,
@@ -21,6 +22,7 @@ from ..api import (
     Processor,
     RetryResult,
     Run,
+    RunHistory,
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
@@ -201,6 +203,16 @@ class Client:
         """Queue a run's FAILED chunks again and resend its failed deliveries; says how
         many (0 and 0 when nothing had failed)."""
         return self._send(ops.retry(proc_id, run_id))
+
+    def cancel(self, proc_id: str, run_id: str) -> CancelResult:
+        """Stop a run early: end of input, and its WAITING chunks failed without
+        running (running ones finish); says how many were cancelled."""
+        return self._send(ops.cancel(proc_id, run_id))
+
+    def history(self, proc_id: str, run_id: str) -> RunHistory:
+        """A run's recent counts, sampled once a second by the executor (about the last
+        ten minutes), oldest first."""
+        return self._send(ops.history(proc_id, run_id))
 
     # -- following ---------------------------------------------------------------------
 

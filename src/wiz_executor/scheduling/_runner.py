@@ -26,7 +26,7 @@ from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
 from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
-from ..runs import RUNNING, Chunk, Run, RunMap
+from ..runs import RUNNING, WAITING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
 from ._threads import BlockingCall, ProcessorThreads
 
@@ -95,6 +95,8 @@ class ChunkRunner:
         Returns whether `instance` may take another chunk: not when a blocking `run`
         timed out, since its thread cannot be interrupted and may still be using it.
         """
+        if chunk.state is not WAITING:  # cancelled while it waited (`RunMap.cancel`)
+            return True
         runs = self.runs
         task = asyncio.current_task()
         durable = runs.start(run, chunk, task.get_name() if task is not None else "")

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from .. import __version__
 from ..api import (
     AddDataResult,
+    CancelResult,
     Configuration,
     Data,
     DataChunkState,
@@ -32,10 +33,12 @@ from ..api import (
     Processor,
     RetryResult,
     Run,
+    RunHistory,
     unknown_fields,
 )
 from ..errors import InvalidInput, WizError
 from ..executor import Executor
+from ..history import history_samples
 from ..settings import Settings
 from ..wire import encode, render_input, render_output, render_run
 from ._data import DEFAULT_PAGE, MAX_PAGE, data_response, next_link, select_page
@@ -290,6 +293,25 @@ def _add_routes(app: FastAPI) -> None:
         """*Extension*: cancel a run's waiting and running chunks and forget it."""
         run = await _executor(request).delete_run(procID, runID)
         return _json(render_run(run))
+
+    @app.get(run_path + "/history", tags=["runs"], response_model=RunHistory, responses=ERRORS)
+    async def get_history(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: the run's recent counts (chunks finished, queued, running),
+        sampled by the executor once a second, about the last ten minutes, oldest first:
+        what the dashboard charts its rate and queue depth from."""
+        return _json(history_samples(_executor(request).get_run(procID, runID)))
+
+    @app.post(run_path + "/cancel", tags=["runs"], response_model=CancelResult, responses=ERRORS)
+    async def cancel(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: stop a run early, keeping what it did. End of input is declared
+        and its WAITING chunks fail without running ("cancelled before it ran"); its
+        RUNNING chunks finish, and the run then ends ERRORED (a retry runs the cancelled
+        chunks after all). Idempotent: with nothing waiting it cancels nothing (0)."""
+        executor = _executor(request)
+        run, cancelled = executor.cancel(procID, runID)
+        state = run.state.value
+        await executor.commit()  # the cancel is in the journal before the 200
+        return _json({"RunID": run.run_id, "CurrentState": state, "Cancelled": cancelled})
 
     @app.get(run_path + "/config", tags=["runs"], response_model=Configuration, responses=ERRORS)
     async def get_config(request: Request, procID: str, runID: str) -> Any:
