@@ -129,6 +129,10 @@ class Executor:
         times are `time.time()`); a test may set another before entering."""
         self.closing = False
         self._started = False
+        self.recovery_started = 0.0
+        self.closing_since = 0.0
+        """When (`time.time()`) recovery began and the shutdown began: the `Since` of the
+        `Waiting` reasons RECOVERING and STOPPING."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -174,6 +178,7 @@ class Executor:
         self.scheduler.runner.on_output = self.downstream.deliver
         if not fresh:  # (a journal this start creates holds nothing to recover)
             self.recovering = True
+            self.recovery_started = time.time()
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
         if settings.keep_finished is not None:
@@ -194,6 +199,11 @@ class Executor:
             except Exception:
                 log.exception("removing the runs finished over %g s ago failed", keep)
             await asyncio.sleep(period)
+
+    @property
+    def refusal(self) -> WizError | None:
+        """Why writes are refused now (recovering, or a journal that failed), else None."""
+        return self._refusal
 
     async def recovered(self) -> None:
         """Wait until recovery is done (at once when there was no journal to recover:
@@ -216,6 +226,7 @@ class Executor:
         if self.closing:
             return
         self.closing = True
+        self.closing_since = time.time()
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)

@@ -153,6 +153,7 @@ class Run:
         "stored",
         "timeout",
         "undelivered",
+        "waiting_since",
         "warned",
         "warnings",
         "work_model",
@@ -207,6 +208,10 @@ class Run:
         from the store when asked; `chunks`, `outputs` and `order` are empty meanwhile."""
         self.sched: Any = None
         """Owned by the run's work model (its queue and workers); opaque here."""
+        self.waiting_since = 0.0
+        """When (`time()`) its chunks last went from none waiting to some: the `Since`
+        of its `Waiting` reason. Set per batch accepted onto an empty queue, never per
+        chunk; not reset when the queue drains (nobody asks why nothing waits)."""
 
     @property
     def finished(self) -> bool:
@@ -350,6 +355,8 @@ class RunMap:
             outputs[chunk.output_id] = chunk
             counts[chunk.state] += 1
         run.order = chunks
+        if counts[WAITING]:
+            run.waiting_since = time()  # (their arrival times are not journalled)
         if stored_counts is not None:
             run.stored = True
             counts.update(stored_counts)
@@ -483,6 +490,8 @@ class RunMap:
             seq += 1
         order += new
         n = len(new)
+        if not run.counts[WAITING]:
+            run.waiting_since = time()
         run.counts[WAITING] += n
         self.counts[WAITING] += n
         if run.state is State.CONFIGURED and n:
@@ -674,6 +683,8 @@ class RunMap:
             chunk.out_driver = chunk.out_location = ""
             chunk.progress = None
         n = len(chunks)
+        if n and not run.counts[WAITING]:
+            run.waiting_since = time()
         run.counts[FAILED] -= n
         run.counts[WAITING] += n
         if not run.removed:
