@@ -272,7 +272,8 @@ class WaitingReason(StrEnum):
     The executor reports the first that applies, in this order (see `waiting.py`)."""
 
     RECOVERING = "RECOVERING"
-    """the executor is rebuilding its runs from the journal; nothing starts until then"""
+    """the executor is rebuilding its runs from the journal and has not given this run's
+    chunks to its workers yet"""
     STOPPING = "STOPPING"
     """the executor is shutting down: no chunk starts any more"""
     PAUSED = "PAUSED"

@@ -58,12 +58,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _unheld(run: Run, load: RunLoad | None) -> int:
+    """The run's WAITING chunks its work model has not been given (yet): all of them
+    when the model cannot tell."""
+    return run.counts[WAITING] - (0 if load is None else load.queued)
+
+
 def _recovering(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
-    if not ex.recovering:
+    # Recovery gives each run's unfinished chunks to its work model as it puts the run
+    # back; those it has not given yet wait for it.
+    unheld = _unheld(run, load)
+    if not ex.recovering or unheld <= 0:
         return None
     return Why(
         WaitingReason.RECOVERING,
-        "the executor is recovering its runs from the journal; chunks start once it is done",
+        "the executor is recovering its runs from the journal: "
+        f"{_plural(unheld, 'chunk')} of this run go to its workers once it is back",
         ex.recovery_started or _since(run),
     )
 
@@ -93,7 +103,7 @@ def _journal(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
     # waiting chunks the model does not hold are those.
     if load is None:
         return None
-    uncommitted = run.counts[WAITING] - load.queued
+    uncommitted = _unheld(run, load)
     if uncommitted <= 0:
         return None
     failure = ex.refusal
