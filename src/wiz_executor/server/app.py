@@ -74,6 +74,13 @@ _LINK_HEADER = {
 }
 
 
+_FREE_ROOM_DOC = {
+    "description": "*Extension*: how many more chunks the run would accept now (its "
+    "`FreeRoom`): an upstream executor paces its deliveries by it.",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
 def _ref(model: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model}"}
 
@@ -398,7 +405,11 @@ def _add_routes(app: FastAPI) -> None:
         run_path + "/data",
         tags=["data"],
         response_model=AddDataResult,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            200: {"headers": {FREE_ROOM_HEADER: _FREE_ROOM_DOC}},
+            429: {**ERRORS[429], "headers": {FREE_ROOM_HEADER: _FREE_ROOM_DOC}},
+        },
         openapi_extra=_json_body(
             {"oneOf": [_ref("Data"), {"type": "array", "items": _ref("Data")}]}
         ),
