@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from .api import WaitingReason
+from .api import State, WaitingReason
 from .errors import JournalError
 from .runs import WAITING, Run
 from .scheduling import RunLoad
@@ -206,17 +206,23 @@ def waiting_by_reason(ex: Executor) -> dict[WaitingReason, int]:
 def free_room(ex: Executor, run: Run | None = None) -> int:
     """How many more chunks the executor (or `run`) would accept now: `--max-pending`
     less the chunks waiting, and for a run also within what its NumChunks leaves; 0
-    while writes are refused, and for a run that takes no more chunks."""
-    if ex.closing or ex.refusal is not None:
+    while writes are refused, and for a run that takes no more chunks.
+
+    Read on every AddData answer (`X-Wiz-Free-Room`), so the common case is a few
+    attribute reads."""
+    room = ex.settings.max_pending - ex.runs.counts[WAITING]
+    if run is not None:
+        if run.input_closed or run.state in _FINISHED or run.removed:
+            return 0
+        expected = run.expected
+        if expected:
+            room = min(room, expected - run.accepted)
+    if room <= 0 or ex.closing or ex.refusal is not None:
         return 0
-    room = max(ex.settings.max_pending - ex.runs.counts[WAITING], 0)
-    if run is None:
-        return room
-    if run.finished or run.input_closed or run.removed:
-        return 0
-    if run.expected:
-        room = min(room, max(run.expected - run.accepted, 0))
     return room
+
+
+_FINISHED = frozenset({State.SUCCEEDED, State.ERRORED})
 
 
 def slow_after(ex: Executor, run: Run) -> float | None:

@@ -86,11 +86,10 @@ class LifetimeModel(WorkModelBase):
         self.limiter.release()
 
     async def _process(self, run: Run, cls: type[Processor[Any]], chunk: Chunk) -> None:
-        # (a processor without the hook has no setup to wait for)
-        setups = run.sched.setups if cls.setup is not Processor.setup else None
-        me = asyncio.current_task()
-        if setups is not None:
-            setups[me] = time()
+        setups = None
+        if cls.setup is not Processor.setup:  # (without the hook, no setup to wait for)
+            setups = run.sched.setups
+            setups[asyncio.current_task()] = time()
         try:
             instance = await new_instance(cls, run.processor_config)
         except PROCESSOR_ERRORS as exc:
@@ -101,7 +100,7 @@ class LifetimeModel(WorkModelBase):
             raise
         finally:
             if setups is not None:
-                setups.pop(me, None)
+                setups.pop(asyncio.current_task(), None)
         try:
             await self.runner.execute(run, chunk, instance)
         finally:

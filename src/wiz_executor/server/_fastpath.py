@@ -38,7 +38,12 @@ a client that does not know it (the Go manager) ignores it."""
 def free_room_value(executor: Executor, proc_id: str, run_id: str) -> bytes:
     """The `X-Wiz-Free-Room` value for an AddData answer to this run (the executor's
     room if the run is gone meanwhile)."""
-    return str(free_room(executor, executor.runs.find(proc_id, run_id))).encode()
+    room = free_room(executor, executor.runs.find(proc_id, run_id))
+    return _ROOM_TEXT[room] if room < len(_ROOM_TEXT) else str(room).encode()
+
+
+_ROOM_TEXT = tuple(str(n).encode() for n in range(1024))
+"""The header's value for the small rooms, made once (encoding it costs per answer)."""
 
 
 MAX_WARNED = 1000
