@@ -23,7 +23,9 @@ import pytest
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
 from conftest import wait_for, wait_run_done
 from wiz_executor import (
+    Configuration,
     Context,
+    Data,
     DataChunkState,
     DataFormat,
     Executor,
@@ -37,6 +39,7 @@ from wiz_executor import (
 from wiz_executor.journal import ChunksAccepted
 from wiz_executor.runs import Chunk
 from wiz_executor.scheduling import PoolModel
+from wiz_executor.waiting import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -355,3 +358,29 @@ async def test_metrics_count_waiting_chunks_by_reason(
         "EXECUTOR_LIMIT": 2.0,
     }
     assert re.search(r"^wiz_free_room 5\.0$", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "reason", "detail"),
+    [
+        (False, WaitingReason.JOURNAL, "3 accepted chunks start once the journal commits them"),
+        (True, WaitingReason.QUEUED, "3 chunks queued for a free worker (0 of MaxWorkers 2 busy)"),
+    ],
+)
+async def test_journal_and_queued_in_the_moment_after_accepting(
+    tmp_path: Path, ephemeral: bool, reason: WaitingReason, detail: str
+) -> None:
+    """Read in the same loop step as the AddData call: with the journal, the chunks
+    wait for their commit (JOURNAL), as nothing runs before it; without it, they are in
+    the work model's queue and its new workers have not run yet (QUEUED)."""
+    settings = Settings(data_dir=tmp_path, ephemeral=ephemeral)
+    async with Executor(settings) as executor:
+        config = Configuration.model_validate({"ExecutorConfig": {"MaxWorkers": 2}})
+        run, _ = executor.configure("noop", "r", config)
+        result = executor.add_data("noop", "r", [Data(ChunkID=f"c{i}") for i in range(3)])
+        why = waiting(executor, run)
+        assert why is not None
+        assert (why.reason, why.detail) == (reason, detail)
+        await executor.committed(result.committed)
+        await wait_for(lambda: run.counts[DataChunkState.SUCCEEDED] == 3, what="the chunks")
+        assert waiting(executor, run) is None
