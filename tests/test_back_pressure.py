@@ -9,6 +9,7 @@ Both are real `wiz executor` processes on 127.0.0.1, as in the durability pipeli
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import httpx
 import pytest
 
 from _wiz_process import WizProcess, chunk, configure, get_json, run_path, wait_finished
+from wiz_executor import Configuration, DataFormat, ProcessorConfig, WorkModel
+from wiz_executor.downstream import Downstream
+from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +99,71 @@ async def test_a_slow_downstream_slows_its_upstream_without_a_429_storm(tmp_path
     assert {c["State"] for c in final_b["In"]} == {"SUCCEEDED"}
     assert "wiz_http_requests_total" in metrics
     assert refusals(metrics) <= MOST_429, refusals(metrics)
+
+
+class Receiver:
+    """A mock downstream that answers every AddData 200 after a few loop passes (so
+    that requests sent together overlap), saying `room` in `X-Wiz-Free-Room` (nothing
+    when None), and counts the most requests it held at once."""
+
+    def __init__(self, room: int | None) -> None:
+        self.room = room
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.first_alone = False
+        self.received = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            for _ in range(10):
+                await asyncio.sleep(0)  # noqa: sleep-ok (one loop pass, not a wait)
+            if self.received == 0:
+                self.first_alone = self.in_flight == 1
+            self.received += 1
+        finally:
+            self.in_flight -= 1
+        headers = {} if self.room is None else {"X-Wiz-Free-Room": str(self.room)}
+        return httpx.Response(200, json={"Accepted": 1, "Duplicates": 0}, headers=headers)
+
+
+async def deliver_all(receiver: Receiver, n: int) -> RunMap:
+    """Deliver `n` outputs of one run to `receiver` with a Downstream of 16 senders."""
+    runs = RunMap()
+    where = [{"Hostname": "h:1", "ProcID": "p", "RunID": "next"}]
+    config = Configuration.model_validate(
+        {"ExecutorConfig": {"SendDownstream": True, "DownstreamLocations": where}}
+    )
+    run = Run("noop", "r", config, ProcessorConfig(), 1, WorkModel.POOL, None)
+    runs.insert(run)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as http:
+        downstream = Downstream(runs, http, backoff=0.001)
+        for i in range(n):
+            output = Chunk(f"c{i}", f"c{i}-out", DataFormat.RAW, None, "", "", False)
+            runs.delivery_started(run)
+            downstream.deliver(run, output)
+        while senders := downstream._senders:
+            await asyncio.gather(*senders)
+    assert run.deliveries_pending == 0
+    assert run.deliveries_failed == 0
+    return runs
+
+
+@pytest.mark.parametrize(("room", "most"), [(2, 2), (0, 1)])
+async def test_sends_stay_within_the_room_the_receiver_reports(room: int, most: int) -> None:
+    """The first send goes alone; then no more go at once than the receiver said it
+    had room for (a full receiver: one probe at a time, each after its pace)."""
+    receiver = Receiver(room)
+    await deliver_all(receiver, 30)
+    assert receiver.received == 30
+    assert receiver.first_alone
+    assert receiver.most_in_flight == most
+
+
+async def test_a_receiver_that_does_not_report_its_room_is_sent_to_as_before() -> None:
+    receiver = Receiver(None)  # (the Go executor)
+    await deliver_all(receiver, 30)
+    assert receiver.received == 30
+    assert receiver.first_alone
+    assert receiver.most_in_flight == 16  # every sender, once the first answer came
