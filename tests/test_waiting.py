@@ -145,6 +145,21 @@ async def test_executor_limit_names_the_runs_holding_the_slots(
     detail = late["Waiting"]["Detail"]
     assert detail.startswith("4 of --max-workers 4 worker slots taken (gate/big 3, gate/small 1)")
     assert detail.endswith("this run holds 0 of its MaxWorkers 2")
+    # Listing runs works out who holds the slots once per answer, not once per run.
+    await configure(client, "gate", "later", MaxWorkers=2, WorkModel=work_model)
+    assert (await add(client, "gate", "later", chunks(1))).is_success
+    scheduler = executor.scheduler
+    real, asked = scheduler.slot_holders, []
+
+    def counted() -> list[tuple[Any, int]]:
+        asked.append(1)
+        return real()
+
+    scheduler.slot_holders = counted  # type: ignore[method-assign]
+    listed = (await client.get("/processors/gate/runs")).json()
+    assert [r["Waiting"]["Reason"] for r in listed if "Waiting" in r] == ["EXECUTOR_LIMIT"] * 2
+    assert len(asked) == 1
+    scheduler.slot_holders = real  # type: ignore[method-assign]
     gate.release_all()
     await wait_for(
         lambda: executor.get_run("gate", "late").counts[DataChunkState.SUCCEEDED] == 2,

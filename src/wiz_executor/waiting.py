@@ -4,9 +4,11 @@ running chunks are slow: what an operator asks of a run that seems stuck.
 Everything here is computed when asked (GetRun, GetAllRuns, GetData, a `/metrics`
 scrape, `/healthz`), from the state the executor and its work models already keep:
 nothing is counted per chunk for it. A run's `Waiting` reason is the first of `CHECKS`
-that applies; each check is one function `(executor, run, load) -> Why | None`, so a
-new reason is one function and one line in that tuple. `load` is what the run's work
-model holds for it (`scheduling.RunLoad`), None when the model cannot tell.
+that applies; each check is one function `(asking, run, load) -> Why | None`, so a
+new reason is one function and one line in that tuple. `asking.ex` is the executor;
+`load` is what the run's work model holds for it (`scheduling.RunLoad`), None when the
+model cannot tell. What several runs' checks share (which runs hold the worker slots)
+is worked out once per question (`Asking`), so listing many runs stays linear.
 
 `Since` is the most precise start the executor knows: the oldest setup's start for
 SETUP, recovery's or the shutdown's start for RECOVERING and STOPPING, and otherwise
@@ -28,7 +30,16 @@ from .scheduling import RunLoad
 if TYPE_CHECKING:
     from .executor import Executor
 
-__all__ = ["CHECKS", "Why", "free_room", "rfc3339", "slow_after", "waiting", "waiting_by_reason"]
+__all__ = [
+    "CHECKS",
+    "Asking",
+    "Why",
+    "free_room",
+    "rfc3339",
+    "slow_after",
+    "waiting",
+    "waiting_by_reason",
+]
 
 
 class Why(NamedTuple):
@@ -43,7 +54,24 @@ class Why(NamedTuple):
         return {"Reason": self.reason.value, "Detail": self.detail, "Since": rfc3339(self.since)}
 
 
-Check = Callable[["Executor", Run, RunLoad | None], Why | None]
+class Asking:
+    """One question about the runs (a GetRun, a list, a scrape): the executor, and
+    what the checks of several runs share, worked out once when first needed."""
+
+    __slots__ = ("_holders", "ex")
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+        self._holders: list[tuple[Run, int]] | None = None
+
+    def holders(self) -> list[tuple[Run, int]]:
+        """The runs holding executor-wide worker slots, most first."""
+        if self._holders is None:
+            self._holders = self.ex.scheduler.slot_holders()
+        return self._holders
+
+
+Check = Callable[[Asking, Run, RunLoad | None], Why | None]
 
 
 def rfc3339(seconds: float) -> str:
@@ -64,7 +92,8 @@ def _unheld(run: Run, load: RunLoad | None) -> int:
     return run.counts[WAITING] - (0 if load is None else load.queued)
 
 
-def _recovering(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _recovering(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    ex = asking.ex
     # Recovery gives each run's unfinished chunks to its work model as it puts the run
     # back; those it has not given yet wait for it.
     unheld = _unheld(run, load)
@@ -78,7 +107,8 @@ def _recovering(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
     )
 
 
-def _stopping(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _stopping(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    ex = asking.ex
     if not ex.closing:
         return None
     after = (
@@ -93,12 +123,14 @@ def _stopping(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
     )
 
 
-def _cluster(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _cluster(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    ex = asking.ex
     detail = ex.scheduler.waiting_reason(run)
     return None if detail is None else Why(WaitingReason.CLUSTER, detail, _since(run))
 
 
-def _journal(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _journal(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    ex = asking.ex
     # Accepted chunks go to the work model once the journal has committed them: the
     # waiting chunks the model does not hold are those.
     if load is None:
@@ -119,13 +151,13 @@ def _journal(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
     return Why(WaitingReason.JOURNAL, detail, _since(run))
 
 
-def _run_limit(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _run_limit(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
     if load is None or load.busy < load.limit:
         return None
     return Why(WaitingReason.RUN_LIMIT, f"{load.busy} of MaxWorkers {load.limit} busy", _since(run))
 
 
-def _setup(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _setup(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
     if load is None or not load.setting_up:
         return None
     since = load.setup_since or _since(run)
@@ -141,11 +173,12 @@ SHOWN_HOLDERS = 5
 """Runs named in an EXECUTOR_LIMIT detail (the most slots first), the rest counted."""
 
 
-def _executor_limit(ex: Executor, run: Run, load: RunLoad | None) -> Why | None:
+def _executor_limit(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    ex = asking.ex
     limiter = ex.scheduler.limiter
     if load is None or not (load.wants_slots or limiter.in_use >= limiter.total):
         return None
-    holders = ex.scheduler.slot_holders()
+    holders = asking.holders()
     named = ", ".join(f"{r.proc_id}/{r.run_id} {n}" for r, n in holders[:SHOWN_HOLDERS])
     if len(holders) > SHOWN_HOLDERS:
         named += f" and {_plural(len(holders) - SHOWN_HOLDERS, 'other run')}"
@@ -171,13 +204,16 @@ CHECKS: tuple[Check, ...] = (
 applies. PAUSED goes after `_stopping` once runs can be paused."""
 
 
-def waiting(ex: Executor, run: Run) -> Why | None:
-    """Why `run`'s WAITING chunks are not running; None when none waits."""
+def waiting(ex: Executor, run: Run, asking: Asking | None = None) -> Why | None:
+    """Why `run`'s WAITING chunks are not running; None when none waits. Pass one
+    `asking` for the runs of one answer."""
     if not run.counts[WAITING] or run.stored or run.removed:
         return None
+    if asking is None:
+        asking = Asking(ex)
     load = ex.scheduler.load(run)
     for check in CHECKS:
-        why = check(ex, run, load)
+        why = check(asking, run, load)
         if why is not None:
             return why
     if load is None:
@@ -196,8 +232,9 @@ def waiting_by_reason(ex: Executor) -> dict[WaitingReason, int]:
     counts = dict.fromkeys(WaitingReason, 0)
     if not ex.runs.counts[WAITING]:
         return counts
+    asking = Asking(ex)
     for run in ex.runs:
-        why = waiting(ex, run)
+        why = waiting(ex, run, asking)
         if why is not None:
             counts[why.reason] += run.counts[WAITING]
     return counts

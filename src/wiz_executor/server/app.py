@@ -38,7 +38,7 @@ from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..runs import Run as RunState
 from ..settings import Settings
-from ..waiting import free_room, slow_after, waiting
+from ..waiting import Asking, free_room, slow_after, waiting
 from ..wire import encode, render_input, render_output, render_run
 from ._data import DEFAULT_PAGE, MAX_PAGE, data_response, next_link, select_page
 from ._docs import add_docs_routes
@@ -213,9 +213,10 @@ def _executor(request: Request) -> Executor:
     return executor
 
 
-def _render(executor: Executor, run: RunState) -> dict[str, Any]:
-    """A run as answered, with why its chunks wait and its free room, computed now."""
-    why = waiting(executor, run)
+def _render(executor: Executor, run: RunState, asking: Asking | None = None) -> dict[str, Any]:
+    """A run as answered, with why its chunks wait and its free room, computed now
+    (`asking`: one for all the runs of one answer)."""
+    why = waiting(executor, run, asking)
     return render_run(run, None if why is None else why.wire(), free_room(executor, run))
 
 
@@ -303,7 +304,8 @@ def _add_routes(app: FastAPI) -> None:
     async def get_all_runs(request: Request, procID: str) -> Response:
         """GetAllRuns: every run of a processor (an empty list when none)."""
         executor = _executor(request)
-        return _json([_render(executor, r) for r in executor.list_runs(procID)])
+        asking = Asking(executor)
+        return _json([_render(executor, r, asking) for r in executor.list_runs(procID)])
 
     @app.get(run_path, tags=["runs"], response_model=Run, responses=ERRORS)
     async def get_run(request: Request, procID: str, runID: str) -> Response:
