@@ -28,7 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 WIRE = Path(__file__).resolve().parent / "data" / "wire"
 
 # Fields an old client does not know and ignores; everything else must match its capture.
-EXTENSIONS = {"ChunkCounts", "InputClosed", "Error", "DeliveryError", "Progress", "Attempts"}
+EXTENSIONS = {
+    "ChunkCounts",
+    "InputClosed",
+    "Error",
+    "DeliveryError",
+    "Progress",
+    "Attempts",
+    "Waiting",
+    "FreeRoom",
+    "RunningSince",
+    "Slow",
+}
 
 
 def captured(name: str) -> Any:
