@@ -201,7 +201,8 @@ CHECKS: tuple[Check, ...] = (
     _executor_limit,
 )
 """The reasons in the order they are tried (`WaitingReason`'s order); QUEUED when none
-applies. PAUSED goes after `_stopping` once runs can be paused."""
+applies. PAUSED goes after `_stopping` once runs can be paused: a check returning
+`Why(WaitingReason.PAUSED, "the run is paused", _since(run))` for a paused run."""
 
 
 def waiting(ex: Executor, run: Run, asking: Asking | None = None) -> Why | None:
