@@ -549,6 +549,7 @@ def test_public_names() -> None:
             "EventsUnavailable",
             "RetryPolicy",
             "RunEvent",
+            "RunWhy",
             "is_finished",
         ]
     )

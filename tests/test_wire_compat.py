@@ -41,6 +41,10 @@ EXTENSIONS = {
     "DurationSeconds",
     "ChunksPerSecond",
     "EtaSeconds",
+    "Waiting",
+    "FreeRoom",
+    "RunningSince",
+    "Slow",
 }
 
 

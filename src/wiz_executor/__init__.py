@@ -19,6 +19,8 @@ from .api import (
     ExpectedData,
     FilesystemReference,
     State,
+    Waiting,
+    WaitingReason,
     WorkModel,
 )
 from .api import (
@@ -111,6 +113,8 @@ __all__ = [
     "State",
     "TLSError",
     "Unauthorized",
+    "Waiting",
+    "WaitingReason",
     "WizError",
     "WorkModel",
     "__version__",

@@ -47,6 +47,8 @@ __all__ = [
     "Run",
     "RunHistory",
     "State",
+    "Waiting",
+    "WaitingReason",
     "WorkModel",
 ]
 
@@ -267,6 +269,53 @@ class ChunkCounts(_Wire):
 _ChunkCounts = ChunkCounts
 
 
+class WaitingReason(StrEnum):
+    """*Extension*: why a run's WAITING chunks are not running (its `Waiting.Reason`).
+
+    The executor reports the first that applies, in this order (see `waiting.py`)."""
+
+    RECOVERING = "RECOVERING"
+    """the executor is rebuilding its runs from the journal and has not given this run's
+    chunks to its workers yet"""
+    STOPPING = "STOPPING"
+    """the executor is shutting down: no chunk starts any more"""
+    PAUSED = "PAUSED"
+    """the run is paused"""
+    CLUSTER = "CLUSTER"
+    """the work model's cluster cannot take them (unreachable, or lacking resources)"""
+    JOURNAL = "JOURNAL"
+    """accepted chunks start once the journal has committed them (or never: it failed)"""
+    RUN_LIMIT = "RUN_LIMIT"
+    """every worker the run may have (`MaxWorkers`) is busy"""
+    SETUP = "SETUP"
+    """a worker of the run is still in its processor's `setup`"""
+    EXECUTOR_LIMIT = "EXECUTOR_LIMIT"
+    """other runs hold every executor-wide worker slot (`--max-workers`)"""
+    QUEUED = "QUEUED"
+    """a free worker has yet to pick them up (a moment: nothing holds them)"""
+
+
+_WaitingReason = WaitingReason
+
+
+class Waiting(_Wire):
+    """*Extension*: why a run's WAITING chunks are not running, computed when asked."""
+
+    Reason: _WaitingReason = Field(description="the first reason that applies (see the README)")
+    Detail: str = Field(
+        description="for a person: the numbers behind the reason",
+        examples=["8 of MaxWorkers 8 busy"],
+    )
+    Since: str = Field(
+        description="since when (RFC 3339): the setup's start for SETUP, recovery's or "
+        "the shutdown's start for RECOVERING and STOPPING; otherwise since when the run "
+        "has had chunks waiting without a break"
+    )
+
+
+_Waiting = Waiting
+
+
 class Run(_Wire):
     _extensions = frozenset(
         {
@@ -278,6 +327,8 @@ class Run(_Wire):
             "DurationSeconds",
             "ChunksPerSecond",
             "EtaSeconds",
+            "Waiting",
+            "FreeRoom",
         }
     )
 
@@ -314,6 +365,17 @@ class Run(_Wire):
         description="*Extension*: seconds until its chunks are all finished at that rate; "
         "only when its size is known (NumChunks, or end of input declared) and the rate "
         "is above 0 (0 once all are finished)",
+    )
+    Waiting: _Waiting | None = Field(
+        None,
+        description="*Extension*: why the run's WAITING chunks are not running; omitted "
+        "when none waits",
+    )
+    FreeRoom: NonNegativeInt | None = Field(
+        None,
+        description="*Extension*: how many more chunks the run would accept now (the "
+        "executor's --max-pending less the chunks waiting, within the run's NumChunks; 0 "
+        "once its input is closed or it has finished)",
     )
 
 
@@ -376,7 +438,7 @@ def _data_as_accepted(schema: dict[str, Any]) -> None:
         "anyOf": [props["FilesystemReference"], {"type": "null"}],
         "description": "where a FILESYSTEM_REF chunk's data is; null reads as empty",
     }
-    for name in ("Error", "DeliveryError", "Progress", "Attempts"):
+    for name in ("Error", "DeliveryError", "Progress", "Attempts", "RunningSince", "Slow"):
         props[name]["readOnly"] = True  # the executor's report; ignored in a request
 
 
@@ -403,7 +465,9 @@ class Data(_Wire):
     """A chunk. On AddData, `State` and `Type` are the executor's to set and are ignored."""
 
     model_config = ConfigDict(json_schema_extra=_data_as_accepted)
-    _extensions = frozenset({"Error", "DeliveryError", "Progress", "Attempts"})
+    _extensions = frozenset(
+        {"Error", "DeliveryError", "Progress", "Attempts", "RunningSince", "Slow"}
+    )
 
     ChunkID: str = ""
     Format: _wire_enum(DataFormat, DataFormat.RAW)  # type: ignore[valid-type]
@@ -430,6 +494,16 @@ class Data(_Wire):
         description="*Extension*, on input chunks: every run of the chunk so far, oldest "
         "first (a chunk runs again after the executor stopped or crashed while it ran: "
         "processing is at-least-once)",
+    )
+    RunningSince: str | None = Field(
+        None,
+        description="*Extension*, on a RUNNING input chunk: when its current attempt "
+        "started (RFC 3339)",
+    )
+    Slow: bool | None = Field(
+        None,
+        description="*Extension*, on a RUNNING input chunk: true once it has run longer "
+        "than half its ChunkTimeout; omitted otherwise",
     )
 
 

@@ -27,6 +27,16 @@ On shutdown the deliveries still pending get the grace period, then stop: with a
 journal they stay pending there (resent after the restart); without one they fail with
 "executor shut down before the output was delivered".
 
+Back pressure travels: a wiz-executor receiver says, on each AddData answer (200 or 429),
+how many more chunks it would accept now (`X-Wiz-Free-Room`). Each host keeps that
+room, less the sends in flight since; a sender takes one unit of it before it sends,
+and when none is left it waits instead of sending into a 429. One sender then probes a
+full receiver after `pace` seconds (doubled when the probe still met a 429, halved when
+the answer showed room to spare), so the upstream runs at the receiver's speed: a slow
+run downstream slows its upstream, across executors, without a storm of 429s. Until
+the first answer says whether the receiver reports its room, one send at a time goes
+to a new host; a receiver that does not (the Go executor) is sent to as before.
+
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.
 
@@ -67,6 +77,10 @@ from .settings import host_key
 log = logging.getLogger(__name__)
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+FREE_ROOM = "x-wiz-free-room"
+"""The receiver's answer header saying how many more chunks it would accept now."""
+SHORTEST_PACE = 0.001
+"""Seconds: the least a probe of a full receiver waits."""
 SHUT_DOWN = "executor shut down before the output was delivered"
 DELETED = "run was deleted before the output was delivered"
 
@@ -109,18 +123,43 @@ class _Send:
 
 class _Host:
     """The deliveries to one downstream host: a queue, the senders draining it, and
-    whether the host is down (then `prober` is the one sender that may try it)."""
+    whether the host is down (then `prober` is the one sender that may try it); and
+    the room its receiver reported (while none is left, `pacer` is the one sender that
+    may send)."""
 
-    __slots__ = ("changed", "down", "last_error", "prober", "queue", "senders")
+    __slots__ = (
+        "changed",
+        "down",
+        "heard",
+        "inflight",
+        "last_error",
+        "pace",
+        "pacer",
+        "prober",
+        "queue",
+        "room",
+        "senders",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, pace: float = 0.1) -> None:
         self.queue: deque[_Send] = deque()
         self.senders: set[asyncio.Task[None]] = set()
         self.down = False
         self.prober: asyncio.Task[Any] | None = None
         self.last_error = ""
         self.changed = asyncio.Event()
-        """Set (and replaced) when the host comes back up or its prober lets go."""
+        """Set (and replaced) when the host comes back up, its prober or pacer lets go,
+        or it reports room."""
+        self.heard = False
+        """Whether it has answered yet (until then, one send at a time)."""
+        self.room: int | None = None
+        """Chunks it said it would accept (`X-Wiz-Free-Room`), less the sends since;
+        None while it has not said (then its room does not limit the sends)."""
+        self.inflight = 0
+        """Sends posted and not answered yet."""
+        self.pace = pace
+        """Seconds a probe waits, when no room is left, before it sends."""
+        self.pacer: asyncio.Task[Any] | None = None
 
     def signal(self) -> None:
         self.changed.set()
@@ -198,7 +237,7 @@ class Downstream:
             key = host_key(loc.Hostname)
             host = self._hosts.get(key)
             if host is None:
-                host = self._hosts[key] = _Host()
+                host = self._hosts[key] = _Host(max(self.policy.first, SHORTEST_PACE))
             host.queue.append(_Send(output, index, loc))
             self._staff(host, 1)
 
@@ -304,15 +343,21 @@ class Downstream:
         try:
             async for attempt in policy.retrying(_transient):
                 with attempt:
-                    await self._turn(host, output, tries)
-                    if run.removed:  # deleted while retrying: stop, and let go of its memory
-                        return DELETED
+                    paced: bool | None = None
+                    while paced is None:  # (the host may go down while room is awaited)
+                        await self._turn(host, output, tries)
+                        if run.removed:  # deleted while retrying: stop, and let it go
+                            return DELETED
+                        paced = await self._take_room(host, output, tries)
                     tries += 1
+                    resp = None
                     try:
                         resp = await self.client.post(url, content=body, headers=headers)
                     except httpx.TransportError as exc:
                         self._failing(host, _describe(exc))
                         raise
+                    finally:
+                        self._answered(host, resp, paced)
                     if resp.status_code >= 300:
                         refused = _Refused(resp)
                         if _transient(refused) is None:
@@ -341,6 +386,9 @@ class Downstream:
             if host.prober is me:
                 host.prober = None
                 host.signal()
+            if host.pacer is me:
+                host.pacer = None
+                host.signal()
         if self.policy.attempts is not None and tries >= self.policy.attempts:
             return f"gave up after {tries} attempts; last: {last}"
         return (
@@ -366,6 +414,76 @@ class Downstream:
                     await changed.wait()
         if host.down:
             host.prober = me
+
+    async def _take_room(self, host: _Host, output: _Output, tries: int) -> bool | None:
+        """Wait until the receiver has room for one more chunk, as far as it said, and
+        take it. True if this send is a probe of a receiver that said it was full (sent
+        after waiting `host.pace`, with no other send in flight), False for any other;
+        None if the host went down meanwhile and another sender probes it (then wait
+        for it with `_turn` first). While the host has not answered yet, one send at a
+        time goes. The prober of a host that is down is not paced: it has waited its
+        backoff already."""
+        me = asyncio.current_task()
+        paced = False
+        while True:
+            if host.down:
+                if host.prober is not me:
+                    return None
+                break
+            if host.heard and (host.room is None or host.room > 0):
+                break
+            if not host.heard and not host.inflight:
+                break  # the first send to this host
+            if paced:
+                break  # the probe of a full receiver, after its wait
+            if output.run.removed:
+                raise _GaveUp(DELETED)
+            remaining = output.deadline - monotonic()
+            if remaining <= 0:
+                raise _GaveUp(self._full_too_long(tries))
+            if host.heard and not host.inflight and host.pacer in (None, me):
+                host.pacer = me
+                await asyncio.sleep(min(host.pace, remaining))
+                paced = True
+                continue
+            changed = host.changed
+            # Woken by an answer; also every backoff cap, to notice a deletion.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, max(self.policy.cap, 0.1))):
+                    await changed.wait()
+        host.inflight += 1
+        if host.room is not None:
+            host.room -= 1
+        return paced
+
+    def _answered(self, host: _Host, resp: httpx.Response | None, paced: bool) -> None:
+        """A send is over (`resp` None: no answer): note the room the receiver reports,
+        less the other sends still in flight, and wake the senders waiting for it."""
+        host.inflight -= 1
+        reported = None if resp is None else _room(resp)
+        if resp is not None and not host.heard:
+            host.heard = True
+            host.signal()
+        if reported is not None:
+            host.room = reported - host.inflight
+        elif resp is not None and resp.status_code < 300:
+            host.room = None  # it does not say: its room does not limit the sends
+        if paced and resp is not None:
+            if resp.status_code == 429:
+                host.pace = min(host.pace * 2, max(self.policy.cap, SHORTEST_PACE))
+            elif reported is not None and reported > 1:
+                host.pace = max(host.pace / 2, SHORTEST_PACE)
+        if host.pacer is asyncio.current_task():
+            host.pacer = None
+            host.signal()
+        elif host.room is None or host.room > 0 or not host.inflight:
+            host.signal()  # (no room and nothing in flight: one of them may probe now)
+
+    def _full_too_long(self, tries: int) -> str:
+        return (
+            f"gave up after {tries} attempts in the {self.timeout:g} s delivery window "
+            "(--delivery-timeout): the receiver stayed full"
+        )
 
     def _window_passed(self, host: _Host, tries: int) -> str:
         return (
@@ -402,6 +520,19 @@ class Downstream:
         for host in self._hosts.values():
             while host.queue:
                 self._sent(host.queue.popleft(), SHUT_DOWN)
+
+
+def _room(resp: httpx.Response) -> int | None:
+    """The receiver's free room from its answer's `X-Wiz-Free-Room`; None if it does
+    not say (or says something that is not a count)."""
+    value = resp.headers.get(FREE_ROOM)
+    if value is None:
+        return None
+    try:
+        room = int(value)
+    except ValueError:
+        return None
+    return room if room >= 0 else None
 
 
 def _describe(exc: Exception) -> str:

@@ -134,6 +134,10 @@ class Executor:
         self._sampler: asyncio.Task[None] | None = None
         self.closing = False
         self._started = False
+        self.recovery_started = 0.0
+        self.closing_since = 0.0
+        """When (`time.time()`) recovery began and the shutdown began: the `Since` of the
+        `Waiting` reasons RECOVERING and STOPPING."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class Executor:
         self.scheduler.runner.on_output = self.downstream.deliver
         if not fresh:  # (a journal this start creates holds nothing to recover)
             self.recovering = True
+            self.recovery_started = time.time()
             self._refusal = Recovering()
             self._recovery = asyncio.create_task(recover(self, store), name="wiz-recovery")
         self._sampler = asyncio.create_task(self.history.run(), name="wiz-history")
@@ -201,6 +206,12 @@ class Executor:
                 log.exception("removing the runs finished over %g s ago failed", keep)
             await asyncio.sleep(period)
 
+    @property
+    def refusal(self) -> WizError | None:
+        """Why writes are refused now (recovering, or a journal that failed), else None;
+        the early AddData answers (`server._early`) and the `Waiting` reasons read it."""
+        return self._refusal
+
     async def recovered(self) -> None:
         """Wait until recovery is done (at once when there was no journal to recover:
         an ephemeral executor, or the first start on a data dir). Writes get
@@ -222,6 +233,7 @@ class Executor:
         if self.closing:
             return
         self.closing = True
+        self.closing_since = time.time()
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -437,12 +449,6 @@ class Executor:
     async def commit(self) -> None:
         """Wait until every change so far is durable (Configure, end-of-input, delete)."""
         await self.committed(self.runs.flush())
-
-    @property
-    def refusal(self) -> WizError | None:
-        """What every write is refused with for now (recovering, a failed journal), if
-        anything: the early AddData answers (`server._early`) leave those to `add_chunks`."""
-        return self._refusal
 
     def check_batch_size(self, items: int) -> None:
         """Refuse a batch of more items than the executor ever holds waiting.

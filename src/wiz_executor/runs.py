@@ -158,6 +158,7 @@ class Run:
         "stored",
         "timeout",
         "undelivered",
+        "waiting_since",
         "warned",
         "warnings",
         "work_model",
@@ -219,6 +220,10 @@ class Run:
         self.history: Any = None
         """Its recent counts (`history.SampleRing`), sampled on a timer by the
         executor; None until the first sample. Freed with the run."""
+        self.waiting_since = 0.0
+        """When (`time()`) its chunks last went from none waiting to some: the `Since`
+        of its `Waiting` reason. Set per batch accepted onto an empty queue, never per
+        chunk; not reset when the queue drains (nobody asks why nothing waits)."""
 
     @property
     def finished(self) -> bool:
@@ -362,6 +367,8 @@ class RunMap:
             outputs[chunk.output_id] = chunk
             counts[chunk.state] += 1
         run.order = chunks
+        if counts[WAITING]:
+            run.waiting_since = time()  # (their arrival times are not journalled)
         if stored_counts is not None:
             run.stored = True
             counts.update(stored_counts)
@@ -495,6 +502,8 @@ class RunMap:
             seq += 1
         order += new
         n = len(new)
+        if not run.counts[WAITING]:
+            run.waiting_since = time()
         run.counts[WAITING] += n
         self.counts[WAITING] += n
         if run.state is State.CONFIGURED and n:
@@ -686,6 +695,8 @@ class RunMap:
             chunk.out_driver = chunk.out_location = ""
             chunk.progress = None
         n = len(chunks)
+        if n and not run.counts[WAITING]:
+            run.waiting_since = time()
         run.counts[FAILED] -= n
         run.counts[WAITING] += n
         if not run.removed:

@@ -401,6 +401,8 @@ class DataView(msgspec.Struct, gc=False, omit_defaults=True):
     Progress: _Progress | None = None
     DeliveryError: str | None = None
     Attempts: list[_AttemptView] | None = None
+    RunningSince: str | None = None
+    Slow: bool | None = None
 
 
 def _progress(chunk: Chunk) -> _Progress | None:
@@ -408,8 +410,11 @@ def _progress(chunk: Chunk) -> _Progress | None:
     return None if progress is None else _Progress(progress[0], progress[1])
 
 
-def render_input(chunk: Chunk) -> DataView:
-    return DataView(
+def render_input(chunk: Chunk, slow_after: float | None = None) -> DataView:
+    """An input chunk as answered. A RUNNING one also says since when it runs
+    (`RunningSince`), and `Slow` once it has run longer than `slow_after` seconds (half
+    its run's chunk timeout, see `waiting.slow_after`)."""
+    view = DataView(
         chunk.id,
         chunk.in_format.value,
         "INPUT",
@@ -422,6 +427,12 @@ def render_input(chunk: Chunk) -> DataView:
         None,
         _attempts(chunk),
     )
+    if chunk.state is DataChunkState.RUNNING and chunk.attempts:
+        started = chunk.attempts[-1].started
+        view.RunningSince = _rfc3339(started)
+        if slow_after is not None and time() - started > slow_after:
+            view.Slow = True
+    return view
 
 
 def render_output(chunk: Chunk) -> DataView:
@@ -439,7 +450,11 @@ def render_output(chunk: Chunk) -> DataView:
     )
 
 
-def render_run(run: Run) -> dict[str, Any]:
+def render_run(
+    run: Run, waiting: dict[str, str] | None = None, free_room: int | None = None
+) -> dict[str, Any]:
+    """A run as answered; `waiting` and `free_room` are the executor's, computed by the
+    caller when asked (see `waiting.py`), and left out when None."""
     out: dict[str, Any] = {
         "RunID": run.run_id,
         "Configuration": run.configuration.model_dump(mode="json"),
@@ -450,4 +465,8 @@ def render_run(run: Run) -> dict[str, Any]:
     if run.warnings:
         out["Warnings"] = run.warnings
     out.update(run_timing(run, time()))
+    if waiting is not None:
+        out["Waiting"] = waiting
+    if free_room is not None:
+        out["FreeRoom"] = free_room
     return out

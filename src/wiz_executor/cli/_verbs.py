@@ -388,6 +388,7 @@ def register(app: typer.Typer) -> None:
     from ._pipeline import pipeline_app
     from ._send import send
     from ._watch import watch
+    from ._why import why
 
     verbs: list[tuple[str, Callable[..., None]]] = [
         ("processors", processors),
@@ -397,6 +398,7 @@ def register(app: typer.Typer) -> None:
         ("send", send),
         ("end", end),
         ("watch", watch),
+        ("why", why),
         ("data", data),
         ("retry", retry),
         ("cancel", cancel),

@@ -17,6 +17,7 @@ from ._async import AsyncClient
 from ._errors import EventsUnavailable
 from ._events import ChunkEvent, DoneEvent, DroppedEvent, Event, EventDecoder, RunEvent
 from ._follow import is_finished
+from ._operations import RunWhy
 from ._retry import RetryPolicy
 from ._state import DEFAULT_URL
 from ._sync import Client
@@ -33,5 +34,6 @@ __all__ = [
     "EventsUnavailable",
     "RetryPolicy",
     "RunEvent",
+    "RunWhy",
     "is_finished",
 ]

@@ -149,6 +149,13 @@ class AsyncClient:
         """GetRun: the run's configuration, state and chunk counts."""
         return await self._send(ops.run(proc_id, run_id))
 
+    async def why(self, proc_id: str, run_id: str, limit: int = 100) -> ops.RunWhy:
+        """Why a run's chunks wait: the run (its `Waiting` reason and `FreeRoom`) and
+        its first `limit` RUNNING chunks (since when each runs, its progress, `Slow`)."""
+        run = await self.run(proc_id, run_id)
+        page = await self._send(ops.data_page(proc_id, run_id, DataChunkState.RUNNING, limit))
+        return ops.RunWhy(run, page.data.In)
+
     async def config(self, proc_id: str, run_id: str) -> Configuration:
         """GetConfig: the configuration the run was created with."""
         return await self._send(ops.config(proc_id, run_id))

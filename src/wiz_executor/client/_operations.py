@@ -143,6 +143,16 @@ def data(proc_id: str, run_id: str) -> Call[DataSpec]:
 
 
 @dataclass(frozen=True, slots=True)
+class RunWhy:
+    """What `why` reads of a run: the run itself (its `Waiting` reason, `FreeRoom` and
+    counts) and its RUNNING input chunks (each with `RunningSince`, `Progress`, `Slow`)."""
+
+    run: Run
+    running: list[Data]
+    """The first RUNNING chunks, in arrival order (at most the `limit` asked for)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DataPage:
     """One page of GetData, and the call that reads the next one (None on the last)."""
 

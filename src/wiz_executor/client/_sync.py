@@ -145,6 +145,13 @@ class Client:
         """GetRun: the run's configuration, state and chunk counts."""
         return self._send(ops.run(proc_id, run_id))
 
+    def why(self, proc_id: str, run_id: str, limit: int = 100) -> ops.RunWhy:
+        """Why a run's chunks wait: the run (its `Waiting` reason and `FreeRoom`) and
+        its first `limit` RUNNING chunks (since when each runs, its progress, `Slow`)."""
+        run = self.run(proc_id, run_id)
+        page = self._send(ops.data_page(proc_id, run_id, DataChunkState.RUNNING, limit))
+        return ops.RunWhy(run, page.data.In)
+
     def config(self, proc_id: str, run_id: str) -> Configuration:
         """GetConfig: the configuration the run was created with."""
         return self._send(ops.config(proc_id, run_id))

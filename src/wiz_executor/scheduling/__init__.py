@@ -11,7 +11,7 @@ from ..processors import Processor
 from ..runs import Chunk, Run, RunMap
 from ..settings import Settings
 from ._limits import WorkerLimiter
-from ._model import WorkModelBase
+from ._model import RunLoad, WorkModelBase
 from ._runner import ChunkRunner
 from ._threads import BlockingCall, ProcessorThreads
 from .lifetime import LifetimeModel
@@ -23,6 +23,7 @@ __all__ = [
     "LifetimeModel",
     "PoolModel",
     "ProcessorThreads",
+    "RunLoad",
     "Scheduler",
     "WorkModelBase",
     "WorkerLimiter",
@@ -60,6 +61,26 @@ class Scheduler:
 
     def submit(self, run: Run, chunks: list[Chunk]) -> None:
         self.models[run.work_model].submit(run, chunks)
+
+    def load(self, run: Run) -> RunLoad | None:
+        """What `run`'s work model holds for it now (see `RunLoad`)."""
+        return self.models[run.work_model].load(run)
+
+    def waiting_reason(self, run: Run) -> str | None:
+        """Why `run`'s work model's cluster cannot take its chunks now, if it says so."""
+        return self.models[run.work_model].waiting_reason(run)
+
+    def slot_holders(self) -> list[tuple[Run, int]]:
+        """The runs holding executor-wide worker slots, and how many each, most first:
+        read from the work models' state when asked, never kept up to date."""
+        held: list[tuple[Run, int]] = []
+        for model in self.models.values():
+            for run in model.runs():
+                load = model.load(run)
+                if load is not None and load.workers > 0:
+                    held.append((run, load.workers))
+        held.sort(key=lambda item: -item[1])
+        return held
 
     async def delete(self, run: Run) -> None:
         await self.models[run.work_model].release(run, cancel=True)

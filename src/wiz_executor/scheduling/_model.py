@@ -8,12 +8,32 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..processors import Processor
 from ..runs import Chunk, Run
 from ._limits import WorkerLimiter
 from ._runner import ChunkRunner
+
+
+class RunLoad(NamedTuple):
+    """What a work model holds for one run at this instant: the facts a run's `Waiting`
+    reason is computed from (`waiting.py`), read only when someone asks."""
+
+    queued: int
+    """WAITING chunks the model has been given and not started yet."""
+    busy: int
+    """The run's chunks running now."""
+    workers: int
+    """Executor-wide worker slots the run's workers hold."""
+    limit: int
+    """Workers the run may have (its MaxWorkers, within the executor's limit)."""
+    setting_up: int = 0
+    """Workers (LIFETIME: chunks' fresh instances) still in their processor's `setup`."""
+    setup_since: float | None = None
+    """When (`time.time()`) the oldest of those setups began."""
+    wants_slots: int = 0
+    """The run's workers waiting for an executor-wide slot."""
 
 
 class WorkModelBase(ABC):
@@ -50,6 +70,21 @@ class WorkModelBase(ABC):
         """Let every run's workers end once their current chunk is done."""
         for run in list(self._runs):
             await self.release(run, cancel=False)
+
+    def runs(self) -> list[Run]:
+        """The runs the model has workers or a queue for."""
+        return list(self._runs)
+
+    def load(self, run: Run) -> RunLoad | None:
+        """What the model holds for `run` now; None when it cannot tell (then only the
+        executor-wide reasons, and `waiting_reason`, explain the run's waiting chunks)."""
+        return None
+
+    def waiting_reason(self, run: Run) -> str | None:
+        """Why the model's cluster cannot take `run`'s chunks now (unreachable, lacking
+        resources), for a person; None when nothing of the kind holds them. Reported as
+        the run's `Waiting` reason CLUSTER; a model without a cluster keeps this None."""
+        return None
 
     @staticmethod
     def run_limit(run: Run) -> WorkerLimiter:

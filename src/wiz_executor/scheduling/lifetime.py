@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import time
 from typing import Any
 
 from ..processors import Processor
-from ..runs import Chunk, Run
+from ..runs import RUNNING, Chunk, Run
 from ._limits import WorkerLimiter
-from ._model import WorkModelBase
+from ._model import RunLoad, WorkModelBase
 from ._runner import (
     PROCESSOR_ERRORS,
     cancelled,
@@ -26,7 +27,7 @@ from ._runner import (
 
 
 class _RunWork:
-    __slots__ = ("cls", "dispatcher", "limiter", "queue", "tasks")
+    __slots__ = ("cls", "dispatcher", "limiter", "queue", "setups", "tasks")
 
     def __init__(self, cls: type[Processor[Any]], limiter: WorkerLimiter) -> None:
         self.cls = cls
@@ -34,6 +35,9 @@ class _RunWork:
         self.queue: deque[Chunk] = deque()
         self.dispatcher: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.setups: dict[asyncio.Task[Any] | None, float] = {}
+        """Chunks' fresh instances in their `setup` (processors that have one), and
+        when (`time()`) it began, so the `Waiting` reason SETUP can say since when."""
 
 
 class LifetimeModel(WorkModelBase):
@@ -82,6 +86,10 @@ class LifetimeModel(WorkModelBase):
         self.limiter.release()
 
     async def _process(self, run: Run, cls: type[Processor[Any]], chunk: Chunk) -> None:
+        setups = None
+        if cls.setup is not Processor.setup:  # (without the hook, no setup to wait for)
+            setups = run.sched.setups
+            setups[asyncio.current_task()] = time()
         try:
             instance = await new_instance(cls, run.processor_config)
         except PROCESSOR_ERRORS as exc:
@@ -90,10 +98,32 @@ class LifetimeModel(WorkModelBase):
         except asyncio.CancelledError:  # deleted or shut down during setup
             cancelled(self.runner.runs, run, chunk)
             raise
+        finally:
+            if setups is not None:
+                setups.pop(asyncio.current_task(), None)
         try:
             await self.runner.execute(run, chunk, instance)
         finally:
             await discard_instance(instance)
+
+    def load(self, run: Run) -> RunLoad | None:
+        work: _RunWork | None = run.sched
+        if work is None:
+            return None
+        started = len(work.tasks)
+        busy = min(run.counts[RUNNING], started)
+        setups = work.setups
+        return RunLoad(
+            # (a chunk's task holds it WAITING until its instance is set up)
+            queued=len(work.queue) + started - busy,
+            busy=busy,
+            workers=started,
+            limit=work.limiter.total,
+            setting_up=len(setups),
+            setup_since=min(setups.values()) if setups else None,
+            # the dispatcher holds a run slot while it waits for an executor-wide one
+            wants_slots=max(work.limiter.in_use - started, 0),
+        )
 
     async def release(self, run: Run, cancel: bool) -> None:
         work: _RunWork | None = run.sched

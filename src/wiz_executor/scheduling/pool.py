@@ -26,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from time import monotonic
+from time import monotonic, time
 from typing import Any
 
 from ..processors import Processor
 from ..runs import Chunk, Run
-from ._model import WorkModelBase
+from ._model import RunLoad, WorkModelBase
 from ._runner import (
     PROCESSOR_ERRORS,
     discard_instance,
@@ -97,7 +97,17 @@ class _ChunkQueue:
 
 
 class _RunPool:
-    __slots__ = ("busy", "closing", "cls", "limit", "queue", "running", "starting", "workers")
+    __slots__ = (
+        "busy",
+        "closing",
+        "cls",
+        "limit",
+        "queue",
+        "running",
+        "setups",
+        "starting",
+        "workers",
+    )
 
     def __init__(self, cls: type[Processor[Any]], limit: int) -> None:
         self.cls = cls
@@ -109,6 +119,9 @@ class _RunPool:
         """Workers in the middle of a chunk."""
         self.starting: set[asyncio.Task[None]] = set()
         """Workers waiting for an executor-wide slot before they set up."""
+        self.setups: dict[asyncio.Task[None], float] = {}
+        """Workers in their instance's `setup`, and when (`time()`) it began: once per
+        worker, never per chunk, so the `Waiting` reason SETUP can say since when."""
         self.busy = 0
         self.closing = False
 
@@ -183,6 +196,7 @@ class PoolModel(WorkModelBase):
     ) -> None:
         """Set an instance up and run chunks on it until it must go (with the slot held)."""
         started = monotonic()
+        pool.setups[current] = time()
         try:
             instance = await new_instance(pool.cls, run.processor_config)
         except PROCESSOR_ERRORS as exc:
@@ -190,6 +204,8 @@ class PoolModel(WorkModelBase):
             if chunk is not None:
                 self.runner.runs.fail(run, chunk, setup_failure(exc))
             return
+        finally:
+            del pool.setups[current]
         now = monotonic()
         hold_until = now + max(HOLD, SETUP_SHARE * (now - started))
         limiter = self.limiter
@@ -265,6 +281,21 @@ class PoolModel(WorkModelBase):
             self._turn += 1
             # (monotonic, not loop.time(): uvloop's stands still within a pass)
             self._turn_ends = monotonic() + TURN
+
+    def load(self, run: Run) -> RunLoad | None:
+        pool: _RunPool | None = run.sched
+        if pool is None:
+            return None
+        setups = pool.setups
+        return RunLoad(
+            queued=pool.queue.qsize(),
+            busy=pool.busy,
+            workers=len(pool.workers) - len(pool.starting),
+            limit=pool.limit,
+            setting_up=len(setups),
+            setup_since=min(setups.values()) if setups else None,
+            wants_slots=len(pool.starting),
+        )
 
     async def release(self, run: Run, cancel: bool) -> None:
         pool: _RunPool | None = run.sched

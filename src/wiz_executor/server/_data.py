@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -102,21 +103,27 @@ def next_link(
     return f'<{path}/data?{urlencode(params, quote_via=quote)}>; rel="next"'
 
 
-def data_response(chunks: list[Chunk], headers: dict[str, str] | None = None) -> Response:
-    """`{"In": [...], "Out": [...]}` for these chunks: at once when small, else streamed."""
+def data_response(
+    chunks: list[Chunk], headers: dict[str, str] | None = None, slow_after: float | None = None
+) -> Response:
+    """`{"In": [...], "Out": [...]}` for these chunks: at once when small, else streamed.
+    A RUNNING chunk is `Slow` once it has run longer than `slow_after` seconds."""
+    render = partial(render_input, slow_after=slow_after)
     if len(chunks) <= PIECE:
         body = encode(
-            {"In": [render_input(c) for c in chunks], "Out": [render_output(c) for c in chunks]}
+            {"In": [render(c) for c in chunks], "Out": [render_output(c) for c in chunks]}
         )
         return Response(body, media_type="application/json", headers=headers)
     # `chunks` is the caller's own list (a slice of the run's order), so a chunk
     # arriving, or the run being deleted, while it streams changes nothing in it.
-    return StreamingResponse(_pieces(chunks), media_type="application/json", headers=headers)
+    return StreamingResponse(
+        _pieces(chunks, render), media_type="application/json", headers=headers
+    )
 
 
-async def _pieces(chunks: list[Chunk]) -> AsyncIterator[bytes]:
+async def _pieces(chunks: list[Chunk], render: Callable[[Chunk], DataView]) -> AsyncIterator[bytes]:
     yield b'{"In":['
-    async for piece in _rendered(chunks, render_input):
+    async for piece in _rendered(chunks, render):
         yield piece
     yield b'],"Out":['
     async for piece in _rendered(chunks, render_output):

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api import DataChunkState, State
 from ..metrics import Histogram
+from ..waiting import free_room, waiting_by_reason
 from ._collectors import JournalCollector, RunCollector
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class ExecutorCollector(Collector):
         executor = self._executor()
         if executor is not None:
             yield from _executor_metrics(executor)
+            yield from _waiting_metrics(executor)
         yield from _http_metrics(self._http)
 
 
@@ -239,6 +241,24 @@ def _executor_metrics(ex: Executor) -> Iterator[Metric]:
         "wiz_event_streams_dropped",
         "Event-stream consumers dropped for falling behind.",
         value=ex.events.dropped,
+    )
+
+
+def _waiting_metrics(ex: Executor) -> Iterator[Metric]:
+    """Why chunks wait, and how many more the executor takes: computed at the scrape,
+    one reason per run with waiting chunks (see `waiting.py`)."""
+    gauge = GaugeMetricFamily(
+        "wiz_waiting_chunks",
+        "WAITING chunks by why they are not running (their run's Waiting reason).",
+        labels=["reason"],
+    )
+    for reason, n in waiting_by_reason(ex).items():
+        gauge.add_metric([reason.value], n)
+    yield gauge
+    yield GaugeMetricFamily(
+        "wiz_free_room",
+        "Chunks the executor would accept now (--max-pending less the chunks waiting).",
+        value=free_room(ex),
     )
 
 

@@ -39,12 +39,20 @@ from ..api import (
 from ..errors import InvalidInput, WizError
 from ..executor import Executor
 from ..history import history_samples
+from ..runs import Run as RunState
 from ..settings import Settings
+from ..waiting import Asking, free_room, slow_after, waiting
 from ..wire import encode, render_input, render_output, render_run
 from ._data import DEFAULT_PAGE, MAX_PAGE, data_response, next_link, select_page
 from ._docs import add_docs_routes
 from ._errors import error_body, error_headers, status_of
-from ._fastpath import AddDataFastPath, add_data_response, read_body
+from ._fastpath import (
+    FREE_ROOM_HEADER,
+    AddDataFastPath,
+    add_data_response,
+    free_room_value,
+    read_body,
+)
 from ._guard import Guard, document_guard
 from ._http import HttpRules, allowed_methods
 from ._metrics import HttpMetricsMiddleware, Metrics, executor_getter
@@ -66,6 +74,13 @@ _LINK_HEADER = {
     "description": 'On a page that is not the last: `<URL of the next page>; rel="next"` '
     "(RFC 8288).",
     "schema": {"type": "string"},
+}
+
+
+_FREE_ROOM_DOC = {
+    "description": "*Extension*: how many more chunks the run would accept now (its "
+    "`FreeRoom`): an upstream executor paces its deliveries by it.",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
@@ -201,6 +216,13 @@ def _executor(request: Request) -> Executor:
     return executor
 
 
+def _render(executor: Executor, run: RunState, asking: Asking | None = None) -> dict[str, Any]:
+    """A run as answered, with why its chunks wait and its free room, computed now
+    (`asking`: one for all the runs of one answer)."""
+    why = waiting(executor, run, asking)
+    return render_run(run, None if why is None else why.wire(), free_room(executor, run))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WizError)
     async def wiz_error(request: Request, exc: WizError) -> Response:
@@ -264,6 +286,9 @@ def _add_routes(app: FastAPI) -> None:
                 "max": ex.settings.max_workers,
                 "abandoned": ex.threads.abandoned,
             },
+            # *Extension*: how many more chunks it would accept now (--max-pending less
+            # the chunks waiting; 0 while it refuses writes)
+            "free_room": free_room(ex),
         }
 
     @app.get("/processors", tags=["processors"], response_model=list[Processor])
@@ -281,18 +306,24 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/processors/{procID}/runs", tags=["runs"], response_model=list[Run], responses=ERRORS)
     async def get_all_runs(request: Request, procID: str) -> Response:
         """GetAllRuns: every run of a processor (an empty list when none)."""
-        return _json([render_run(r) for r in _executor(request).list_runs(procID)])
+        executor = _executor(request)
+        asking = Asking(executor)
+        return _json([_render(executor, r, asking) for r in executor.list_runs(procID)])
 
     @app.get(run_path, tags=["runs"], response_model=Run, responses=ERRORS)
     async def get_run(request: Request, procID: str, runID: str) -> Response:
-        """GetRun: a run's configuration, state and (extension) chunk counts."""
-        return _json(render_run(_executor(request).get_run(procID, runID)))
+        """GetRun: a run's configuration, state and (extension) chunk counts, why its
+        waiting chunks are not running (`Waiting`) and how many more it would take now
+        (`FreeRoom`)."""
+        executor = _executor(request)
+        return _json(_render(executor, executor.get_run(procID, runID)))
 
     @app.delete(run_path, tags=["runs"], response_model=Run, responses=ERRORS)
     async def delete_run(request: Request, procID: str, runID: str) -> Response:
         """*Extension*: cancel a run's waiting and running chunks and forget it."""
-        run = await _executor(request).delete_run(procID, runID)
-        return _json(render_run(run))
+        executor = _executor(request)
+        run = await executor.delete_run(procID, runID)
+        return _json(_render(executor, run))
 
     @app.get(run_path + "/history", tags=["runs"], response_model=RunHistory, responses=ERRORS)
     async def get_history(request: Request, procID: str, runID: str) -> Response:
@@ -339,7 +370,7 @@ def _add_routes(app: FastAPI) -> None:
         await executor.check_downstream(procID, runID, configuration)
         run, _ = executor.configure(procID, runID, configuration, unknown)
         await executor.commit()  # the run is in the journal before the 200
-        return _json(render_run(run))
+        return _json(_render(executor, run))
 
     @app.get(
         run_path + "/data",
@@ -376,26 +407,33 @@ def _add_routes(app: FastAPI) -> None:
 
         Without query parameters, the whole run, as the original answered. With any of
         `state`, `limit`, `after`, one page; a `Link: <...>; rel="next"` header (RFC 8288)
-        names the next page and is absent on the last. Large answers are streamed."""
+        names the next page and is absent on the last. Large answers are streamed.
+        A RUNNING input chunk says since when (`RunningSince`), and `Slow: true` once it
+        has run longer than half its ChunkTimeout."""
         executor = _executor(request)
         run = executor.get_run(procID, runID)
+        slow = slow_after(executor, run)
         if state is None and limit is None and after is None:
             if run.stored:  # finished: its chunks are in the journal only
                 return data_response(await executor.chunks_of(run))
-            return data_response(run.order[:])
+            return data_response(run.order[:], slow_after=slow)
         size = limit or DEFAULT_PAGE
         page, more = await select_page(executor, run, state, after, size)
         headers = None
         if more:
             root = request.scope.get("root_path", "")
             headers = {"Link": next_link(root, procID, runID, state, size, page[-1])}
-        return data_response(page, headers)
+        return data_response(page, headers, slow)
 
     @app.post(
         run_path + "/data",
         tags=["data"],
         response_model=AddDataResult,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            200: {"headers": {FREE_ROOM_HEADER: _FREE_ROOM_DOC}},
+            429: {**ERRORS[429], "headers": {FREE_ROOM_HEADER: _FREE_ROOM_DOC}},
+        },
         openapi_extra=_json_body(
             {"oneOf": [_ref("Data"), {"type": "array", "items": _ref("Data")}]}
         ),
@@ -407,10 +445,10 @@ def _add_routes(app: FastAPI) -> None:
         `Type` are the executor's to set and are ignored. (Served by a fast path before
         routing; this handler is the same operation, for the OpenAPI document.)"""
         body = await _body(request)
-        return Response(
-            await add_data_response(_executor(request), procID, runID, body),
-            media_type="application/json",
-        )
+        executor = _executor(request)
+        payload = await add_data_response(executor, procID, runID, body)
+        room = free_room_value(executor, procID, runID).decode()
+        return Response(payload, media_type="application/json", headers={FREE_ROOM_HEADER: room})
 
     @app.get(
         run_path + "/data/input/{chunkID:path}",
@@ -420,7 +458,9 @@ def _add_routes(app: FastAPI) -> None:
     )
     async def get_input_chunk(request: Request, procID: str, runID: str, chunkID: str) -> Response:
         """*Extension*: one input chunk."""
-        return _json(render_input(await _executor(request).input_chunk(procID, runID, chunkID)))
+        executor = _executor(request)
+        chunk = await executor.input_chunk(procID, runID, chunkID)
+        return _json(render_input(chunk, slow_after(executor, executor.get_run(procID, runID))))
 
     @app.get(
         run_path + "/data/output/{chunkID:path}",
