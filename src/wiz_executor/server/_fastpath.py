@@ -186,13 +186,14 @@ class AddDataFastPath:
             status = 200
             headers.append((_ROOM, free_room_value(executor, proc_id, run_id)))
         except WizError as exc:
-            if isinstance(exc, ExecutorFull):
-                await asyncio.sleep(FULL_PACE)  # see FULL_PACE
             status = status_of(exc)
             payload = error_body(exc.message)
             headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
             if isinstance(exc, ExecutorFull):
+                # The room that decided the 429, not the room after the pause: the two
+                # agree, and the sender paces by the answer it was refused with.
                 headers.append((_ROOM, free_room_value(executor, proc_id, run_id)))
+                await asyncio.sleep(FULL_PACE)  # see FULL_PACE
         except Exception:
             # A bug, answered 500 by the server: still counted, like every answer.
             if self.on_request is not None:
