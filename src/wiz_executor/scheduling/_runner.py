@@ -27,6 +27,7 @@ from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
 from ..runs import RUNNING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
+from ._deadlines import Deadlines
 from ._threads import BlockingCall, ProcessorThreads
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class ChunkRunner:
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
         self._traits: dict[type[Processor[Any]], _Traits] = {}
+        self.deadlines = Deadlines()
+        """The running chunks' timeouts, on one timer (`asyncio.timeout` per chunk made
+        and dropped a loop timer per chunk)."""
         self.stats = ChunkStats()
         """How long chunks ran, per processor, for the metrics."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,13 +136,24 @@ class ChunkRunner:
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:
-                    async with asyncio.timeout(timeout) as deadline:
-                        try:
-                            result = await pending
-                        except TimeoutError:
-                            if deadline.expired():
-                                raise
-                            raise RuntimeError("TimeoutError raised by the processor") from None
+                    assert task is not None
+                    deadline = self.deadlines.start(task, timeout)
+                    try:
+                        result = await pending
+                    except TimeoutError:
+                        if deadline.expired:  # (raised as the deadline cancelled it)
+                            task.uncancel()
+                            raise
+                        raise RuntimeError("TimeoutError raised by the processor") from None
+                    except asyncio.CancelledError:
+                        if deadline.timed_out():
+                            raise TimeoutError from None
+                        raise
+                    else:
+                        if deadline.expired:  # the processor swallowed the cancellation
+                            task.uncancel()
+                    finally:
+                        self.deadlines.end(deadline)
                 else:
                     result = await pending
             except TimeoutError:
