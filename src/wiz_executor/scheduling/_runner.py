@@ -92,14 +92,25 @@ class ChunkRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
-    async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> bool:
+    async def execute(
+        self,
+        run: Run,
+        chunk: Chunk,
+        instance: Processor[Any],
+        task: asyncio.Task[Any] | None = None,
+    ) -> bool:
         """Run one chunk to SUCCEEDED or FAILED.
+
+        `task` is the task running it (the current one), if the caller has it at hand:
+        a worker that runs many chunks passes its own rather than have it looked up per
+        chunk.
 
         Returns whether `instance` may take another chunk: not when a blocking `run`
         timed out, since its thread cannot be interrupted and may still be using it.
         """
         runs = self.runs
-        task = asyncio.current_task()
+        if task is None:
+            task = asyncio.current_task()
         durable = runs.start(run, chunk, task.get_name() if task is not None else "")
         cls = type(instance)
         traits = self._traits.get(cls)
