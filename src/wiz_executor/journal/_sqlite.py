@@ -203,7 +203,14 @@ class SqliteStore(JournalStore):
         self.commits = 0
         self.records_written = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Lock()
+        """Held while the writer has nothing to do; released to wake it (by the first
+        append after it went idle, or `close`). A plain lock, not an `Event`: waking it
+        costs the event loop one C call, and the writer never holds `_lock` while it
+        runs Python code that could let the loop wait on it."""
+        self._wake.acquire()
+        self._idle = False
+        """The writer waits on `_wake` (set and read under `_lock`)."""
         self._queue: list[Any] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -287,7 +294,7 @@ class SqliteStore(JournalStore):
             if self._state != "open":
                 return
             self._state = "closing"
-            self._wake.set()
+            self._wake_writer()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.join)
         if self._reader is not None:
@@ -333,8 +340,8 @@ class SqliteStore(JournalStore):
         with self._lock:
             if self._state != "open":
                 raise RuntimeError(f"{self!r} is not open")
-            if not self._queue and not self._waiters:
-                self._wake.set()
+            if self._idle:
+                self._wake_writer()
             self._queue.extend(records)
             if future is not None:
                 self._waiters.append(future)
@@ -342,16 +349,27 @@ class SqliteStore(JournalStore):
 
     # -- the writer thread -------------------------------------------------------------
 
+    def _wake_writer(self) -> None:
+        """Wake the writer if it waits (called with `_lock` held)."""
+        if self._idle:
+            self._idle = False
+            self._wake.release()
+
     def _write_loop(self) -> None:
         conn = self._conn
         assert conn is not None
         while True:
-            self._wake.wait()
             with self._lock:
-                batch, waiters, loop = self._queue, self._waiters, self._loop
-                self._queue, self._waiters = [], []
-                self._wake.clear()
-                closing = self._state == "closing"
+                if not self._queue and not self._waiters and self._state == "open":
+                    self._idle = True  # the next append (or close) releases `_wake`
+                    batch = None
+                else:
+                    batch, waiters, loop = self._queue, self._waiters, self._loop
+                    self._queue, self._waiters = [], []
+                    closing = self._state == "closing"
+            if batch is None:
+                self._wake.acquire()
+                continue
             error: BaseException | None = self._failed_write
             if batch and error is None:
                 try:
