@@ -180,6 +180,43 @@ async def test_the_executor_default_timeout_applies(tmp_path: Any) -> None:
         assert "(timeout)" in (await outcome(client, "noop", "r"))["c"]["Error"]
 
 
+@pytest.mark.parametrize("work_model", WORK_MODELS)
+async def test_a_shorter_timeout_started_later_fires_first(
+    client: httpx.AsyncClient, work_model: str
+) -> None:
+    """The running chunks' timeouts share one timer (`scheduling._deadlines`): a chunk
+    that starts after one with a long timeout, with a shorter one, must not wait for
+    the long one's deadline."""
+    await configure(client, "noop", "long", num_chunks=1, ChunkTimeout=600, WorkModel=work_model)
+    await configure(client, "noop", "short", num_chunks=2, ChunkTimeout=0.05, WorkModel=work_model)
+    assert await add(client, "noop", "long", {"ChunkID": "c", "RawData": {"SleepMs": 60_000}})
+    slow = [{"ChunkID": f"c{i}", "RawData": {"SleepMs": 60_000}} for i in range(2)]
+    assert (await add(client, "noop", "short", slow)).is_success
+    assert (await wait_run_done(client, "noop", "short", timeout=5))["CurrentState"] == "ERRORED"
+    result = await outcome(client, "noop", "short")
+    for chunk_id in ("c0", "c1"):  # the second one by a firing after the first
+        assert result[chunk_id]["Error"].endswith("within 0.05 s (timeout)")
+    run = (await client.get(run_path("noop", "long"))).json()
+    assert run["CurrentState"] == "RUNNING"  # its deadline is far off: still running
+    assert (await client.delete(run_path("noop", "long"))).is_success
+
+
+async def test_a_chunk_that_ends_leaves_no_deadline_behind(tmp_path: Any) -> None:
+    """A chunk that ends in time takes its deadline out: later chunks of the worker are
+    not cancelled by it, and nothing is left registered once the run is done."""
+    from wiz_executor import Settings
+
+    async with (
+        Executor(Settings(data_dir=tmp_path, chunk_timeout=0.2)) as executor,
+        asgi_client(executor) as client,
+    ):
+        await configure(client, "noop", "r", num_chunks=3, MaxWorkers=1)
+        chunks = [{"ChunkID": f"c{i}", "RawData": {"SleepMs": 100}} for i in range(3)]
+        assert (await add(client, "noop", "r", chunks)).is_success
+        assert (await wait_run_done(client, "noop", "r"))["CurrentState"] == "SUCCEEDED"
+        assert len(executor.scheduler.runner.deadlines) == 0
+
+
 async def test_a_processor_raising_timeouterror_is_not_a_deadline(
     crash_client: httpx.AsyncClient,
 ) -> None:

@@ -14,11 +14,16 @@ from wiz_executor.api import DataFormat, State
 from wiz_executor.errors import JournalCorrupt, JournalError, JournalTooNew
 from wiz_executor.journal import (
     AcceptedChunk,
+    ChunkFailed,
     ChunksAccepted,
+    ChunkStarted,
     ChunkSucceeded,
+    DeliveryDone,
     DeliveryPending,
+    Record,
     RunConfigured,
     RunFinished,
+    RunRetried,
     SqliteStore,
     _schema,
 )
@@ -332,3 +337,80 @@ async def test_a_rolled_back_batch_leaves_no_stale_run_behind(
     await store.close()
     assert run.configuration == {"again": 1}
     assert [c.chunk_id for c in run.chunks or []] == ["c2"]
+
+
+def _interleaved_life() -> list[Record]:
+    """The records of several chunks interleaved as a busy executor emits them: starts
+    and ends of different chunks mixed with acceptances, a retry in the middle, a
+    delivery, a chunk left running, an attempt after a retry."""
+
+    def started(c: str, n: int, t: float) -> ChunkStarted:
+        return ChunkStarted("noop", "r1", c, n, T0 + t, "host", 7, f"w{n}")
+
+    def succeeded(c: str, n: int, t: float) -> ChunkSucceeded:
+        return ChunkSucceeded("noop", "r1", c, n, DataFormat.RAW, {"out": c}, T0 + t)
+
+    config = {"ExecutorConfig": {"SendDownstream": True}}
+    return [
+        RunConfigured("noop", "r1", config, T0),
+        ChunksAccepted(
+            "noop",
+            "r1",
+            tuple(AcceptedChunk(f"c{i}", f"c{i}-out", DataFormat.RAW, {"i": i}) for i in range(4)),
+            T0,
+        ),
+        started("c0", 1, 1),
+        started("c1", 1, 1.5),
+        chunk(4),
+        succeeded("c0", 1, 2),
+        DeliveryPending("noop", "r1", "c0", 0),
+        started("c2", 1, 2.5),
+        ChunkFailed("noop", "r1", "c1", 1, "boom", 3),
+        started("c3", 1, 3.5),
+        ChunkFailed("noop", "r1", "c2", 1, "bang", 4),
+        DeliveryDone("noop", "r1", "c0", 0),
+        RunRetried("noop", "r1", ("c1",), T0 + 5),
+        started("c1", 2, 6),
+        chunk(5),
+        succeeded("c1", 2, 7),
+        started("c4", 1, 8),  # still running at the end
+    ]
+
+
+async def test_one_batch_leaves_what_one_commit_per_record_leaves(tmp_path: Path) -> None:
+    """The writer merges a chunk's start with its end in the same batch and groups the
+    batch's chunk records by kind (`_sqlite._coalesce`); what it stores must be what
+    writing each record on its own stores."""
+    records = _interleaved_life()
+    batched, single = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    batched.open()
+    single.open()
+    try:
+        await batched.append(records)
+        for record in records:
+            await single.append([record])
+        assert batched.commits == 1
+        assert single.commits == len(records)
+        a, b = batched.load(), single.load()
+    finally:
+        await batched.close()
+        await single.close()
+    assert a == b
+    (run,) = a.runs
+    chunks = {c.chunk_id: c for c in run.chunks or []}
+    assert [chunks[f"c{i}"].state.value for i in range(6)] == [
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "FAILED",
+        "RUNNING",
+        "RUNNING",
+        "WAITING",
+    ]
+    assert chunks["c1"].out_raw == {"out": "c1"}
+    assert chunks["c1"].error is None
+    assert [(t.number, t.outcome) for t in chunks["c1"].attempts] == [
+        (1, chunks["c2"].state),
+        (2, chunks["c0"].state),
+    ]
+    assert chunks["c2"].attempts[0].error == "bang"
+    assert run.deliveries == []

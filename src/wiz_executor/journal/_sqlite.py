@@ -108,6 +108,90 @@ class _Purge:
         self.removed: list[tuple[str, str]] = []
 
 
+class _Ran:
+    """The writer's own record for a `ChunkStarted` and the end of the same attempt
+    (`ChunkSucceeded` or `ChunkFailed`) in one batch: one row update, not two."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: ChunkStarted, end: ChunkSucceeded | ChunkFailed) -> None:
+        self.start = start
+        self.end = end
+
+
+_BARRIERS = frozenset(
+    {RunConfigured, InputClosed, RunFinished, RunRetried, RunDeleted, SettingChanged, _Purge}
+)
+"""Records that concern a whole run (or the journal): kept in place when a batch's chunk
+records are grouped by kind (see `_coalesce`)."""
+_RANK: dict[type[Any], int] = {
+    kind: i
+    for i, kind in enumerate(
+        (
+            ChunksAccepted,
+            ChunkStarted,
+            _Ran,
+            ChunkSucceeded,
+            ChunkFailed,
+            DeliveryPending,
+            DeliveryDone,
+            DeliveryFailed,
+        )
+    )
+}
+"""The order of a chunk's own records over its life (accepted, started, ended, its
+deliveries pending, then done or failed)."""
+
+
+def _coalesce(batch: list[Any]) -> list[Any]:
+    """A batch as the writer applies it: fewer statements, the same end state.
+
+    1. A chunk's `ChunkStarted` and the end of that attempt in the same batch (a quick
+       chunk's start and end almost always are) become one `_Ran`: one row update
+       instead of two, each of which moved the row in the state index.
+    2. Between two records of a whole run (`_BARRIERS`), chunk records are grouped by
+       kind, in the order of a chunk's life (`_RANK`; stable, so one chunk's records of
+       a kind keep their order): under load the records of many chunks interleave
+       (one accepted, another ended, …), and each kind's group is one `executemany`.
+       Regrouping cannot reorder one chunk's records: they follow that order anyway,
+       and whatever else happens to a chunk (a retry, a delete) is a barrier.
+    """
+    ends: dict[tuple[str, str, str, int], int] = {}
+    for i, r in enumerate(batch):
+        kind = type(r)
+        if (kind is ChunkSucceeded or kind is ChunkFailed) and r.attempt:
+            ends[(r.proc_id, r.run_id, r.chunk_id, r.attempt)] = i
+    starts: dict[tuple[str, str, str, int], ChunkStarted] = {}
+    out: list[Any] = []
+    segment: list[Any] = []
+    rank = _RANK
+    for i, r in enumerate(batch):
+        kind = type(r)
+        if kind in _BARRIERS:
+            if segment:
+                segment.sort(key=lambda x: rank[type(x)])
+                out += segment
+                segment = []
+            out.append(r)
+            continue
+        if ends:
+            if kind is ChunkStarted:
+                key = (r.proc_id, r.run_id, r.chunk_id, r.attempt)
+                if ends.get(key, -1) > i:  # its end comes later in the batch: merged there
+                    starts[key] = r
+                    continue
+            elif (kind is ChunkSucceeded or kind is ChunkFailed) and r.attempt:
+                start = starts.pop((r.proc_id, r.run_id, r.chunk_id, r.attempt), None)
+                if start is not None:
+                    segment.append(_Ran(start, r))
+                    continue
+        segment.append(r)
+    if segment:
+        segment.sort(key=lambda x: rank[type(x)])
+        out += segment
+    return out
+
+
 class SqliteStore(JournalStore):
     """The journal in one SQLite file (see the module docstring).
 
@@ -129,7 +213,14 @@ class SqliteStore(JournalStore):
         """Seconds from BEGIN to the end of COMMIT, per group commit: what an AddData
         waits for on top of its share of the queue."""
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Lock()
+        """Held while the writer has nothing to do; released to wake it (by the first
+        append after it went idle, or `close`). A plain lock, not an `Event`: waking it
+        costs the event loop one C call, and the writer never holds `_lock` while it
+        runs Python code that could let the loop wait on it."""
+        self._wake.acquire()
+        self._idle = False
+        """The writer waits on `_wake` (set and read under `_lock`)."""
         self._queue: list[Any] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +250,7 @@ class SqliteStore(JournalStore):
             RunDeleted: self._run_deleted,
             SettingChanged: self._setting,
             _Purge: self._purge,
+            _Ran: self._ran,
         }
 
     def __repr__(self) -> str:
@@ -221,7 +313,7 @@ class SqliteStore(JournalStore):
             if self._state != "open":
                 return
             self._state = "closing"
-            self._wake.set()
+            self._wake_writer()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.join)
         if self._reader is not None:
@@ -267,8 +359,8 @@ class SqliteStore(JournalStore):
         with self._lock:
             if self._state != "open":
                 raise RuntimeError(f"{self!r} is not open")
-            if not self._queue and not self._waiters:
-                self._wake.set()
+            if self._idle:
+                self._wake_writer()
             self._queue.extend(records)
             if future is not None:
                 self._waiters.append(future)
@@ -276,16 +368,27 @@ class SqliteStore(JournalStore):
 
     # -- the writer thread -------------------------------------------------------------
 
+    def _wake_writer(self) -> None:
+        """Wake the writer if it waits (called with `_lock` held)."""
+        if self._idle:
+            self._idle = False
+            self._wake.release()
+
     def _write_loop(self) -> None:
         conn = self._conn
         assert conn is not None
         while True:
-            self._wake.wait()
             with self._lock:
-                batch, waiters, loop = self._queue, self._waiters, self._loop
-                self._queue, self._waiters = [], []
-                self._wake.clear()
-                closing = self._state == "closing"
+                if not self._queue and not self._waiters and self._state == "open":
+                    self._idle = True  # the next append (or close) releases `_wake`
+                    batch = None
+                else:
+                    batch, waiters, loop = self._queue, self._waiters, self._loop
+                    self._queue, self._waiters = [], []
+                    closing = self._state == "closing"
+            if batch is None:
+                self._wake.acquire()
+                continue
             error: BaseException | None = self._failed_write
             if batch and error is None:
                 try:
@@ -308,7 +411,7 @@ class SqliteStore(JournalStore):
         started = perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for kind, group in groupby(batch, type):
+            for kind, group in groupby(_coalesce(batch), type):
                 self._apply[kind](conn, list(group))
             conn.execute("COMMIT")
         except BaseException:
@@ -416,6 +519,48 @@ class SqliteStore(JournalStore):
             " ELSE attempts END WHERE rid = ?4 AND chunk_id = ?5",
             rows,
         )
+
+    def _ran(self, conn: sqlite3.Connection, records: list[_Ran]) -> None:
+        """Chunks that started and ended in this batch: the state, the output or error,
+        and the whole attempt in one update. A first attempt (the common case) writes
+        the attempts column outright; a later one appends to it."""
+        rids = self._rids
+        first: list[tuple[Any, ...]] = []
+        later: list[tuple[Any, ...]] = []
+        for r in records:
+            s, e = r.start, r.end
+            rid = rids.get((s.proc_id, s.run_id))
+            if rid is None:
+                continue
+            if isinstance(e, ChunkSucceeded):
+                state, output, error, outcome = (
+                    3,
+                    _json((e.out_format, e.out_raw, e.out_driver, e.out_location), 1),
+                    None,
+                    "SUCCEEDED",
+                )
+            else:
+                state, output, error, outcome = 4, None, e.error, "FAILED"
+            attempt = (s.attempt, s.time, e.time, outcome, error, s.host, s.pid, s.worker)
+            if s.attempt == 1:
+                row = (state, output, error, _encode((attempt,)).decode(), rid, s.chunk_id)
+                first.append(row)
+            else:
+                later.append((state, output, error, _encode(attempt).decode(), rid, s.chunk_id))
+        # (A failure keeps the output column as it was, as `_failed` does.)
+        if first:
+            conn.executemany(
+                "UPDATE chunks SET state = ?1, output = CASE WHEN ?1 = 3 THEN ?2 ELSE output END,"
+                " error = ?3, attempts = ?4 WHERE rid = ?5 AND chunk_id = ?6",
+                first,
+            )
+        if later:
+            conn.executemany(
+                "UPDATE chunks SET state = ?1, output = CASE WHEN ?1 = 3 THEN ?2 ELSE output END,"
+                " error = ?3, attempts = json_insert(coalesce(attempts, '[]'), '$[#]', json(?4))"
+                " WHERE rid = ?5 AND chunk_id = ?6",
+                later,
+            )
 
     def _delivery_rows(self, records: Iterable[Any]) -> list[tuple[int, str, int]]:
         rids = self._rids

@@ -28,6 +28,7 @@ from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
 from ..runs import RUNNING, WAITING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
+from ._deadlines import Deadlines
 from ._threads import BlockingCall, ProcessorThreads
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,26 @@ class ChunkRunner:
         """Called when a chunk of a run that sends downstream has succeeded."""
         self._encode = msgspec.json.Encoder().encode
         self._traits: dict[type[Processor[Any]], _Traits] = {}
+        self.deadlines = Deadlines()
+        """The running chunks' timeouts, on one timer (`asyncio.timeout` per chunk made
+        and dropped a loop timer per chunk)."""
         self.stats = ChunkStats()
         """How long chunks ran, per processor, for the metrics."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
-    async def execute(self, run: Run, chunk: Chunk, instance: Processor[Any]) -> bool:
+    async def execute(
+        self,
+        run: Run,
+        chunk: Chunk,
+        instance: Processor[Any],
+        task: asyncio.Task[Any] | None = None,
+    ) -> bool:
         """Run one chunk to SUCCEEDED or FAILED.
+
+        `task` is the task running it (the current one), if the caller has it at hand:
+        a worker that runs many chunks passes its own rather than have it looked up per
+        chunk.
 
         Returns whether `instance` may take another chunk: not when a blocking `run`
         timed out, since its thread cannot be interrupted and may still be using it.
@@ -98,7 +112,8 @@ class ChunkRunner:
         if chunk.state is not WAITING:  # cancelled while it waited (`RunMap.cancel`)
             return True
         runs = self.runs
-        task = asyncio.current_task()
+        if task is None:
+            task = asyncio.current_task()
         durable = runs.start(run, chunk, task.get_name() if task is not None else "")
         cls = type(instance)
         traits = self._traits.get(cls)
@@ -135,13 +150,24 @@ class ChunkRunner:
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:
-                    async with asyncio.timeout(timeout) as deadline:
-                        try:
-                            result = await pending
-                        except TimeoutError:
-                            if deadline.expired():
-                                raise
-                            raise RuntimeError("TimeoutError raised by the processor") from None
+                    assert task is not None
+                    deadline = self.deadlines.start(task, timeout)
+                    try:
+                        result = await pending
+                    except TimeoutError:
+                        if deadline.expired:  # (raised as the deadline cancelled it)
+                            task.uncancel()
+                            raise
+                        raise RuntimeError("TimeoutError raised by the processor") from None
+                    except asyncio.CancelledError:
+                        if deadline.timed_out():
+                            raise TimeoutError from None
+                        raise
+                    else:
+                        if deadline.expired:  # the processor swallowed the cancellation
+                            task.uncancel()
+                    finally:
+                        self.deadlines.end(deadline)
                 else:
                     result = await pending
             except TimeoutError:

@@ -224,7 +224,7 @@ class PoolModel(WorkModelBase):
                 pool.busy += 1
                 pool.running.add(current)
                 try:
-                    usable = await self.runner.execute(run, chunk, instance)
+                    usable = await self.runner.execute(run, chunk, instance, current)
                 finally:
                     pool.running.discard(current)
                     pool.busy -= 1
