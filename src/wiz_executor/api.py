@@ -38,11 +38,13 @@ __all__ = [
     "DownstreamDataLocation",
     "ErrorBody",
     "ExecutorConfig",
+    "ExecutorLimits",
     "ExpectedData",
     "FilesystemReference",
     "Processor",
     "Progress",
     "Run",
+    "RunChange",
     "State",
     "WorkModel",
 ]
@@ -198,6 +200,7 @@ def _whole_number(value: Any) -> Any:
 
 
 _Count = Annotated[NonNegativeInt, BeforeValidator(_whole_number)]
+_Limit = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_whole_number)]
 
 
 class ExpectedData(_Wire):
@@ -265,7 +268,7 @@ _ChunkCounts = ChunkCounts
 
 
 class Run(_Wire):
-    _extensions = frozenset({"ChunkCounts", "InputClosed", "Warnings"})
+    _extensions = frozenset({"ChunkCounts", "InputClosed", "Warnings", "Paused"})
 
     RunID: str
     Configuration: _Configuration
@@ -280,6 +283,44 @@ class Run(_Wire):
         None,
         description="*Extension*: what Configure ignored or changed in the configuration "
         "(unknown fields, a MaxWorkers clamped to the executor's limit); omitted when none",
+    )
+    Paused: bool | None = Field(
+        None,
+        description="*Extension*: true while the run is paused (no chunk of it starts); "
+        "omitted otherwise",
+    )
+
+
+class RunChange(_Wire):
+    """*Extension*: the body of `PATCH …/runs/{runID}/config`, a partial ExecutorConfig:
+    the fields given change on the running run; absent (or null) ones stay as they are."""
+
+    MaxWorkers: _Count | None = Field(
+        None, description="chunks of this run processed at once; 0 = the executor's default"
+    )
+    ChunkTimeout: NonNegativeFloat | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="seconds a chunk started from now on may take; 0 = the executor's default",
+    )
+    WorkModel: _WorkModel | None = Field(
+        None,
+        description="the work model to move the run to: its chunks in flight finish on the "
+        "old one, the rest run on the new one",
+    )
+
+
+class ExecutorLimits(_Wire):
+    """*Extension*: the executor-wide limits (`GET /executor`), and the body of
+    `PATCH /executor` (a partial: absent or null fields stay as they are)."""
+
+    MaxWorkers: _Limit | None = Field(
+        None,
+        description="chunks processed at once, and live processor instances, across all "
+        "runs (--max-workers)",
+    )
+    MaxPending: _Limit | None = Field(
+        None, description="waiting chunks held before AddData answers 429 (--max-pending)"
     )
 
 

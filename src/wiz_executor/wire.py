@@ -447,4 +447,6 @@ def render_run(run: Run) -> dict[str, Any]:
     }
     if run.warnings:
         out["Warnings"] = run.warnings
+    if run.paused:
+        out["Paused"] = True
     return out
