@@ -355,6 +355,7 @@ def delete(
 
 def register(app: typer.Typer) -> None:
     """Add every client verb to the `wiz` app."""
+    from ._control import limits, pause, resume, set_run
     from ._pipeline import pipeline_app
     from ._send import send
     from ._watch import watch
@@ -369,6 +370,10 @@ def register(app: typer.Typer) -> None:
         ("watch", watch),
         ("data", data),
         ("retry", retry),
+        ("pause", pause),
+        ("resume", resume),
+        ("set", set_run),
+        ("limits", limits),
         ("delete", delete),
     ]
     for name, verb in verbs:

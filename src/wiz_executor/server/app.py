@@ -79,6 +79,14 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema for a request body no route's answer lists among the
+    components (its nested models are components already, referred to as such)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 def _parse(model: type[M], body: bytes) -> M:
     # Strict, as Go's decoder and the AddData fast path are: "3" is not a number.
     try:
@@ -457,7 +465,8 @@ def _add_routes(app: FastAPI) -> None:
         tags=["runs"],
         response_model=Run,
         responses=ERRORS,
-        openapi_extra=_json_body(_ref("RunChange")),
+        # Inline: no route answers a RunChange, so FastAPI lists no component for it.
+        openapi_extra=_json_body(_inline_schema(RunChange)),
     )
     async def change_config(request: Request, procID: str, runID: str) -> Response:
         """*Extension*: change a running run live: a partial ExecutorConfig of
