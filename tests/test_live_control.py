@@ -523,3 +523,22 @@ async def test_live_control_needs_the_token(tmp_path: Path) -> None:
         resp = await client.post(f"{path}/pause", headers=auth)
         assert resp.status_code == 200
         assert resp.json()["Paused"] is True
+
+
+async def test_a_switch_changed_back_while_draining_ends_on_the_last_model_asked(
+    live: tuple[Executor, httpx.AsyncClient], held: Held
+) -> None:
+    executor, client = live
+    await configure(client, "held", "r", num_chunks=6, MaxWorkers=2, WorkModel="POOL")
+    assert (await add(client, "held", "r", chunks(6))).status_code == 200
+    await wait_for(lambda: len(held.inside) == 2, what="two chunks running")
+    for model in ("LIFETIME", "POOL", "LIFETIME", "POOL"):
+        assert (await patch_config(client, "r", {"WorkModel": model})).status_code == 200
+    run = executor.runs.get("held", "r")
+    held.release_all()
+    await executor.scheduler.switched(run)
+    assert run.work_model.value == "POOL"
+    config = (await client.get(f"{run_path('held', 'r')}/config")).json()
+    assert config["ExecutorConfig"]["WorkModel"] == "POOL"
+    await drive(held, 2, 4)
+    await assert_each_ran_once(client, held, "r", 6)

@@ -625,7 +625,7 @@ class Executor:
         cls = self.registry.get(proc_id)
         try:
             # Each may refuse (a work model without live control) before changing anything.
-            if target is not run.work_model:
+            if "WorkModel" in updates:
                 self.scheduler.switch(run, target, cls)
             run.max_workers = max_workers
             self.scheduler.resize(run)

@@ -113,11 +113,15 @@ class Scheduler:
         """Move `run` to work model `target`: its queued chunks are held back, the old
         model's chunks in flight run to their end, then the new model opens and takes
         the held chunks (a task of ours does it; `switched` awaits it). No chunk is
-        dropped or run twice: each is in exactly one place at every instant."""
-        self._target[run] = target
-        if run in self._switching or target is run.work_model:
+        dropped or run twice: each is in exactly one place at every instant. Called
+        again while a move is under way, the last target wins."""
+        if run in self._switching:
+            self._target[run] = target
+            return
+        if target is run.work_model:
             return
         withdrawn = self.models[run.work_model].withdraw(run)
+        self._target[run] = target
         self._held.setdefault(run, []).extend(withdrawn)
         task = asyncio.get_running_loop().create_task(self._switch(run, cls))
         self._switching[run] = task
@@ -130,24 +134,25 @@ class Scheduler:
 
     async def _switch(self, run: Run, cls: type[Processor[Any]]) -> None:
         try:
-            while (target := self._target.get(run, run.work_model)) is not run.work_model:
-                old = self.models[run.work_model]
-                self._held[run] += old.withdraw(run)
-                # Shielded: a delete or shutdown that cancels this task must not cancel
-                # the chunks still running (shutdown gives them their grace period).
-                await asyncio.shield(old.release(run, cancel=False))
-                if run.removed:
-                    return
-                log.info(
-                    "run %s/%s moved from work model %s to %s",
-                    run.proc_id,
-                    run.run_id,
-                    run.work_model.value,
-                    target.value,
-                )
-                run.work_model = target
-                if not run.finished:  # (finished: a retry opens it on the new model)
-                    self.models[target].open(run, cls)
+            old = self.models[run.work_model]
+            # Shielded: a delete or shutdown that cancels this task must not cancel the
+            # chunks still running (shutdown gives them their grace period).
+            await asyncio.shield(old.release(run, cancel=False))
+            if run.removed:
+                return
+            # Read now: a change while the old model drained wins (back to the old model
+            # included: it is opened afresh).
+            target = self._target[run]
+            log.info(
+                "run %s/%s moved from work model %s to %s",
+                run.proc_id,
+                run.run_id,
+                run.work_model.value,
+                target.value,
+            )
+            run.work_model = target
+            if not run.finished:  # (finished: a retry opens it on the new model)
+                self.models[target].open(run, cls)
         finally:
             del self._switching[run]
             self._target.pop(run, None)
