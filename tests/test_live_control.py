@@ -542,3 +542,22 @@ async def test_a_switch_changed_back_while_draining_ends_on_the_last_model_asked
     assert config["ExecutorConfig"]["WorkModel"] == "POOL"
     await drive(held, 2, 4)
     await assert_each_ran_once(client, held, "r", 6)
+
+
+async def test_pause_resume_and_changes_are_run_events(
+    live: tuple[Executor, httpx.AsyncClient],
+) -> None:
+    executor, client = live
+    await configure(client, "held", "r")
+    sub = executor.events.subscribe(executor.runs.get("held", "r"))
+    try:
+        before = len(sub)
+        assert (await client.post(f"{run_path('held', 'r')}/pause")).status_code == 200
+        assert (await patch_config(client, "r", {"MaxWorkers": 5})).status_code == 200
+        assert (await client.post(f"{run_path('held', 'r')}/resume")).status_code == 200
+        frames = [f.decode() for f in list(sub._frames)[before:]]
+        assert len(frames) == 3, frames
+        assert all("event: run\n" in f for f in frames)
+        assert ['"Paused":true' in f for f in frames] == [True, True, False]
+    finally:
+        executor.events.unsubscribe(sub)
