@@ -28,6 +28,7 @@ from wiz_executor import (
     ProcessorConfig,
     Settings,
 )
+from wiz_executor.scheduling import WorkerLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -561,3 +562,46 @@ async def test_pause_resume_and_changes_are_run_events(
         assert ['"Paused":true' in f for f in frames] == [True, True, False]
     finally:
         executor.events.unsubscribe(sub)
+
+
+# -- the limiter, resized --------------------------------------------------------------
+
+
+async def test_a_raised_limiter_hands_its_new_slots_to_waiters_at_once() -> None:
+    limiter = WorkerLimiter(1, "run r")
+    assert limiter.try_acquire()
+    got: list[int] = []
+
+    async def take(i: int) -> None:
+        await limiter.acquire()
+        got.append(i)
+
+    tasks = [asyncio.create_task(take(i)) for i in range(3)]
+    await wait_for(lambda: limiter.waiting == 3, what="three waiters")
+    limiter.resize(3)
+    await wait_for(lambda: len(got) == 2, what="two waiters served")
+    assert (got, limiter.in_use, limiter.peak, limiter.waiting) == ([0, 1], 3, 3, 1)
+    limiter.release()  # the third waiter gets the slot
+    await asyncio.gather(*tasks[:3])
+    assert got == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least 1"):
+        limiter.resize(0)
+
+
+async def test_a_lowered_limiter_hands_no_slot_on_until_under_it() -> None:
+    limiter = WorkerLimiter(3, "executor")
+    for _ in range(3):
+        assert limiter.try_acquire()
+    parked: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+    limiter.park(parked)  # an idle holder offering its slot
+    limiter.resize(1)
+    assert parked.result() is True  # asked to give its slot up
+    assert limiter.reclaiming == 1
+    waiter = asyncio.create_task(limiter.acquire())
+    await wait_for(lambda: limiter.waiting == 1, what="a waiter")
+    limiter.release_given_up()  # 3 -> 2 in use: still over, nothing handed on
+    limiter.release()  # 2 -> 1: at the limit, still nothing
+    assert (limiter.in_use, waiter.done()) == (1, False)
+    limiter.release()  # under it: the waiter gets the slot
+    await waiter
+    assert (limiter.in_use, limiter.reclaiming) == (1, 0)

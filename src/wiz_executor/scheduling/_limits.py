@@ -99,12 +99,6 @@ class WorkerLimiter:
                 self.reclaiming += 1
                 excess -= 1
 
-    @property
-    def over(self) -> bool:
-        """More slots are held than the limit allows (it was lowered): a holder that
-        can give its slot up between two pieces of work should."""
-        return self.in_use > self.total
-
     def others_waiting(self, own: int = 0) -> bool:
         """Whether anyone waits for a slot that no holder is giving up yet, not counting
         `own` waiters (a run's own workers waiting are no reason to give a slot up)."""
