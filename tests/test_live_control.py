@@ -27,8 +27,9 @@ from wiz_executor import (
     Processor,
     ProcessorConfig,
     Settings,
+    WorkModel,
 )
-from wiz_executor.scheduling import WorkerLimiter
+from wiz_executor.scheduling import LifetimeModel, WorkerLimiter, WorkModelBase
 
 pytestmark = pytest.mark.anyio
 
@@ -605,3 +606,31 @@ async def test_a_lowered_limiter_hands_no_slot_on_until_under_it() -> None:
     limiter.release()  # under it: the waiter gets the slot
     await waiter
     assert (limiter.in_use, limiter.reclaiming) == (1, 0)
+
+
+async def test_a_work_model_without_live_control_answers_409_and_changes_nothing(
+    live: tuple[Executor, httpx.AsyncClient],
+) -> None:
+    executor, client = live
+    scheduler = executor.scheduler
+    plain = scheduler.models[WorkModel.LIFETIME]
+
+    class Plain(LifetimeModel):  # a model that implements only the base interface
+        withdraw = WorkModelBase.withdraw
+        resize = WorkModelBase.resize
+
+    scheduler.models[WorkModel.LIFETIME] = Plain(plain.runner, plain.limiter)
+    await configure(client, "held", "r", MaxWorkers=2, WorkModel="LIFETIME")
+    path = run_path("held", "r")
+    before = (await client.get(f"{path}/config")).json()
+    for resp in (
+        await client.post(f"{path}/pause"),
+        await patch_config(client, "r", {"MaxWorkers": 3}),
+        await patch_config(client, "r", {"WorkModel": "POOL"}),
+    ):
+        assert resp.status_code == 409, resp.text
+        assert "Plain cannot" in resp.json()["value"]
+    assert (await client.get(f"{path}/config")).json() == before
+    run = executor.runs.get("held", "r")
+    assert (run.paused, run.max_workers, run.work_model) == (False, 2, WorkModel.LIFETIME)
+    assert scheduler._held == {}

@@ -105,6 +105,7 @@ def test_the_wiz_verbs(url: str) -> None:
     paused = json.loads(ok(wiz(url, "pause", "noop", "cli", "--json")).stdout)
     assert paused["Paused"] is True
     assert "paused noop/cli" in ok(wiz(url, "pause", "noop", "cli")).stdout
+    assert "paused" in ok(wiz(url, "run", "noop", "cli")).stdout
     out = ok(wiz(url, "set", "noop", "cli", "--max-workers", "5", "--work-model", "lifetime"))
     assert "max workers 5" in out.stdout
     assert "work model LIFETIME" in out.stdout

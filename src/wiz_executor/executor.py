@@ -623,6 +623,7 @@ class Executor:
         max_workers = self._run_workers(new.MaxWorkers, warnings)
         target = new.WorkModel or self.settings.work_model
         cls = self.registry.get(proc_id)
+        before = run.max_workers
         try:
             # Each may refuse (a work model without live control) before changing anything.
             if "WorkModel" in updates:
@@ -630,6 +631,7 @@ class Executor:
             run.max_workers = max_workers
             self.scheduler.resize(run)
         except NotImplementedError as exc:
+            run.max_workers = before
             raise Conflict(f"run {run_id!r} cannot be changed live: {exc}") from None
         run.timeout = new.ChunkTimeout or None
         run.configuration = run.configuration.model_copy(update={"ExecutorConfig": new})

@@ -109,6 +109,8 @@ def _run_table(proc: str, r: Run) -> Table:
     table.add_row("expected", str(r.Configuration.ExpectedData.NumChunks or "not known"))
     if r.InputClosed is not None:
         table.add_row("input closed", "yes" if r.InputClosed else "no")
+    if r.Paused:
+        table.add_row("paused", "yes (wiz resume starts its chunks again)")
     table.add_row("max workers", str(ec.MaxWorkers or "executor default"))
     if ec.WorkModel is not None:
         table.add_row("work model", ec.WorkModel.value)
