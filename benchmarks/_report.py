@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import http_load, in_process, kept, work_models
+from . import control, http_load, in_process, kept, work_models
 from ._stats import MIN_WINDOW, SHORT_MARK, Summary, num, rate_cell, short_window
 
 # -- targets -------------------------------------------------------------------------
@@ -109,6 +109,7 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
             )
         )
     out += _durability_verdicts(results.get("durability"))
+    out += _control_verdicts(results.get("control"))
     kept_growth = _get(results.get("kept", {}).get("summary"), "growth_mb")
     if kept_growth is not None:
         out.append(
@@ -206,6 +207,35 @@ def _durability_verdicts(dur: dict[str, Any] | None) -> list[Verdict]:
     out.append(
         Verdict("Journal bytes per chunk", "(no target)", f"{rec['bytes_per_chunk']:.0f} B", None)
     )
+    return out
+
+
+def _control_verdicts(ctl: dict[str, Any] | None) -> list[Verdict]:
+    if not ctl:
+        return []
+    s = ctl["summary"]
+    reaction = s["raise"]["reaction_ms"]
+    out = [
+        Verdict(
+            f"MaxWorkers raised 1 → {control.RAISED_TO} mid-run: time until the rolling "
+            f"throughput (over one chunk's {control.CHUNK_SECONDS * 1000:g} ms) reaches 90% "
+            "of the steady rate",
+            f"≤ {control.TARGET_REACTION_MS:g} ms",
+            reaction.fmt(1) + " ms",
+            reaction.median <= control.TARGET_REACTION_MS,
+        )
+    ]
+    for name in control.SWITCHES:
+        overhead = s[name]["overhead_ms"]
+        out.append(
+            Verdict(
+                f"Work model switched mid-run ({name.replace('-', ' ')}): time beyond the "
+                "in-flight chunks' drain until the new model starts a chunk",
+                f"≤ {control.TARGET_OVERHEAD_MS:g} ms (the switch costs the drain)",
+                f"{overhead.fmt(2)} ms (drain {s[name]['drain_ms'].fmt(1)} ms)",
+                overhead.median <= control.TARGET_OVERHEAD_MS,
+            )
+        )
     return out
 
 
@@ -674,6 +704,41 @@ def _durability_section(dur: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _control_section(ctl: dict[str, Any]) -> list[str]:
+    s = ctl["summary"]
+    r = s["raise"]
+    lines = [
+        "## 7. Live control: a running run changed",
+        "",
+        f"In process, no HTTP; a processor that takes {control.CHUNK_SECONDS * 1000:g} ms "
+        "per chunk (an asyncio sleep), so throughput is worker-bound. Raise: MaxWorkers 1 "
+        f"→ {control.RAISED_TO} after {control.BEFORE:g} s (POOL); reaction = from the "
+        "change until the rolling throughput over one chunk's time reaches 90% of the "
+        "steady rate (a new worker's first chunk takes a chunk's time of it). Switch: "
+        f"MaxWorkers {control.RAISED_TO}, the work model changed after {control.BEFORE:g} s; "
+        "drain = until the old model's last chunk in flight ended, gap = until the new "
+        f"model's first chunk started. Executor flags: `{ctl.get('flags', '?')}`.",
+        "",
+        "| change | steady chunks/s after | reaction ms | all workers running after ms |",
+        "|---|---:|---:|---:|",
+        f"| MaxWorkers 1 → {control.RAISED_TO} | {r['steady_per_s'].fmt(0)} | "
+        f"{r['reaction_ms'].fmt(1)} | {r['all_running_ms'].fmt(2)} |",
+        "",
+        "| switch | chunks in flight | drain ms | gap ms | overhead ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in control.SWITCHES:
+        w = s[name]
+        lines.append(
+            f"| {name.replace('-', ' ')} | {w['in_flight'].fmt(0)} | {w['drain_ms'].fmt(1)} | "
+            f"{w['gap_ms'].fmt(1)} | {w['overhead_ms'].fmt(2)} |"
+        )
+    lines.append("")
+    if ctl.get("problems"):
+        lines += ["Problems: " + "; ".join(ctl["problems"]), ""]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -713,6 +778,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _durability_section(results["durability"])
     if "kept" in results:
         lines += _kept_section(results["kept"])
+    if "control" in results:
+        lines += _control_section(results["control"])
     lines += [
         "Charts: `work_models.png`, `http.png`. Raw measurements: `latest.json`. "
         "Profiling and the hot-path fixes it led to, with before/after numbers: "

@@ -79,7 +79,7 @@ ERRORS: list[tuple[str, str, Any, int]] = [
     ("POST", "/processors/nope/runs/r/config", {}, 404),
     ("GET", "/no/such/path", None, 404),
     ("PUT", R, None, 405),
-    ("PATCH", R + "/config", None, 405),
+    ("PUT", R + "/config", None, 405),
     ("DELETE", "/processors/noop", None, 405),
     ("POST", R + "/config", {"ExpectedData": {"NumChunks": 3}}, 409),
     ("POST", R + "/data", {"ChunkID": "ok", "RawData": [2]}, 409),

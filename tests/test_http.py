@@ -106,7 +106,10 @@ async def test_a_real_replacement_character_in_a_path_still_works(
 
 ALLOW = [
     (R, "DELETE, GET, HEAD"),
-    (R + "/config", "GET, HEAD, POST"),
+    (R + "/config", "GET, HEAD, PATCH, POST"),
+    (R + "/pause", "POST"),
+    (R + "/resume", "POST"),
+    ("/executor", "GET, HEAD, PATCH"),
     (R + "/data", "GET, HEAD, POST"),
     (R + "/end-of-input", "POST"),
     (R + "/data/input/c", "GET, HEAD"),
@@ -127,6 +130,8 @@ async def test_a_405_lists_every_method_the_path_takes(
     client: httpx.AsyncClient, path: str, allow: str
 ) -> None:
     for method in ("PUT", "PATCH"):
+        if method in allow:
+            continue
         resp = await client.request(method, path)
         assert resp.status_code == 405, resp.text
         assert resp.headers["allow"] == allow

@@ -34,7 +34,10 @@ What is adjusted in the generated requests, and why:
   of a run is a 400 that depends on the run's state, as a 404 does;
 - Configure's `Processor` is null: each processor checks its own configuration model,
   which one OpenAPI schema per path cannot express (test_configure covers those 400s);
-- downstream `Hostname`s point at 127.0.0.1:1, so nothing leaves the machine.
+- downstream `Hostname`s point at 127.0.0.1:1, so nothing leaves the machine;
+- `PATCH /executor` sets valid limits to the ones the server started with: the limits
+  change live for every later request, and a `MaxPending` of 1 would make every later
+  batch a 413 (invalid values are left as generated: they must be refused).
 
 Bounded by `MAX_EXAMPLES` per operation and mode (and `TOKEN_EXAMPLES`,
 `UNAUTHORIZED_EXAMPLES` for the other passes): about a minute in all.
@@ -175,6 +178,12 @@ def _adjust(case: Any) -> None:
             if isinstance(case.query, dict):
                 case.query.pop("after", None)
     body = case.body
+    if getattr(case, "path", "") == "/executor" and isinstance(body, dict):
+        for key, started_with in (("MaxWorkers", 64), ("MaxPending", 100_000)):
+            value = body.get(key)
+            valid = type(value) in (int, float) and 1 <= value < 2**31
+            if valid and float(value).is_integer():
+                body[key] = started_with
     if isinstance(body, dict) and "Processor" in body:
         body["Processor"] = None
     config = body.get("ExecutorConfig") if isinstance(body, dict) else None

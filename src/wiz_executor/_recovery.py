@@ -21,9 +21,9 @@ import logging
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from .api import Configuration, State
+from .api import Configuration, ExecutorConfig, State
 from .errors import JournalError, WizError
 from .journal import JournalStore, StoredChunk, StoredRun
 from .processors import Processor
@@ -83,7 +83,9 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
     not ended (failing poison chunks), resend its pending deliveries."""
     found = self.recovery
     proc_id, run_id = stored.proc_id, stored.run_id
-    configuration = Configuration.model_validate(stored.configuration)
+    requested = configuration = Configuration.model_validate(stored.configuration)
+    if stored.control:
+        configuration = _with_control(configuration, stored.control, proc_id, run_id)
     cls: type[Processor[Any]] | None = None
     problem: str | None = None
     processor_config: BaseModel = _NoConfig()
@@ -104,6 +106,10 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
             problem = f"the run's configuration is no longer valid: {exc.message}"
     run = self._new_run(proc_id, run_id, configuration, processor_config, [])
     run.started = stored.created
+    run.requested = requested
+    if stored.control:
+        run.control = dict(stored.control)
+        run.paused = stored.state is None and bool(stored.control.get("Paused"))
     stored_chunks = stored.chunks
     # A finished run comes back stored (`Run.stored`): its chunks stay in the journal,
     # read when asked. (Without counts, which a journal always has for a finished run,
@@ -154,6 +160,8 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
         self.runs.delivery_started(run)
     if cls is not None:
         self.scheduler.open(run, cls)
+        if run.paused:  # its chunks wait for the resume, as before the restart
+            self.scheduler.pause(run)
     for chunk, why in poison:
         self.runs.fail(run, chunk, why)
     if waiting:
@@ -186,6 +194,29 @@ async def _read_chunks(self: Executor, proc_id: str, run_id: str) -> list[Stored
         if len(page) < 10_000:
             return out
         after = page[-1].chunk_id
+
+
+def _with_control(
+    configuration: Configuration, control: dict[str, Any], proc_id: str, run_id: str
+) -> Configuration:
+    """The configuration with a run's live changes (`RunControlled`) applied over it;
+    as it was if they no longer validate (logged)."""
+    ec = configuration.ExecutorConfig
+    changes = {k: control[k] for k in ("MaxWorkers", "ChunkTimeout", "WorkModel") if k in control}
+    if not changes:
+        return configuration
+    try:
+        changed = ExecutorConfig.model_validate({**ec.model_dump(mode="json"), **changes})
+    except ValidationError as exc:
+        log.warning(
+            "run %s/%s: its live changes %s no longer apply (%s); it keeps its configuration",
+            proc_id,
+            run_id,
+            changes,
+            exc.errors(include_url=False)[0]["msg"],
+        )
+        return configuration
+    return configuration.model_copy(update={"ExecutorConfig": changed})
 
 
 class _NoConfig(BaseModel):

@@ -39,12 +39,14 @@ __all__ = [
     "DownstreamDataLocation",
     "ErrorBody",
     "ExecutorConfig",
+    "ExecutorLimits",
     "ExpectedData",
     "FilesystemReference",
     "HistorySample",
     "Processor",
     "Progress",
     "Run",
+    "RunChange",
     "RunHistory",
     "State",
     "Waiting",
@@ -203,6 +205,7 @@ def _whole_number(value: Any) -> Any:
 
 
 _Count = Annotated[NonNegativeInt, BeforeValidator(_whole_number)]
+_Limit = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_whole_number)]
 
 
 class ExpectedData(_Wire):
@@ -281,6 +284,9 @@ class WaitingReason(StrEnum):
     """the executor is shutting down: no chunk starts any more"""
     PAUSED = "PAUSED"
     """the run is paused"""
+    SWITCHING = "SWITCHING"
+    """the run is moving to another work model: its chunks in flight on the old one
+    finish first"""
     CLUSTER = "CLUSTER"
     """the work model's cluster cannot take them (unreachable, or lacking resources)"""
     JOURNAL = "JOURNAL"
@@ -329,6 +335,7 @@ class Run(_Wire):
             "EtaSeconds",
             "Waiting",
             "FreeRoom",
+            "Paused",
         }
     )
 
@@ -376,6 +383,44 @@ class Run(_Wire):
         description="*Extension*: how many more chunks the run would accept now (the "
         "executor's --max-pending less the chunks waiting, within the run's NumChunks; 0 "
         "once its input is closed or it has finished)",
+    )
+    Paused: bool | None = Field(
+        None,
+        description="*Extension*: true while the run is paused (no chunk of it starts); "
+        "omitted otherwise",
+    )
+
+
+class RunChange(_Wire):
+    """*Extension*: the body of `PATCH …/runs/{runID}/config`, a partial ExecutorConfig:
+    the fields given change on the running run; absent (or null) ones stay as they are."""
+
+    MaxWorkers: _Count | None = Field(
+        None, description="chunks of this run processed at once; 0 = the executor's default"
+    )
+    ChunkTimeout: NonNegativeFloat | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="seconds a chunk started from now on may take; 0 = the executor's default",
+    )
+    WorkModel: _WorkModel | None = Field(
+        None,
+        description="the work model to move the run to: its chunks in flight finish on the "
+        "old one, the rest run on the new one",
+    )
+
+
+class ExecutorLimits(_Wire):
+    """*Extension*: the executor-wide limits (`GET /executor`), and the body of
+    `PATCH /executor` (a partial: absent or null fields stay as they are)."""
+
+    MaxWorkers: _Limit | None = Field(
+        None,
+        description="chunks processed at once, and live processor instances, across all "
+        "runs (--max-workers)",
+    )
+    MaxPending: _Limit | None = Field(
+        None, description="waiting chunks held before AddData answers 429 (--max-pending)"
     )
 
 

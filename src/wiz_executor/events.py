@@ -40,13 +40,16 @@ _STATES = tuple(DataChunkState)
 def run_payload(run: Run) -> dict[str, Any]:
     """The `run` (and `done`) event's data: a run's state and chunk counts."""
     counts = run.counts
-    return {
+    payload = {
         "ProcID": run.proc_id,
         "RunID": run.run_id,
         "CurrentState": run.state.value,
         "ChunkCounts": {state.value: counts[state] for state in _STATES},
         "InputClosed": run.input_closed,
     }
+    if run.paused:
+        payload["Paused"] = True
+    return payload
 
 
 def chunk_payload(run: Run, chunk: Chunk) -> dict[str, Any]:

@@ -23,12 +23,15 @@ deliveries done) and the journal has committed all of it, its chunks are let go
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from enum import Enum
 from functools import partial
 from types import TracebackType
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
@@ -37,7 +40,7 @@ from . import netpolicy
 from ._recovery import recover
 from ._runlog import RunLog
 from ._tls import client_context
-from .api import Configuration, Data, DataChunkState
+from .api import Configuration, Data, DataChunkState, ExecutorConfig, RunChange
 from .api import Processor as ProcessorInfo
 from .downstream import Downstream, location_url
 from .errors import (
@@ -367,7 +370,9 @@ class Executor:
         existing = self.runs.find(proc_id, run_id)
         if existing is not None:
             # As JSON, not with `==`: `true` and `1` are different configurations.
-            if not same_json(existing.configuration.model_dump(), configuration.model_dump()):
+            # Against the configuration it was created with: a run changed live since
+            # (`change_run`) still takes the original Configure again as a no-op.
+            if not same_json(existing.requested.model_dump(), configuration.model_dump()):
                 raise Conflict(
                     f"run {run_id!r} of processor {proc_id!r} is already configured "
                     "differently; delete it first to configure it again"
@@ -411,13 +416,7 @@ class Executor:
     ) -> Run:
         ec = configuration.ExecutorConfig
         # SendDownstream with no locations (the original manager's leaves) sends nothing.
-        limit = self.settings.max_workers
-        max_workers = min(ec.MaxWorkers or self.settings.default_run_workers, limit)
-        if ec.MaxWorkers > limit:
-            warnings.append(
-                f"MaxWorkers {ec.MaxWorkers} is more than this executor runs at once "
-                f"(--max-workers {limit}); the run gets {limit}"
-            )
+        max_workers = self._run_workers(ec.MaxWorkers, warnings)
         return Run(
             proc_id,
             run_id,
@@ -428,6 +427,17 @@ class Executor:
             timeout=ec.ChunkTimeout or None,
             warnings=warnings,
         )
+
+    def _run_workers(self, asked: int, warnings: list[str] | None = None) -> int:
+        """A run's worker limit for `MaxWorkers` `asked` (0 = `default_run_workers`),
+        clamped to the executor-wide limit, with a warning when it is."""
+        limit = self.settings.max_workers
+        if asked > limit and warnings is not None:
+            warnings.append(
+                f"MaxWorkers {asked} is more than this executor runs at once "
+                f"(--max-workers {limit}); the run gets {limit}"
+            )
+        return min(asked or self.settings.default_run_workers, limit)
 
     async def committed(self, future: asyncio.Future[None] | None) -> None:
         """Wait until a journal append is durable (a no-op for None).
@@ -593,6 +603,145 @@ class Executor:
             len(outputs),
         )
         return run, len(chunks), len(outputs)
+
+    # -- live control ------------------------------------------------------------------
+
+    def _controllable(self, proc_id: str, run_id: str, what: str) -> Run:
+        """The run to change live, or why not: recovering or a failed journal (503),
+        unknown (404), finished (409), shutting down (503)."""
+        if self._refusal is not None:
+            raise self._refusal
+        run = self.get_run(proc_id, run_id)
+        if run.finished:
+            raise Conflict(
+                f"run {run_id!r} of processor {proc_id!r} has {run.state.value}: a finished "
+                f"run cannot be {what}"
+            )
+        if self.closing:
+            raise ShuttingDown()
+        return run
+
+    def change_run(
+        self, proc_id: str, run_id: str, change: RunChange, unknown: Sequence[str] = ()
+    ) -> tuple[Run, list[str]]:
+        """Change a running run's `MaxWorkers`, `ChunkTimeout` and `WorkModel` live
+        (`PATCH …/config`): given fields change, absent or null ones stay. Validated as
+        Configure validates them (a ChunkTimeout above `--max-chunk-timeout` is a 400
+        that changes nothing; a MaxWorkers above `--max-workers` is clamped, with a
+        warning). Takes effect at once, no chunk lost or run twice (see `Scheduler`);
+        a ChunkTimeout holds for chunks that start from now on. The same change again
+        is a no-op. Journalled (`RunControlled`), so a restart keeps it. Returns the run
+        and this change's warnings (which also join the run's `Warnings`)."""
+        run = self._controllable(proc_id, run_id, "changed")
+        if unknown and self.settings.strict_config:
+            raise InvalidInput(
+                "unknown field(s) in the change (refused under --strict-config): "
+                + ", ".join(unknown)
+            )
+        warnings = [f"unknown field {path} ignored" for path in unknown]
+        ec = run.configuration.ExecutorConfig
+        updates: dict[str, Any] = {
+            name: getattr(change, name)
+            for name in ("MaxWorkers", "ChunkTimeout", "WorkModel")
+            if getattr(change, name) is not None
+        }
+        if "ChunkTimeout" in updates:
+            self.check_chunk_timeout(
+                Configuration(ExecutorConfig=ExecutorConfig(ChunkTimeout=updates["ChunkTimeout"]))
+            )
+        updates = {k: v for k, v in updates.items() if getattr(ec, k) != v}
+        if not updates:
+            return run, warnings  # nothing new: a no-op (idempotent)
+        new = ec.model_copy(update=updates)
+        max_workers = self._run_workers(new.MaxWorkers, warnings)
+        target = new.WorkModel or self.settings.work_model
+        cls = self.registry.get(proc_id)
+        before = run.max_workers
+        try:
+            # Each may refuse (a work model without live control) before changing anything.
+            if "WorkModel" in updates:
+                self.scheduler.switch(run, target, cls)
+            run.max_workers = max_workers
+            self.scheduler.resize(run)
+        except NotImplementedError as exc:
+            run.max_workers = before
+            raise Conflict(f"run {run_id!r} cannot be changed live: {exc}") from None
+        run.timeout = new.ChunkTimeout or None
+        run.configuration = run.configuration.model_copy(update={"ExecutorConfig": new})
+        for warning in warnings:
+            if warning not in run.warnings:
+                run.warnings.append(warning)
+        self.runs.control(
+            run, {k: v.value if isinstance(v, Enum) else v for k, v in updates.items()}
+        )
+        log.info(
+            "run %s/%s changed live: %s",
+            proc_id,
+            run_id,
+            ", ".join(f"{k} {v}" for k, v in updates.items()),
+        )
+        return run, warnings
+
+    def pause(self, proc_id: str, run_id: str) -> Run:
+        """Pause a run: none of its chunks starts (those running finish), AddData still
+        takes chunks up to `max_pending`, and the run does not finish, until `resume`.
+        Idempotent; journalled (a restart keeps it paused)."""
+        run = self._controllable(proc_id, run_id, "paused")
+        if not run.paused:
+            try:
+                self.scheduler.pause(run)
+            except NotImplementedError as exc:
+                raise Conflict(f"run {run_id!r} cannot be paused: {exc}") from None
+            self.runs.pause(run)
+            log.info("run %s/%s paused", proc_id, run_id)
+        return run
+
+    def resume(self, proc_id: str, run_id: str) -> Run:
+        """Resume a paused run: its waiting chunks start again (it may finish at once,
+        if it was only held back by the pause). Idempotent; journalled."""
+        run = self._controllable(proc_id, run_id, "resumed")
+        if run.paused:
+            self.scheduler.resume(run)
+            self.runs.resume(run)
+            log.info("run %s/%s resumed", proc_id, run_id)
+        return run
+
+    def executor_limits(self) -> dict[str, int]:
+        """The executor-wide limits now (`GET /executor`)."""
+        return {"MaxWorkers": self.settings.max_workers, "MaxPending": self.settings.max_pending}
+
+    def set_limits(self, max_workers: int | None = None, max_pending: int | None = None) -> None:
+        """Change the executor-wide limits live (`PATCH /executor`): `max_workers`
+        (instances and chunks at once, across all runs; each run's share follows) and
+        `max_pending` (waiting chunks before 429). Not journalled: the flags (or the
+        configuration) are the operator's, and a restart starts from them again."""
+        if self._refusal is not None:
+            raise self._refusal
+        if self.closing:
+            raise ShuttingDown()
+        old = self.settings
+        try:
+            settings = dataclasses.replace(
+                old,
+                max_workers=old.max_workers if max_workers is None else max_workers,
+                max_pending=old.max_pending if max_pending is None else max_pending,
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        self.settings = settings
+        if settings.max_workers != old.max_workers:
+            self.threads.resize(settings.max_workers)
+            for run in self.runs:  # each run's share of the new limit, as Configure says
+                if not run.finished:
+                    asked = run.configuration.ExecutorConfig.MaxWorkers
+                    run.max_workers = self._run_workers(asked)
+            self.scheduler.set_max_workers(settings.max_workers)
+        if settings != old:
+            log.info(
+                "executor limits changed live: max workers %d, max pending %d",
+                settings.max_workers,
+                settings.max_pending,
+            )
 
     # -- finished runs, served from the journal ----------------------------------------
 

@@ -44,6 +44,7 @@ from .journal import (
     JournalStore,
     Record,
     RunConfigured,
+    RunControlled,
     RunDeleted,
     RunFinished,
     RunRetried,
@@ -136,6 +137,7 @@ class Run:
     __slots__ = (
         "chunks",
         "configuration",
+        "control",
         "counts",
         "deliveries_failed",
         "deliveries_pending",
@@ -148,9 +150,11 @@ class Run:
         "max_workers",
         "order",
         "outputs",
+        "paused",
         "proc_id",
         "processor_config",
         "removed",
+        "requested",
         "run_id",
         "sched",
         "started",
@@ -178,9 +182,17 @@ class Run:
         self.proc_id = proc_id
         self.run_id = run_id
         self.configuration = configuration
+        self.requested = configuration
+        """The configuration as Configure gave it: what a repeated Configure is compared
+        with (a run changed live since still takes its original Configure as a no-op)."""
+        self.control: dict[str, Any] | None = None
+        """Its live changes (`RunMap.control`), as journalled; None while it has none."""
+        self.paused = False
+        """Paused (`RunMap.pause`): no chunk of it starts, and it does not finish, until
+        it is resumed. Read by the scheduler and by whoever explains why chunks wait."""
         self.expected = configuration.ExpectedData.NumChunks
-        """Chunks the run will receive (0: not known in advance); a run's configuration
-        never changes, so this is read once rather than through the model per chunk."""
+        """Chunks the run will receive (0: not known in advance); NumChunks never
+        changes, so this is read once rather than through the model per chunk."""
         self.processor_config = processor_config
         self.max_workers = max_workers
         self.work_model = work_model
@@ -732,6 +744,34 @@ class RunMap:
         pending there, and is resent after the restart (nothing is journalled)."""
         run.deliveries_pending -= 1
 
+    def control(self, run: Run, changes: dict[str, Any]) -> None:
+        """Record live changes of a run (`Executor.change_run`, `pause`, `resume`): they
+        join its `control`, which is journalled whole (the last record wins), and the
+        run's listeners hear of it. The caller has applied them to the run already."""
+        run.control = {**(run.control or {}), **changes}
+        if self.journal is not None and not run.removed:
+            self._log(RunControlled(run.proc_id, run.run_id, dict(run.control)))
+        self._notify(run, None)
+
+    def pause(self, run: Run) -> bool:
+        """Pause a run: none of its chunks starts until `resume` (the scheduler holds
+        them), and it does not finish meanwhile. False if it was paused already."""
+        if run.paused:
+            return False
+        run.paused = True
+        self.control(run, {"Paused": True})
+        return True
+
+    def resume(self, run: Run) -> bool:
+        """Resume a paused run (it may finish at once, if all it held has ended).
+        False if it was not paused."""
+        if not run.paused:
+            return False
+        run.paused = False
+        self.control(run, {"Paused": False})
+        self._maybe_complete(run)
+        return True
+
     def close_input(self, run: Run) -> None:
         if not run.input_closed:
             run.input_closed = True
@@ -793,8 +833,8 @@ class RunMap:
         counts = run.counts
         if counts[SUCCEEDED] + counts[FAILED] < target:
             return
-        if run.finished or run.deliveries_pending or run.removed:
-            return
+        if run.finished or run.deliveries_pending or run.removed or run.paused:
+            return  # (a paused run finishes when it is resumed)
         run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
         run.ended = time()
         self._log(RunFinished(run.proc_id, run.run_id, run.state, run.ended))

@@ -123,6 +123,28 @@ def _stopping(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
     )
 
 
+def _paused(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    if not run.paused:
+        return None
+    return Why(
+        WaitingReason.PAUSED,
+        "the run is paused: none of its chunks starts until it is resumed",
+        _since(run),
+    )
+
+
+def _switching(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
+    target = asking.ex.scheduler.switching_to(run)
+    if target is None:
+        return None
+    return Why(
+        WaitingReason.SWITCHING,
+        f"the run is moving from work model {run.work_model.value} to {target.value}: "
+        "its chunks in flight on the old one finish first",
+        _since(run),
+    )
+
+
 def _cluster(asking: Asking, run: Run, load: RunLoad | None) -> Why | None:
     ex = asking.ex
     detail = ex.scheduler.waiting_reason(run)
@@ -194,6 +216,8 @@ def _executor_limit(asking: Asking, run: Run, load: RunLoad | None) -> Why | Non
 CHECKS: tuple[Check, ...] = (
     _recovering,
     _stopping,
+    _paused,
+    _switching,
     _cluster,
     _journal,
     _run_limit,
@@ -201,8 +225,8 @@ CHECKS: tuple[Check, ...] = (
     _executor_limit,
 )
 """The reasons in the order they are tried (`WaitingReason`'s order); QUEUED when none
-applies. PAUSED goes after `_stopping` once runs can be paused: a check returning
-`Why(WaitingReason.PAUSED, "the run is paused", _since(run))` for a paused run."""
+applies. PAUSED and SWITCHING come before the checks that count what the work model
+holds: a paused or switching run's chunks are held by the scheduler, not the model."""
 
 
 def waiting(ex: Executor, run: Run, asking: Asking | None = None) -> Why | None:

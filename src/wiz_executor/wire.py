@@ -469,4 +469,6 @@ def render_run(
         out["Waiting"] = waiting
     if free_room is not None:
         out["FreeRoom"] = free_room
+    if run.paused:
+        out["Paused"] = True
     return out

@@ -100,7 +100,7 @@ async def test_the_journal_is_created_with_its_folder(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == _schema.APPLICATION_ID
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(_schema.VERSION,)]
     finally:
         conn.close()
 
@@ -255,9 +255,10 @@ async def test_an_older_journal_is_migrated_and_keeps_its_data(
 ) -> None:
     path = tmp_path / "wiz.db"
     await written_journal(path, chunks=3)
+    newer = _schema.VERSION + 1
     v2 = "ALTER TABLE runs ADD COLUMN label TEXT DEFAULT 'v2'"
     monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, v2))
-    monkeypatch.setattr(_schema, "VERSION", 2)
+    monkeypatch.setattr(_schema, "VERSION", newer)
     store = SqliteStore(path)
     store.open()
     try:
@@ -267,7 +268,7 @@ async def test_an_older_journal_is_migrated_and_keeps_its_data(
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(newer,)]
         assert conn.execute("SELECT label FROM runs").fetchall() == [("v2",)]
     finally:
         conn.close()

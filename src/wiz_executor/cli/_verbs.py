@@ -118,6 +118,8 @@ def _run_table(proc: str, r: Run) -> Table:
     table.add_row("duration", duration_text(r.DurationSeconds))
     if r.InputClosed is not None:
         table.add_row("input closed", "yes" if r.InputClosed else "no")
+    if r.Paused:
+        table.add_row("paused", "yes (wiz resume starts its chunks again)")
     table.add_row("max workers", str(ec.MaxWorkers or "executor default"))
     if ec.WorkModel is not None:
         table.add_row("work model", ec.WorkModel.value)
@@ -385,6 +387,7 @@ def delete(
 
 def register(app: typer.Typer) -> None:
     """Add every client verb to the `wiz` app."""
+    from ._control import limits, pause, resume, set_run
     from ._pipeline import pipeline_app
     from ._send import send
     from ._watch import watch
@@ -402,6 +405,10 @@ def register(app: typer.Typer) -> None:
         ("data", data),
         ("retry", retry),
         ("cancel", cancel),
+        ("pause", pause),
+        ("resume", resume),
+        ("set", set_run),
+        ("limits", limits),
         ("delete", delete),
     ]
     for name, verb in verbs:

@@ -21,10 +21,12 @@ from ..api import (
     DataChunkState,
     DataSpec,
     EndOfInputResult,
+    ExecutorLimits,
     Processor,
     RetryResult,
     Run,
     RunHistory,
+    WorkModel,
 )
 from . import _operations as ops
 from ._errors import EventsUnavailable
@@ -165,6 +167,40 @@ class AsyncClient:
     ) -> Run:
         """Configure: create the run (the same configuration again is a no-op)."""
         return await self._send(ops.configure(proc_id, run_id, configuration))
+
+    async def change_config(
+        self,
+        proc_id: str,
+        run_id: str,
+        *,
+        max_workers: int | None = None,
+        chunk_timeout: float | None = None,
+        work_model: WorkModel | str | None = None,
+    ) -> Run:
+        """Change a running run live (PATCH its config): the limits given change, the
+        others stay; a new work model takes over once the old one's chunks in flight
+        end. The run's `Warnings` say what was clamped or ignored."""
+        return await self._send(
+            ops.change_config(proc_id, run_id, max_workers, chunk_timeout, work_model)
+        )
+
+    async def pause(self, proc_id: str, run_id: str) -> Run:
+        """Pause a run: none of its chunks starts until `resume` (running ones finish)."""
+        return await self._send(ops.pause(proc_id, run_id))
+
+    async def resume(self, proc_id: str, run_id: str) -> Run:
+        """Resume a paused run: its waiting chunks start again."""
+        return await self._send(ops.resume(proc_id, run_id))
+
+    async def executor_limits(self) -> ExecutorLimits:
+        """The executor-wide limits now (MaxWorkers, MaxPending)."""
+        return await self._send(ops.executor_limits())
+
+    async def set_executor_limits(
+        self, *, max_workers: int | None = None, max_pending: int | None = None
+    ) -> ExecutorLimits:
+        """Change the executor-wide limits live (until the executor restarts)."""
+        return await self._send(ops.set_executor_limits(max_workers, max_pending))
 
     async def delete(self, proc_id: str, run_id: str) -> Run:
         """Cancel a run's unfinished chunks and forget it; returns it as it was."""

@@ -42,6 +42,7 @@ class RunEvent(_Event):
     CurrentState: Annotated[_State, BeforeValidator(_State.from_wire)]
     ChunkCounts: _ChunkCounts = Field(default_factory=_ChunkCounts)
     InputClosed: bool = False
+    Paused: bool = False
 
     @property
     def finished(self) -> bool:

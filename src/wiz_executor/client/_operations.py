@@ -22,10 +22,13 @@ from ..api import (
     DataChunkState,
     DataSpec,
     EndOfInputResult,
+    ExecutorLimits,
     Processor,
     RetryResult,
     Run,
+    RunChange,
     RunHistory,
+    WorkModel,
 )
 from ._errors import Target, error_from_response
 
@@ -233,12 +236,69 @@ def cancel(proc_id: str, run_id: str) -> Call[CancelResult]:
     )
 
 
+def change_config(
+    proc_id: str,
+    run_id: str,
+    max_workers: int | None = None,
+    chunk_timeout: float | None = None,
+    work_model: WorkModel | str | None = None,
+) -> Call[Run]:
+    """PATCH a running run's configuration: only the fields given (not None) change."""
+    change = RunChange(
+        MaxWorkers=max_workers,
+        ChunkTimeout=chunk_timeout,
+        WorkModel=None if work_model is None else WorkModel(str(work_model).upper()),
+    )
+    return Call(
+        "PATCH",
+        _run_path(proc_id, run_id) + "/config",
+        Run.model_validate_json,
+        Target(proc_id, run_id),
+        change.model_dump_json(exclude_none=True).encode(),
+    )
+
+
+def pause(proc_id: str, run_id: str) -> Call[Run]:
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/pause",
+        Run.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
 def history(proc_id: str, run_id: str) -> Call[RunHistory]:
     return Call(
         "GET",
         _run_path(proc_id, run_id) + "/history",
         RunHistory.model_validate_json,
         Target(proc_id, run_id),
+    )
+
+
+def resume(proc_id: str, run_id: str) -> Call[Run]:
+    return Call(
+        "POST",
+        _run_path(proc_id, run_id) + "/resume",
+        Run.model_validate_json,
+        Target(proc_id, run_id),
+    )
+
+
+def executor_limits() -> Call[ExecutorLimits]:
+    return Call("GET", "/executor", ExecutorLimits.model_validate_json)
+
+
+def set_executor_limits(
+    max_workers: int | None = None, max_pending: int | None = None
+) -> Call[ExecutorLimits]:
+    """PATCH the executor-wide limits: only those given (not None) change."""
+    limits = ExecutorLimits(MaxWorkers=max_workers, MaxPending=max_pending)
+    return Call(
+        "PATCH",
+        "/executor",
+        ExecutorLimits.model_validate_json,
+        body=limits.model_dump_json(exclude_none=True).encode(),
     )
 
 

@@ -98,6 +98,8 @@ class StoredRun(msgspec.Struct, gc=False):
     counts: dict[DataChunkState, int] = msgspec.field(default_factory=dict)
     chunks: list[StoredChunk] | None = None
     deliveries: list[PendingDelivery] = msgspec.field(default_factory=list)
+    control: dict[str, Any] | None = None
+    """Its live changes (`RunControlled`), applied over `configuration`; None if none."""
 
 
 class Recovered(msgspec.Struct, gc=False):

@@ -36,6 +36,7 @@ from ._records import (
     InputClosed,
     Record,
     RunConfigured,
+    RunControlled,
     RunDeleted,
     RunFinished,
     RunRetried,
@@ -75,6 +76,7 @@ class MemoryStore(JournalStore):
             RunFinished: self._run_finished,
             RunRetried: self._run_retried,
             RunDeleted: self._run_deleted,
+            RunControlled: self._controlled,
             SettingChanged: self._setting,
         }
 
@@ -235,6 +237,11 @@ class MemoryStore(JournalStore):
 
     def _run_deleted(self, r: RunDeleted) -> None:
         self._runs.pop((r.proc_id, r.run_id), None)
+
+    def _controlled(self, r: RunControlled) -> None:
+        run = self._runs.get((r.proc_id, r.run_id))
+        if run is not None:
+            run.header.control = dict(r.control)
 
     def _setting(self, r: SettingChanged) -> None:
         self._settings[r.key] = r.value

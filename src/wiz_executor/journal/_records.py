@@ -170,6 +170,18 @@ class RunDeleted(_Record, frozen=True, gc=False, tag=True):
     run_id: str
 
 
+class RunControlled(_Record, frozen=True, gc=False, tag=True):
+    """A running run was changed live (`PATCH …/config`, pause, resume): `control` is
+    its whole live state as JSON, `{"MaxWorkers": n, "ChunkTimeout": s, "WorkModel":
+    name, "Paused": bool}` (the ExecutorConfig fields as changed, each only once it has
+    been changed), so the last record wins and a restart applies it over the
+    configuration Configure journalled."""
+
+    proc_id: str
+    run_id: str
+    control: Any
+
+
 class SettingChanged(_Record, frozen=True, gc=False, tag=True):
     """An executor-wide setting changed at run time (none do yet; the room is kept)."""
 
@@ -190,6 +202,7 @@ Record = (
     | RunFinished
     | RunRetried
     | RunDeleted
+    | RunControlled
     | SettingChanged
 )
 """Every record the journal takes."""

@@ -7,7 +7,8 @@ version n - 1 into version n; a new release appends to the list and never edits 
 so every journal since the first release opens. A journal of a newer version is refused
 (`JournalTooNew`): this executor cannot know what the newer one wrote.
 
-Layout (version 1). Runs get a small integer key (`rid`); chunks are keyed by (rid, seq),
+Layout (version 1; version 2 adds `runs.control`, a run's live changes). Runs get a
+small integer key (`rid`); chunks are keyed by (rid, seq),
 seq counting a run's chunks in arrival order, in a WITHOUT ROWID table, so a run's chunks
 sit together on disk in arrival order: recovery and paging read them as one range, and a
 purge deletes one range. What is read only whole is one msgspec-encoded JSON array:
@@ -79,7 +80,13 @@ CREATE TABLE deliveries (
 INSERT INTO schema_version VALUES (1);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+ALTER TABLE runs ADD COLUMN control BLOB;
+"""
+"""Version 2: a run's live changes (`RunControlled`: MaxWorkers, ChunkTimeout, WorkModel,
+Paused), as one JSON object applied over its configuration at recovery; NULL if none."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """`MIGRATIONS[n - 1]` brings a journal from version n - 1 to n (version 0: empty file)."""
 VERSION = len(MIGRATIONS)
 
@@ -165,7 +172,7 @@ def prepare(conn: sqlite3.Connection, path: Path) -> None:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        if version and version < VERSION:
+        if version < VERSION:  # (a new file too: _V1 wrote version 1)
             conn.execute("UPDATE schema_version SET version = ?", (VERSION,))
         conn.execute("COMMIT")
     except BaseException:

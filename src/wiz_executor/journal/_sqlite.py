@@ -65,6 +65,7 @@ from ._records import (
     InputClosed,
     Record,
     RunConfigured,
+    RunControlled,
     RunDeleted,
     RunFinished,
     RunRetried,
@@ -248,6 +249,7 @@ class SqliteStore(JournalStore):
             RunFinished: self._run_finished,
             RunRetried: self._run_retried,
             RunDeleted: self._run_deleted,
+            RunControlled: self._controlled,
             SettingChanged: self._setting,
             _Purge: self._purge,
             _Ran: self._ran,
@@ -648,6 +650,17 @@ class SqliteStore(JournalStore):
             if rid is not None:
                 self._forget(conn, rid)
 
+    def _controlled(self, conn: sqlite3.Connection, records: list[RunControlled]) -> None:
+        rids = self._rids
+        conn.executemany(
+            "UPDATE runs SET control = ? WHERE rid = ?",
+            [
+                (_encode(r.control), rid)
+                for r in records
+                if (rid := rids.get((r.proc_id, r.run_id))) is not None
+            ],
+        )
+
     def _setting(self, conn: sqlite3.Connection, records: list[SettingChanged]) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
@@ -696,10 +709,12 @@ class SqliteStore(JournalStore):
         runs: dict[int, StoredRun] = {}
         for row in conn.execute(
             "SELECT rid, proc_id, run_id, configuration, created, input_closed, state,"
-            " finished, counts FROM runs ORDER BY rid"
+            " finished, counts, control FROM runs ORDER BY rid"
         ):
-            rid, proc_id, run_id, config, created, closed, state, finished, counts = row
+            rid, proc_id, run_id, config, created, closed, state, finished, counts, control = row
             run = StoredRun(proc_id, run_id, _decode(config), created, bool(closed))
+            if control is not None:
+                run.control = _decode(control)
             if state is not None:
                 run.state = _RUN_STATES[state - 1]
                 run.finished = finished

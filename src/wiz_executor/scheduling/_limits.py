@@ -65,13 +65,39 @@ class WorkerLimiter:
             raise
 
     def release(self) -> None:
-        """Give a slot back, handing it straight to the longest waiter if there is one."""
+        """Give a slot back, handing it straight to the longest waiter if there is one
+        (unless the limit was lowered below the slots in use: then it is dropped)."""
+        if self.in_use > self.total:
+            self.in_use -= 1
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot changes hands; in_use is unchanged
                 return
         self.in_use -= 1
+
+    def resize(self, total: int) -> None:
+        """Change the number of slots, live. Raised: waiters get the new slots at once.
+        Lowered: holders keep what they hold, no slot is handed on until fewer than
+        `total` are in use, and idle holders (parked) are asked to give theirs up."""
+        if total < 1:
+            raise ValueError(f"{self.name}: a limit must be at least 1, not {total}")
+        self.total = total
+        while self._waiters and self.in_use < total:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                self.peak = max(self.peak, self.in_use)
+                waiter.set_result(None)
+        excess = self.in_use - self.reclaiming - total
+        while excess > 0 and self._parked:
+            wake = next(iter(self._parked))
+            del self._parked[wake]
+            if not wake.done():
+                wake.set_result(True)
+                self.reclaiming += 1
+                excess -= 1
 
     def others_waiting(self, own: int = 0) -> bool:
         """Whether anyone waits for a slot that no holder is giving up yet, not counting

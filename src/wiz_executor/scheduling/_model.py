@@ -66,6 +66,22 @@ class WorkModelBase(ABC):
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
         """Take charge of a newly configured run of processor `cls`."""
 
+    # -- live control: what pausing a run, changing its limits or its model uses ------
+    # Not abstract, so that a model without them still runs; the scheduler answers a
+    # live change of a run on such a model with a Conflict (409) saying so.
+
+    def withdraw(self, run: Run) -> list[Chunk]:
+        """Start no more of `run`'s chunks: hand back those queued and not started (in
+        order); chunks running go on to their end. The run stays open on this model:
+        `submit` starts chunks again."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a run's chunks back")
+
+    def resize(self, run: Run) -> None:
+        """Apply `run.max_workers`, or a changed executor-wide limit, at once: raised,
+        workers start for waiting chunks now; lowered, running chunks finish and no
+        worker above the new limit takes another."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change a run's workers live")
+
     async def close(self) -> None:
         """Let every run's workers end once their current chunk is done."""
         for run in list(self._runs):

@@ -85,6 +85,7 @@ class ProcessorThreads:
         if size < 1:
             raise ValueError(f"{name}: at least one thread is needed, not {size}")
         self.size = size
+        self._derived = max_abandoned is None
         self.max_abandoned = 4 * size if max_abandoned is None else max_abandoned
         """Stuck threads past which a processor with stuck threads gets no new ones."""
         self.name = name
@@ -118,6 +119,16 @@ class ProcessorThreads:
             f"such threads (its limit is {self.max_abandoned}); this processor's chunks "
             "fail until its threads return"
         )
+
+    def resize(self, size: int) -> None:
+        """Change how many threads take calls (the executor-wide limit changed live):
+        more start as calls need them; above a lowered size, idle threads stay idle."""
+        if size < 1:
+            raise ValueError(f"{self.name}: at least one thread is needed, not {size}")
+        with self._lock:
+            self.size = size
+            if self._derived:
+                self.max_abandoned = 4 * size
 
     def call(self, owner: type, fn: Callable[..., Any], *args: Any) -> BlockingCall:
         """Queue `fn(*args)` for a thread; await the result to get what it returned."""

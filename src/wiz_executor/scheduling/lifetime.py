@@ -73,7 +73,8 @@ class LifetimeModel(WorkModelBase):
                     raise
                 self._start(run, work, work.queue.popleft())
         finally:
-            work.dispatcher = None
+            if work.dispatcher is asyncio.current_task():  # (else `withdraw` let it go)
+                work.dispatcher = None
 
     def _start(self, run: Run, work: _RunWork, chunk: Chunk) -> None:
         task = asyncio.create_task(self._process(run, work.cls, chunk))
@@ -137,6 +138,26 @@ class LifetimeModel(WorkModelBase):
                 task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._runs.discard(run)
+
+    def withdraw(self, run: Run) -> list[Chunk]:
+        work: _RunWork | None = run.sched
+        if work is None:
+            return []
+        chunks = list(work.queue)
+        work.queue.clear()
+        if work.dispatcher is not None:
+            # It gives back a slot it holds when cancelled; a new one starts with the
+            # next `submit`.
+            work.dispatcher.cancel()
+            work.dispatcher = None
+        return chunks
+
+    def resize(self, run: Run) -> None:
+        work: _RunWork | None = run.sched
+        if work is not None:
+            # Raised: the dispatcher, waiting for a slot, gets the new ones at once.
+            # Lowered: chunks running end, and slots are not handed on meanwhile.
+            work.limiter.resize(run.max_workers)
 
     def running_tasks(self) -> set[asyncio.Task[Any]]:
         return {task for run in self._runs for task in run.sched.tasks}

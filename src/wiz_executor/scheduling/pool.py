@@ -82,6 +82,12 @@ class _ChunkQueue:
         elif cancelled and self._items:
             self._wake_one()  # woken for a chunk just as it was cancelled: pass the turn on
 
+    def take_all(self) -> list[Chunk]:
+        """Every chunk queued, in order; the queue is empty after."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def qsize(self) -> int:
         return len(self._items)
 
@@ -103,6 +109,7 @@ class _RunPool:
         "cls",
         "limit",
         "queue",
+        "retire",
         "running",
         "setups",
         "starting",
@@ -124,6 +131,9 @@ class _RunPool:
         worker, never per chunk, so the `Waiting` reason SETUP can say since when."""
         self.busy = 0
         self.closing = False
+        self.retire = 0
+        """Workers to end after their current chunk: the run's limit was lowered below
+        the workers it had (idle ones are cancelled at once instead)."""
 
 
 TURN = 0.001
@@ -228,6 +238,11 @@ class PoolModel(WorkModelBase):
                 finally:
                     pool.running.discard(current)
                     pool.busy -= 1
+                if pool.retire or limiter.in_use > limiter.total:
+                    # A limit was lowered (`resize`): this worker is one too many.
+                    if pool.retire:
+                        pool.retire -= 1
+                    return
                 if (
                     limiter.waiting
                     and monotonic() >= hold_until
@@ -308,6 +323,36 @@ class PoolModel(WorkModelBase):
                 task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         self._runs.discard(run)
+
+    def withdraw(self, run: Run) -> list[Chunk]:
+        pool: _RunPool | None = run.sched
+        if pool is None:
+            return []
+        # Idle workers stay, parked: they give their slots up when somebody waits.
+        return pool.queue.take_all()
+
+    def resize(self, run: Run) -> None:
+        pool: _RunPool | None = run.sched
+        if pool is None or pool.closing:
+            return
+        pool.limit = min(run.max_workers, self.limiter.total)
+        live = [task for task in pool.workers if not task.cancelling()]
+        excess = len(live) - pool.limit
+        for task in live:
+            if excess <= 0:
+                break
+            if task not in pool.running:  # idle, or not set up yet: no chunk in hand
+                task.cancel()
+                # (It does not ask for a successor itself when cancelled: do it here.)
+                task.add_done_callback(lambda _: self._refill(run, pool))
+                excess -= 1
+        pool.retire = max(excess, 0)
+        if excess < 0:
+            self.submit(run, [])  # raised: workers for the waiting chunks, now
+
+    def _refill(self, run: Run, pool: _RunPool) -> None:
+        if not (self.closing or pool.closing):
+            self.submit(run, [])
 
     def running_tasks(self) -> set[asyncio.Task[Any]]:
         return {task for run in self._runs for task in run.sched.running}

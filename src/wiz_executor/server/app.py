@@ -30,9 +30,11 @@ from ..api import (
     DataSpec,
     EndOfInputResult,
     ErrorBody,
+    ExecutorLimits,
     Processor,
     RetryResult,
     Run,
+    RunChange,
     RunHistory,
     unknown_fields,
 )
@@ -93,6 +95,14 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema for a request body no route's answer lists among the
+    components (its nested models are components already, referred to as such)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
 
 
 def _parse(model: type[M], body: bytes) -> M:
@@ -289,7 +299,33 @@ def _add_routes(app: FastAPI) -> None:
             # *Extension*: how many more chunks it would accept now (--max-pending less
             # the chunks waiting; 0 while it refuses writes)
             "free_room": free_room(ex),
+            "max_pending": ex.settings.max_pending,
         }
+
+    @app.get("/executor", tags=["executor"], response_model=ExecutorLimits)
+    async def get_executor(request: Request) -> Response:
+        """*Extension*: the executor-wide limits now (`--max-workers`, `--max-pending`,
+        or what `PATCH /executor` made of them)."""
+        return _json(_executor(request).executor_limits())
+
+    @app.patch(
+        "/executor",
+        tags=["executor"],
+        response_model=ExecutorLimits,
+        responses=ERRORS,
+        openapi_extra=_json_body(_ref("ExecutorLimits")),
+    )
+    async def patch_executor(request: Request) -> Response:
+        """*Extension*: change the executor-wide limits live. `MaxWorkers` raised starts
+        waiting chunks at once; lowered, running chunks finish and no new one starts
+        above it (idle POOL instances are let go). `MaxPending` bounds the waiting
+        chunks from the next AddData on. Absent or null fields stay. Not kept across a
+        restart: the flags (or configuration) the executor starts with are the operator's.
+        Answers the limits as they now are."""
+        change = _parse(ExecutorLimits, await _body(request))
+        executor = _executor(request)
+        executor.set_limits(change.MaxWorkers, change.MaxPending)
+        return _json(executor.executor_limits())
 
     @app.get("/processors", tags=["processors"], response_model=list[Processor])
     async def get_all_processors(request: Request) -> Any:
@@ -346,7 +382,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get(run_path + "/config", tags=["runs"], response_model=Configuration, responses=ERRORS)
     async def get_config(request: Request, procID: str, runID: str) -> Any:
-        """GetConfig: the configuration the run was created with."""
+        """GetConfig: the run's configuration, as created and changed live since."""
         return _executor(request).get_run(procID, runID).configuration
 
     @app.post(
@@ -485,6 +521,55 @@ def _add_routes(app: FastAPI) -> None:
         return _json(
             {"RunID": run.run_id, "CurrentState": run.state.value, "Accepted": run.accepted}
         )
+
+    @app.patch(
+        run_path + "/config",
+        tags=["runs"],
+        response_model=Run,
+        responses=ERRORS,
+        # Inline: no route answers a RunChange, so FastAPI lists no component for it.
+        openapi_extra=_json_body(_inline_schema(RunChange)),
+    )
+    async def change_config(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: change a running run live: a partial ExecutorConfig of
+        `MaxWorkers`, `ChunkTimeout` and `WorkModel` (absent or null fields stay).
+        Raised, MaxWorkers starts workers at once; lowered, running chunks finish and
+        none starts above it; a new work model takes over once the old one's chunks in
+        flight have finished. No chunk is lost or run twice. GetConfig then answers the
+        changed configuration; the change is journalled. The same change again is a
+        no-op; 409 on a finished run; 400 on a bad value (a ChunkTimeout above
+        `--max-chunk-timeout`), which changes nothing; a MaxWorkers above `--max-workers`
+        is clamped, with a warning in the answer's `Warnings`. Answers the run."""
+        body = await _body(request)
+        change = _parse(RunChange, body)
+        unknown = unknown_fields(RunChange, json.loads(body))
+        executor = _executor(request)
+        run, warnings = executor.change_run(procID, runID, change, unknown)
+        await executor.commit()  # the change is in the journal before the 200
+        out = render_run(run)
+        if warnings:
+            out["Warnings"] = list(dict.fromkeys([*out.get("Warnings", []), *warnings]))
+        return _json(out)
+
+    @app.post(run_path + "/pause", tags=["runs"], response_model=Run, responses=ERRORS)
+    async def pause(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: pause a run: none of its chunks starts (those running finish),
+        AddData still takes chunks up to `--max-pending`, and the run does not finish
+        until resumed. Its `Paused` is true. Idempotent; journalled (a restart keeps it
+        paused); 409 on a finished run."""
+        executor = _executor(request)
+        run = executor.pause(procID, runID)
+        await executor.commit()
+        return _json(render_run(run))
+
+    @app.post(run_path + "/resume", tags=["runs"], response_model=Run, responses=ERRORS)
+    async def resume(request: Request, procID: str, runID: str) -> Response:
+        """*Extension*: resume a paused run: its waiting chunks start again. Idempotent
+        (a run not paused is left as it is); journalled; 409 on a finished run."""
+        executor = _executor(request)
+        run = executor.resume(procID, runID)
+        await executor.commit()
+        return _json(render_run(run))
 
     @app.post(run_path + "/retry", tags=["runs"], response_model=RetryResult, responses=ERRORS)
     async def retry(request: Request, procID: str, runID: str) -> Response:
