@@ -22,6 +22,7 @@ from wiz_executor.journal import (
     DeliveryPending,
     Record,
     RunConfigured,
+    RunControlled,
     RunFinished,
     RunRetried,
     SqliteStore,
@@ -372,6 +373,7 @@ def _interleaved_life() -> list[Record]:
         DeliveryDone("noop", "r1", "c0", 0),
         RunRetried("noop", "r1", ("c1",), T0 + 5),
         started("c1", 2, 6),
+        RunControlled("noop", "r1", {"MaxWorkers": 2, "Paused": False}),  # a live change
         chunk(5),
         succeeded("c1", 2, 7),
         started("c4", 1, 8),  # still running at the end
@@ -415,3 +417,4 @@ async def test_one_batch_leaves_what_one_commit_per_record_leaves(tmp_path: Path
     ]
     assert chunks["c2"].attempts[0].error == "bang"
     assert run.deliveries == []
+    assert run.control == {"MaxWorkers": 2, "Paused": False}

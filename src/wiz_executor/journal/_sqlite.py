@@ -120,11 +120,6 @@ class _Ran:
         self.end = end
 
 
-_BARRIERS = frozenset(
-    {RunConfigured, InputClosed, RunFinished, RunRetried, RunDeleted, SettingChanged, _Purge}
-)
-"""Records that concern a whole run (or the journal): kept in place when a batch's chunk
-records are grouped by kind (see `_coalesce`)."""
 _RANK: dict[type[Any], int] = {
     kind: i
     for i, kind in enumerate(
@@ -150,9 +145,10 @@ def _coalesce(batch: list[Any]) -> list[Any]:
     1. A chunk's `ChunkStarted` and the end of that attempt in the same batch (a quick
        chunk's start and end almost always are) become one `_Ran`: one row update
        instead of two, each of which moved the row in the state index.
-    2. Between two records of a whole run (`_BARRIERS`), chunk records are grouped by
-       kind, in the order of a chunk's life (`_RANK`; stable, so one chunk's records of
-       a kind keep their order): under load the records of many chunks interleave
+    2. Between two records of a whole run (any kind not in `_RANK`, so that a new kind
+       of record is a barrier unless ranked), chunk records are grouped by kind, in the
+       order of a chunk's life (`_RANK`; stable, so one chunk's records of a kind keep
+       their order): under load the records of many chunks interleave
        (one accepted, another ended, …), and each kind's group is one `executemany`.
        Regrouping cannot reorder one chunk's records: they follow that order anyway,
        and whatever else happens to a chunk (a retry, a delete) is a barrier.
@@ -168,7 +164,7 @@ def _coalesce(batch: list[Any]) -> list[Any]:
     rank = _RANK
     for i, r in enumerate(batch):
         kind = type(r)
-        if kind in _BARRIERS:
+        if kind not in rank:
             if segment:
                 segment.sort(key=lambda x: rank[type(x)])
                 out += segment
