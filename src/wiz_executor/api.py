@@ -98,7 +98,10 @@ _FROM_CODE: dict[tuple[type[_CodedEnum], int], _CodedEnum] = {
 
 
 class WorkModel(StrEnum):
-    """*Extension*: how a run's chunks get workers (see the README's "Work models")."""
+    """*Extension*: how a run's chunks get workers (see the README's "Work models").
+
+    The one list of work-model names: the scheduler serves each one with the class
+    registered for it (`scheduling.register`), and the CLI offers these names."""
 
     LIFETIME = "LIFETIME"
     POOL = "POOL"
@@ -230,7 +233,8 @@ class ExecutorConfig(_Wire):
         "nothing (the original manager configures its leaves so)",
     )
     WorkModel: _WorkModel | None = Field(
-        None, description="*Extension*: LIFETIME or POOL; unset = the executor's default"
+        None,
+        description=f"*Extension*: {' or '.join(_WorkModel)}; unset = the executor's default",
     )
     ChunkTimeout: NonNegativeFloat | None = Field(
         None,

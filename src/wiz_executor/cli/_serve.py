@@ -36,7 +36,7 @@ from ..server import create_app
 from ..server._serving import run as run_server
 from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
-from ._common import EXIT_USAGE, CaCertsOption, fail, flag
+from ._common import EXIT_USAGE, CaCertsOption, WorkModelName, fail, flag
 
 log = logging.getLogger("wiz_executor.server")
 
@@ -48,11 +48,6 @@ class LogLevel(StrEnum):
     info = "info"
     warning = "warning"
     error = "error"
-
-
-class WorkModelName(StrEnum):
-    lifetime = "lifetime"
-    pool = "pool"
 
 
 DEFAULT_WORK_MODEL = WorkModelName(DEFAULTS.work_model.value.lower())

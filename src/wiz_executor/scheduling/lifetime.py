@@ -12,10 +12,12 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from ..api import WorkModel
 from ..processors import Processor
 from ..runs import Chunk, Run
 from ._limits import WorkerLimiter
 from ._model import WorkModelBase
+from ._registry import register
 from ._runner import (
     PROCESSOR_ERRORS,
     cancelled,
@@ -36,6 +38,7 @@ class _RunWork:
         self.tasks: set[asyncio.Task[None]] = set()
 
 
+@register(WorkModel.LIFETIME)
 class LifetimeModel(WorkModelBase):
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
         run.sched = _RunWork(cls, self.run_limit(run))
