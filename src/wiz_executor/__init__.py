@@ -18,6 +18,7 @@ from .api import (
     ExecutorConfig,
     ExpectedData,
     FilesystemReference,
+    RayConfig,
     State,
     WorkModel,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "ProcessorConfig",
     "ProcessorInfo",
     "ProcessorNotFound",
+    "RayConfig",
     "Recovering",
     "Registry",
     "RunInfo",

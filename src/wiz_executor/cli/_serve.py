@@ -392,6 +392,18 @@ def serve(
             "each time) before it fails instead of running again.",
         ),
     ] = DEFAULTS.max_attempts,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="The Ray cluster RAY runs join: auto, or the head's address (host:port). "
+            "Without it the first RAY run starts a local Ray runtime on 127.0.0.1.",
+        ),
+    ] = None,
+    ray_num_cpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPUs of the local Ray runtime [default: the machine's cores]."),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -473,6 +485,8 @@ def serve(
         fsync=fsync,
         max_attempts=max_attempts,
         keep_finished=keep,
+        ray_address=ray_address or None,
+        ray_num_cpus=ray_num_cpus,
     )
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)

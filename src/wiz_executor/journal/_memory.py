@@ -155,7 +155,9 @@ class MemoryStore(JournalStore):
         if chunk is None:
             return
         chunk.state = DataChunkState.RUNNING
-        chunk.attempts.append(Attempt(r.attempt, r.time, host=r.host, pid=r.pid, worker=r.worker))
+        chunk.attempts.append(
+            Attempt(r.attempt, r.time, host=r.host, pid=r.pid, worker=r.worker, node=r.node)
+        )
 
     def _end_attempt(
         self,

@@ -73,6 +73,7 @@ class ChunkStarted(_Record, frozen=True, gc=False, tag=True):
     host: str = ""
     pid: int = 0
     worker: str = ""
+    node: str = ""
 
 
 class ChunkSucceeded(_Record, frozen=True, gc=False, tag=True):

@@ -351,13 +351,13 @@ class SqliteStore(JournalStore):
     def _started(self, conn: sqlite3.Connection, records: list[ChunkStarted]) -> None:
         rids = self._rids
         rows = [
-            (r.attempt, repr(r.time), r.host, r.pid, r.worker, rid, r.chunk_id)
+            (r.attempt, repr(r.time), r.host, r.pid, r.worker, r.node, rid, r.chunk_id)
             for r in records
             if (rid := rids.get((r.proc_id, r.run_id))) is not None
         ]
         conn.executemany(
             "UPDATE chunks SET state = 2, attempts = json_insert(coalesce(attempts, '[]'), '$[#]',"
-            " json_array(?, json(?), NULL, NULL, NULL, ?, ?, ?)) WHERE rid = ? AND chunk_id = ?",
+            " json_array(?, json(?), NULL, NULL, NULL, ?, ?, ?, ?)) WHERE rid = ? AND chunk_id = ?",
             rows,
         )
 

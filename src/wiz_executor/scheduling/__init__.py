@@ -17,6 +17,7 @@ from ._runner import ChunkRunner
 from ._threads import BlockingCall, ProcessorThreads
 from .lifetime import LifetimeModel
 from .pool import PoolModel
+from .ray_model import RayModel
 
 __all__ = [
     "WORK_MODELS",
@@ -25,6 +26,7 @@ __all__ = [
     "LifetimeModel",
     "PoolModel",
     "ProcessorThreads",
+    "RayModel",
     "Scheduler",
     "WorkModelBase",
     "WorkerLimiter",

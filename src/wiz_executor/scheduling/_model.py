@@ -58,6 +58,11 @@ class WorkModelBase(ABC):
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
         """Take charge of a newly configured run of processor `cls`."""
 
+    def waiting_reason(self, run: Run) -> str | None:
+        """Why `run`'s chunks wait for something other than a free worker (e.g. its
+        cluster is unreachable), or None: what the run's `Waiting` shows."""
+        return None
+
     async def close(self) -> None:
         """Let every run's workers end once their current chunk is done."""
         for run in list(self._runs):

@@ -1,0 +1,215 @@
+"""What runs inside a RAY actor: one processor instance, set up once, running batches.
+
+This module is imported on every Ray worker (it is part of the installed package), so
+it imports nothing of the executor's server side, and Ray only inside `actor_class`.
+A processor class is sent to the actor pickled by reference: its module must be
+importable on every node (the built-ins and installed plugins are).
+
+An actor runs one batch at a time, one chunk after another, on its own event loop (so
+an async processor's `setup` and `run` share one loop, as in POOL). Two concurrency
+groups: `run` (one thread: the batches, queued by Ray while one runs) and `poll` (the
+executor asks what a running chunk last reported as its progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import socket
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from ..api import DataFormat
+from ..errors import WizError
+from ..netpolicy import NetworkPolicy
+from ..processors import Context, Input, Limits, Output, Processor
+
+OK, FAILED, BROKEN = 0, 1, 2
+"""Outcome codes of one chunk in a batch's answer. BROKEN: the chunk failed and the
+instance must not be used again (a blocking `run` timed out and may still hold it)."""
+
+
+class ChunkActor:
+    """One processor instance on a Ray worker (wrapped by `ray.remote` in `actor_class`)."""
+
+    def __init__(
+        self,
+        cls: type[Processor[Any]],
+        config: Any,
+        data_dir: str,
+        allowed_roots: tuple[str, ...],
+        limits: Limits,
+        network: NetworkPolicy | None,
+    ) -> None:
+        self.cls = cls
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.allowed_roots = tuple(Path(p) for p in allowed_roots)
+        self.limits = limits
+        self.network = network
+        self.instance: Processor[Any] | None = None
+        self.loop = asyncio.new_event_loop()
+        self.progress_now: tuple[str, int, int | None] | None = None
+        self.blocking = ThreadPoolExecutor(1, thread_name_prefix="wiz-ray-blocking")
+
+    def ready(self) -> tuple[str, str, int, str | None]:
+        """Set the instance up; (node ID, node address, PID, why setup failed or None)."""
+        ray = import_ray()
+        ctx = ray.get_runtime_context()
+        node_ip = ray.util.get_node_ip_address()
+        failure: str | None = None
+        try:
+            instance = self.cls(self.config)
+            if self.cls.setup is not Processor.setup:
+                self.loop.run_until_complete(instance.setup())
+            self.instance = instance
+        except Exception as exc:
+            failure = f"processor setup failed: {type(exc).__name__}: {exc}"
+        return ctx.get_node_id(), node_ip or socket.gethostname(), os.getpid(), failure
+
+    def progress(self) -> tuple[str, int, int | None] | None:
+        """(chunk ID, done, total) of what the running chunk last reported."""
+        return self.progress_now
+
+    def run_batch(
+        self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, timeout: float | None
+    ) -> list[tuple[Any, ...]]:
+        """Run each chunk `(id, format, raw, driver, location, attempt)`; per chunk
+        `(OK, format, raw, driver, location)` or `(FAILED|BROKEN, message)`."""
+        out: list[tuple[Any, ...]] = []
+        for item in items:
+            if self.instance is None:
+                out.append((BROKEN, "processor instance is gone (a chunk before broke it)"))
+                continue
+            out.append(self._one(item, proc_id, run_id, timeout))
+        return out
+
+    def _one(
+        self, item: tuple[Any, ...], proc_id: str, run_id: str, timeout: float | None
+    ) -> tuple[Any, ...]:
+        chunk_id, fmt, raw, driver, location, attempt = item
+        cls, instance = self.cls, self.instance
+        assert instance is not None
+        self.progress_now = None
+
+        def report(done: int, total: int | None) -> None:
+            self.progress_now = (chunk_id, done, total)
+
+        try:
+            data = Input(chunk_id, DataFormat(fmt), raw, driver, location)
+            config = cls.config_for_chunk(self.config, raw)
+            if config is not self.config:
+                config = cls.apply_limits(config, self.limits)
+            context = Context(
+                proc_id,
+                run_id,
+                chunk_id,
+                config,
+                self.data_dir,
+                report,
+                self.allowed_roots,
+                network=self.network,
+                limits=self.limits,
+                attempt=attempt,
+            )
+            if cls.is_async():
+                result = self.loop.run_until_complete(
+                    asyncio.wait_for(instance.run(data, context), timeout)
+                )
+            else:
+                future = self.blocking.submit(instance.run, data, context)
+                try:
+                    result = future.result(timeout)
+                except FutureTimeout:
+                    # Its thread cannot be stopped and may still use the instance.
+                    self.instance = None
+                    return BROKEN, f"chunk timed out after {timeout:g}s"
+        except TimeoutError:
+            return FAILED, f"chunk timed out after {timeout:g}s"
+        except WizError as exc:
+            return FAILED, exc.message
+        except (Exception, SystemExit) as exc:
+            last = traceback.format_exception_only(exc)[-1].strip()
+            return FAILED, last if str(exc) else repr(exc)
+        finally:
+            self.progress_now = None
+        if isinstance(result, Output):
+            return OK, result.format.value, result.raw_data, result.driver, result.location
+        return OK, DataFormat.RAW.value, result, "", ""
+
+    def teardown(self) -> None:
+        """Tear the instance down (a failing teardown is only reported in its log)."""
+        instance, self.instance = self.instance, None
+        if instance is not None and type(instance).teardown is not Processor.teardown:
+            try:
+                self.loop.run_until_complete(instance.teardown())
+            except Exception:
+                traceback.print_exc()
+
+
+def sees_file(path: str) -> tuple[str, str, bool]:
+    """(node ID, node address, whether `path` exists here): the shared-storage check."""
+    ray = import_ray()
+    return (
+        ray.get_runtime_context().get_node_id(),
+        ray.util.get_node_ip_address(),
+        os.path.exists(path),
+    )
+
+
+def import_ray() -> Any:
+    """The `ray` module, imported on first use (untyped for mypy: Ray's hints are partial)."""
+    return importlib.import_module("ray")
+
+
+_lock = threading.Lock()
+_remote: dict[str, Any] = {}
+
+
+def actor_class() -> Any:
+    """`ChunkActor` as a Ray actor class (made once, Ray imported only here)."""
+    with _lock:
+        if "actor" not in _remote:
+            ray = import_ray()
+
+            _remote["actor"] = ray.remote(concurrency_groups={"run": 1, "poll": 1})(
+                _with_groups(ray)
+            )
+            _remote["sees_file"] = ray.remote(num_cpus=0)(sees_file)
+        return _remote["actor"]
+
+
+def sees_file_task() -> Any:
+    actor_class()
+    return _remote["sees_file"]
+
+
+def _with_groups(ray: Any) -> type:
+    """ChunkActor with its methods put in their concurrency groups."""
+
+    class RayChunkActor(ChunkActor):
+        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
+        def ready(self) -> tuple[str, str, int, str | None]:
+            return super().ready()
+
+        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
+        def run_batch(
+            self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, timeout: float | None
+        ) -> list[tuple[Any, ...]]:
+            return super().run_batch(items, proc_id, run_id, timeout)
+
+        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
+        def teardown(self) -> None:
+            super().teardown()
+
+        @ray.method(concurrency_group="poll")  # type: ignore[untyped-decorator]
+        def progress(self) -> tuple[str, int, int | None] | None:
+            return super().progress()
+
+    RayChunkActor.__name__ = RayChunkActor.__qualname__ = "WizChunkActor"
+    return RayChunkActor
