@@ -34,6 +34,7 @@ from .journal import (
     AcceptedChunk,
     Attempt,
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -568,6 +569,23 @@ class RunMap:
             attempts[-1].ended = time()
         chunk.progress = None
         self._move(run, chunk, WAITING)
+
+    def requeue(self, run: Run, chunk: Chunk, error: str) -> None:
+        """A running chunk's worker was lost (a Ray actor or node died): its attempt
+        ends without an outcome, `error` saying why, and it is WAITING again, journalled
+        so, to run as a new attempt. The caller queues it again."""
+        if chunk.state is not RUNNING:
+            return
+        now = time()
+        attempts = chunk.attempts
+        number = 0
+        if attempts:
+            attempts[-1].ended, attempts[-1].error = now, error
+            number = attempts[-1].number
+        chunk.progress = None
+        self._move(run, chunk, WAITING)
+        if self.chunk_journal is not None and not run.removed:
+            self._log(ChunkRequeued(run.proc_id, run.run_id, chunk.id, number, error, now))
 
     def progress(self, run: Run, chunk: Chunk, done: int, total: int | None) -> None:
         if chunk.state is RUNNING:

@@ -24,6 +24,7 @@ from ._memory import MemoryStore
 from ._records import (
     AcceptedChunk,
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -46,6 +47,7 @@ __all__ = [
     "AcceptedChunk",
     "Attempt",
     "ChunkFailed",
+    "ChunkRequeued",
     "ChunkStarted",
     "ChunkSucceeded",
     "ChunksAccepted",

@@ -104,6 +104,19 @@ class ChunkFailed(_Record, frozen=True, gc=False, tag=True):
     time: float
 
 
+class ChunkRequeued(_Record, frozen=True, gc=False, tag=True):
+    """A chunk's attempt number `attempt` was lost with the worker running it (a Ray
+    actor or node died): the attempt ends without an outcome, with `error` saying why,
+    and the chunk is WAITING again, to run as a new attempt."""
+
+    proc_id: str
+    run_id: str
+    chunk_id: str
+    attempt: int
+    error: str
+    time: float
+
+
 class DeliveryPending(_Record, frozen=True, gc=False, tag=True):
     """A chunk's output is to be sent to downstream location number `downstream` (its
     index in the run's DownstreamLocations, which never change). Journalled before the
@@ -184,6 +197,7 @@ Record = (
     | ChunkStarted
     | ChunkSucceeded
     | ChunkFailed
+    | ChunkRequeued
     | DeliveryPending
     | DeliveryDone
     | DeliveryFailed

@@ -54,6 +54,7 @@ from ._base import (
 )
 from ._records import (
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -140,6 +141,7 @@ class SqliteStore(JournalStore):
             ChunkStarted: self._started,
             ChunkSucceeded: self._succeeded,
             ChunkFailed: self._failed,
+            ChunkRequeued: self._requeued,
             DeliveryPending: self._delivery_pending,
             DeliveryDone: self._delivery_done,
             DeliveryFailed: self._delivery_failed,
@@ -392,6 +394,20 @@ class SqliteStore(JournalStore):
             "UPDATE chunks SET state = 4, error = ?1, attempts = CASE WHEN ?2 > 0 THEN"
             " json_set(attempts, '$[#-1][2]', json(?3), '$[#-1][3]', 'FAILED', '$[#-1][4]', ?1)"
             " ELSE attempts END WHERE rid = ?4 AND chunk_id = ?5",
+            rows,
+        )
+
+    def _requeued(self, conn: sqlite3.Connection, records: list[ChunkRequeued]) -> None:
+        rids = self._rids
+        rows = [
+            (r.error, repr(r.time), rid, r.chunk_id)
+            for r in records
+            if (rid := rids.get((r.proc_id, r.run_id))) is not None
+        ]
+        conn.executemany(
+            "UPDATE chunks SET state = 1, attempts ="
+            " json_set(attempts, '$[#-1][2]', json(?2), '$[#-1][4]', ?1)"
+            " WHERE rid = ?3 AND chunk_id = ?4 AND attempts IS NOT NULL",
             rows,
         )
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import DataFormat
-from ..errors import WizError
+from ..errors import ChunkTimeout, WizError
 from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
 
@@ -128,9 +128,9 @@ class ChunkActor:
                 except FutureTimeout:
                     # Its thread cannot be stopped and may still use the instance.
                     self.instance = None
-                    return BROKEN, f"chunk timed out after {timeout:g}s"
+                    return BROKEN, ChunkTimeout(timeout or 0).message
         except TimeoutError:
-            return FAILED, f"chunk timed out after {timeout:g}s"
+            return FAILED, ChunkTimeout(timeout or 0).message
         except WizError as exc:
             return FAILED, exc.message
         except (Exception, SystemExit) as exc:

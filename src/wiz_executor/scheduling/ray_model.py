@@ -184,6 +184,7 @@ class _RayRun:
     """Set when the keeper should look at the actors again."""
     starting: int = 0
     peak_actors: int = 0
+    """The most actors it had at once, those being started included."""
     closing: bool = False
     waiting: str | None = None
     warned: bool = False
@@ -206,8 +207,6 @@ class RayModel(WorkModelBase):
         super().__init__(runner, limiter)
         self.settings = settings or Settings()
         self.runtime = _Runtime(self.settings)
-        self.per_node: dict[str, int] = {}
-        """Chunks run per Ray node address (for /metrics)."""
         self._actors = 0
 
     @classmethod
@@ -267,6 +266,9 @@ class RayModel(WorkModelBase):
                         work.changed.set()
                         continue
                     work.waiting = None
+                    work.peak_actors = max(
+                        work.peak_actors, len(work.actors) + work.starting + missing
+                    )
                     for _ in range(missing):
                         work.starting += 1
                         task = asyncio.create_task(self._start_actor(run, work))
@@ -337,7 +339,6 @@ class RayModel(WorkModelBase):
             _kill(handle)
             return
         work.actors.append(actor)
-        work.peak_actors = max(work.peak_actors, len(work.actors))
         for _ in range(LANES):
             task = asyncio.create_task(self._lane(run, work, actor))
             work.lanes.add(task)
@@ -372,8 +373,10 @@ class RayModel(WorkModelBase):
                 if not queue or actor.dead or self.closing or work.closing:
                     limiter.release()
                     continue
+            # A fair share of what waits, so a short run spreads over its actors.
+            size = min(work.batch_size, -(-len(queue) // (LANES * work.limit)))
             batch = [queue.popleft()]
-            while queue and len(batch) < work.batch_size and limiter.try_acquire():
+            while queue and len(batch) < size and limiter.try_acquire():
                 batch.append(queue.popleft())
             work.busy_lanes.add(me)
             actor.busy += 1
@@ -428,8 +431,8 @@ class RayModel(WorkModelBase):
             self._requeue(run, work, batch, reason)
             return
         record = self.runner.record
-        per_node = self.per_node
-        per_node[actor.host] = per_node.get(actor.host, 0) + len(batch)
+        per_node, key = self.runner.stats.per_node, (actor.node, actor.host)
+        per_node[key] = per_node.get(key, 0) + len(batch)
         broken = False
         for chunk, result in zip(batch, results, strict=True):
             if result[0] == OK:
@@ -476,9 +479,7 @@ class RayModel(WorkModelBase):
                     f"{reason} (attempt {chunk.attempt} of {self.settings.max_attempts})",
                 )
                 continue
-            runs.interrupt(run, chunk)
-            if chunk.attempts:
-                chunk.attempts[-1].error = reason
+            runs.requeue(run, chunk, reason)
             back.append(chunk)
         work.queue.extendleft(reversed(back))
         work.more.set()
