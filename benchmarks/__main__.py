@@ -21,7 +21,17 @@ from typing import Any
 
 from wiz_executor import Settings
 
-from . import _machine, _report, durability, http_load, in_process, kept, memory, work_models
+from . import (
+    _machine,
+    _report,
+    durability,
+    http_load,
+    in_process,
+    kept,
+    memory,
+    ray_bench,
+    work_models,
+)
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -32,6 +42,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "memory": memory.run,
     "durability": durability.run,
     "kept": kept.run,
+    "ray": ray_bench.run,
 }
 REPS = {
     # scenario: (full, quick)
@@ -41,6 +52,7 @@ REPS = {
     "memory": (3, 1),
     "durability": (3, 1),
     "kept": (1, 1),
+    "ray": (3, 1),
 }
 
 

@@ -101,16 +101,34 @@ async def test_limits_hold_and_attempts_say_where_chunks_ran(settings: Settings)
         assert "wiz_ray_node_chunks_total{" in metrics
 
 
-async def test_chunks_run_on_both_nodes(client: httpx.AsyncClient) -> None:
-    # Three actors of 2 CPUs each fill the head (4 CPUs) and the worker node (2).
+async def test_chunks_run_on_both_nodes(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Three actors of 2 CPUs each fill the head (4 CPUs) and the worker node (2); each
+    gets chunks (held until all six run, so no actor finishes them all first)."""
+    executor.registry.register(WaitsForFile)
+    release = tmp_path / "release"
     await configure(
-        client, "noop", "r", num_chunks=30, MaxWorkers=3, WorkModel="RAY", Ray={"NumCPUs": 2}
+        client,
+        "waits-for-file",
+        "r",
+        num_chunks=6,
+        MaxWorkers=3,
+        WorkModel="RAY",
+        Ray={"NumCPUs": 2},
     )
-    body = [{"ChunkID": f"c{i}", "RawData": {"i": i, "SleepMs": 20}} for i in range(30)]
-    assert (await add(client, "noop", "r", body)).is_success
-    assert (await wait_run_done(client, "noop", "r"))["CurrentState"] == "SUCCEEDED"
-    nodes = {c["Attempts"][0]["Node"] for c in await inputs(client, "noop", "r")}
-    assert len(nodes) == 2
+    body = [{"ChunkID": f"c{i}", "RawData": str(release)} for i in range(6)]
+    assert (await add(client, "waits-for-file", "r", body)).is_success
+    run = executor.runs.get("waits-for-file", "r")
+    await wait_for(
+        lambda: run.counts[DataChunkState.RUNNING] == 6, timeout=90, what="six chunks running"
+    )
+    release.write_text("go")
+    done = await wait_run_done(client, "waits-for-file", "r")
+    assert done["CurrentState"] == "SUCCEEDED"
+    attempts = [c["Attempts"][0] for c in await inputs(client, "waits-for-file", "r")]
+    assert len({a["Worker"] for a in attempts}) == 3
+    assert len({a["Node"] for a in attempts}) == 2
 
 
 async def test_a_custom_resource_pins_the_actors(client: httpx.AsyncClient) -> None:

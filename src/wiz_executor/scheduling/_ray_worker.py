@@ -5,10 +5,10 @@ it imports nothing of the executor's server side, and Ray only inside `actor_cla
 A processor class is sent to the actor pickled by reference: its module must be
 importable on every node (the built-ins and installed plugins are).
 
-An actor runs one batch at a time, one chunk after another, on its own event loop (so
-an async processor's `setup` and `run` share one loop, as in POOL). Two concurrency
-groups: `run` (one thread: the batches, queued by Ray while one runs) and `poll` (the
-executor asks what a running chunk last reported as its progress).
+An actor runs one batch at a time, one chunk after another, on its own event loop, in
+a thread of its own (so an async processor's `setup` and `run` share one loop, as in
+POOL). Two concurrency groups: `run` (one thread: the batches, queued by Ray while one
+runs) and `poll` (the executor asks what a running chunk last reported as its progress).
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
 from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
+
+T = TypeVar("T")
 
 OK, FAILED, BROKEN = 0, 1, 2
 """Outcome codes of one chunk in a batch's answer. BROKEN: the chunk failed and the
@@ -54,6 +57,9 @@ class ChunkActor:
         self.network = network
         self.instance: Processor[Any] | None = None
         self.loop = asyncio.new_event_loop()
+        """The instance's own loop, run by a thread of its own: Ray may run an event loop
+        in the threads that call the actor's methods, where another cannot run."""
+        threading.Thread(target=self.loop.run_forever, name="wiz-ray-loop", daemon=True).start()
         self.progress_now: tuple[str, int, int | None] | None = None
         self.blocking = ThreadPoolExecutor(1, thread_name_prefix="wiz-ray-blocking")
 
@@ -66,11 +72,14 @@ class ChunkActor:
         try:
             instance = self.cls(self.config)
             if self.cls.setup is not Processor.setup:
-                self.loop.run_until_complete(instance.setup())
+                self._on_loop(instance.setup())
             self.instance = instance
         except Exception as exc:
             failure = f"processor setup failed: {type(exc).__name__}: {exc}"
         return ctx.get_node_id(), node_ip or socket.gethostname(), os.getpid(), failure
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def progress(self) -> tuple[str, int, int | None] | None:
         """(chunk ID, done, total) of what the running chunk last reported."""
@@ -80,47 +89,68 @@ class ChunkActor:
         self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, timeout: float | None
     ) -> list[tuple[Any, ...]]:
         """Run each chunk `(id, format, raw, driver, location, attempt)`; per chunk
-        `(OK, format, raw, driver, location)` or `(FAILED|BROKEN, message)`."""
+        `(OK, format, raw, driver, location)` or `(FAILED|BROKEN, message)`.
+
+        An async processor's batch is one pass of the actor's loop (not one per chunk:
+        that cost more than noop's whole chunk); a blocking one runs on this thread, or,
+        with a timeout, on a helper thread it can be abandoned on."""
+        if self.cls.is_async():
+            answer: list[tuple[Any, ...]] = self._on_loop(
+                self._async_batch(items, proc_id, run_id, timeout)
+            )
+            return answer
         out: list[tuple[Any, ...]] = []
         for item in items:
             if self.instance is None:
                 out.append((BROKEN, "processor instance is gone (a chunk before broke it)"))
                 continue
-            out.append(self._one(item, proc_id, run_id, timeout))
+            out.append(self._blocking_one(item, proc_id, run_id, timeout))
         return out
 
-    def _one(
+    async def _async_batch(
+        self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, chunk_timeout: float | None
+    ) -> list[tuple[Any, ...]]:
+        timeout = chunk_timeout
+        out: list[tuple[Any, ...]] = []
+        instance = self.instance
+        for item in items:
+            if instance is None:
+                out.append((BROKEN, "processor instance is gone (its setup failed)"))
+                continue
+            self.progress_now = None
+            try:
+                data, context = self._prepare(item, proc_id, run_id)
+                if timeout:
+                    async with asyncio.timeout(timeout) as deadline:
+                        try:
+                            result = await instance.run(data, context)
+                        except TimeoutError:
+                            if deadline.expired():
+                                raise
+                            raise RuntimeError("TimeoutError raised by the processor") from None
+                else:
+                    result = await instance.run(data, context)
+            except TimeoutError:
+                out.append((FAILED, ChunkTimeout(timeout or 0).message))
+                continue
+            except (Exception, SystemExit) as exc:
+                out.append(_failure(exc))
+                continue
+            finally:
+                self.progress_now = None
+            out.append(_success(result))
+        return out
+
+    def _blocking_one(
         self, item: tuple[Any, ...], proc_id: str, run_id: str, timeout: float | None
     ) -> tuple[Any, ...]:
-        chunk_id, fmt, raw, driver, location, attempt = item
-        cls, instance = self.cls, self.instance
+        instance = self.instance
         assert instance is not None
         self.progress_now = None
-
-        def report(done: int, total: int | None) -> None:
-            self.progress_now = (chunk_id, done, total)
-
         try:
-            data = Input(chunk_id, DataFormat(fmt), raw, driver, location)
-            config = cls.config_for_chunk(self.config, raw)
-            if config is not self.config:
-                config = cls.apply_limits(config, self.limits)
-            context = Context(
-                proc_id,
-                run_id,
-                chunk_id,
-                config,
-                self.data_dir,
-                report,
-                self.allowed_roots,
-                network=self.network,
-                limits=self.limits,
-                attempt=attempt,
-            )
-            if cls.is_async():
-                result = self.loop.run_until_complete(
-                    asyncio.wait_for(instance.run(data, context), timeout)
-                )
+            data, context = self._prepare(item, proc_id, run_id)
+            if not timeout:
+                result = instance.run(data, context)
             else:
                 future = self.blocking.submit(instance.run, data, context)
                 try:
@@ -128,28 +158,64 @@ class ChunkActor:
                 except FutureTimeout:
                     # Its thread cannot be stopped and may still use the instance.
                     self.instance = None
-                    return BROKEN, ChunkTimeout(timeout or 0).message
-        except TimeoutError:
-            return FAILED, ChunkTimeout(timeout or 0).message
-        except WizError as exc:
-            return FAILED, exc.message
+                    return BROKEN, ChunkTimeout(timeout).message
         except (Exception, SystemExit) as exc:
-            last = traceback.format_exception_only(exc)[-1].strip()
-            return FAILED, last if str(exc) else repr(exc)
+            return _failure(exc)
         finally:
             self.progress_now = None
-        if isinstance(result, Output):
-            return OK, result.format.value, result.raw_data, result.driver, result.location
-        return OK, DataFormat.RAW.value, result, "", ""
+        return _success(result)
+
+    def _prepare(
+        self, item: tuple[Any, ...], proc_id: str, run_id: str
+    ) -> tuple[Input, Context[Any]]:
+        chunk_id, fmt, raw, driver, location, attempt = item
+        cls = self.cls
+
+        def report(done: int, total: int | None) -> None:
+            self.progress_now = (chunk_id, done, total)
+
+        data = Input(chunk_id, DataFormat(fmt), raw, driver, location)
+        config = self.config
+        if type(raw) is dict:  # (only an object's fields can override the run's)
+            config = cls.config_for_chunk(config, raw)
+            if config is not self.config:
+                config = cls.apply_limits(config, self.limits)
+        context = Context(
+            proc_id,
+            run_id,
+            chunk_id,
+            config,
+            self.data_dir,
+            report,
+            self.allowed_roots,
+            network=self.network,
+            limits=self.limits,
+            attempt=attempt,
+        )
+        return data, context
 
     def teardown(self) -> None:
         """Tear the instance down (a failing teardown is only reported in its log)."""
         instance, self.instance = self.instance, None
         if instance is not None and type(instance).teardown is not Processor.teardown:
             try:
-                self.loop.run_until_complete(instance.teardown())
+                self._on_loop(instance.teardown())
             except Exception:
                 traceback.print_exc()
+
+
+def _failure(exc: BaseException) -> tuple[Any, ...]:
+    """A processor's exception as the chunk's error: the remote traceback's last line."""
+    if isinstance(exc, WizError):
+        return FAILED, exc.message
+    last = traceback.format_exception_only(exc)[-1].strip()
+    return FAILED, last if str(exc) else repr(exc)
+
+
+def _success(result: Any) -> tuple[Any, ...]:
+    if isinstance(result, Output):
+        return OK, result.format.value, result.raw_data, result.driver, result.location
+    return OK, DataFormat.RAW.value, result, "", ""
 
 
 def sees_file(path: str) -> tuple[str, str, bool]:

@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import ExecutorConfig, RayConfig, WorkModel
+from ..api import DataFormat, ExecutorConfig, RayConfig, WorkModel
 from ..processors import Output, Processor
 from ..runs import RUNNING, Chunk, Run
 from ..settings import Settings
@@ -99,6 +99,8 @@ class _Runtime:
                         ray.init(address=settings.ray_address, log_to_driver=False)
                     else:
                         ray.init(
+                            # "local": a runtime of its own, never one found running here
+                            address="local",
                             num_cpus=settings.ray_num_cpus or os.cpu_count() or 1,
                             include_dashboard=False,
                             log_to_driver=False,
@@ -437,7 +439,7 @@ class RayModel(WorkModelBase):
         for chunk, result in zip(batch, results, strict=True):
             if result[0] == OK:
                 _, fmt, raw, driver, location = result
-                record(run, chunk, Output(fmt, raw, driver, location), None)
+                record(run, chunk, Output(DataFormat(fmt), raw, driver, location), None)
             else:
                 broken |= result[0] == BROKEN
                 runs.fail(run, chunk, result[1])
