@@ -242,3 +242,13 @@ async def test_nonsense_ray_options_are_refused(client: httpx.AsyncClient, ray: 
     body = {"ExecutorConfig": {"WorkModel": "RAY", "Ray": ray}}
     resp = await client.post(f"{run_path('noop', 'r')}/config", json=body)
     assert resp.status_code == 400, resp.text
+
+
+async def test_a_whole_number_written_as_a_float_is_a_batch_size(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON has one kind of number: 110.0 is the integer 110 (the fuzz test found it)."""
+    body = {"ExecutorConfig": {"WorkModel": "RAY", "Ray": {"BatchSize": 110.0}}}
+    resp = await client.post(f"{run_path('noop', 'r')}/config", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["Configuration"]["ExecutorConfig"]["Ray"]["BatchSize"] == 110

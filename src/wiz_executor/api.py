@@ -235,7 +235,7 @@ class RayConfig(_Wire):
         max_length=32,
         description='custom Ray resources each actor holds, e.g. {"gpu_like": 1}',
     )
-    BatchSize: int = Field(
+    BatchSize: Annotated[int, BeforeValidator(_whole_number)] = Field(
         100, ge=1, le=10_000, description="most chunks sent to an actor in one call"
     )
 

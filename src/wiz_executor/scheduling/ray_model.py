@@ -302,6 +302,7 @@ class RayModel(WorkModelBase):
             raise RayUnavailable(f"no Ray node has the resources this run's actors need ({wanted})")
 
     async def _start_actor(self, run: Run, work: _RayRun) -> None:
+        handle = None
         try:
             handle = (
                 actor_class()
@@ -315,18 +316,19 @@ class RayModel(WorkModelBase):
                     self.runner.network,
                 )
             )
-            try:
-                node, host, pid, failure = await handle.ready.remote()
-            except asyncio.CancelledError:
+            node, host, pid, failure = await handle.ready.remote()
+        except asyncio.CancelledError:
+            if handle is not None:
                 _kill(handle)
-                raise
-            except Exception as exc:
+            raise
+        except Exception as exc:
+            # E.g. the processor's module is not importable on the node: as a failed
+            # setup, one waiting chunk fails with why (so a run cannot loop on it).
+            if handle is not None:
                 _kill(handle)
-                log.warning(
-                    "a Ray actor of run %s/%s did not start: %s", run.proc_id, run.run_id, exc
-                )
-                work.waiting = f"Ray actor did not start: {exc}"
-                return
+            lines = str(exc).strip().splitlines() or [""]
+            failure = f"Ray actor could not start: {type(exc).__name__}: {lines[-1]}"
+            log.warning("run %s/%s: %s", run.proc_id, run.run_id, failure)
         finally:
             work.starting -= 1
             work.changed.set()
