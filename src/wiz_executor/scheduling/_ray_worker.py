@@ -5,10 +5,8 @@ it imports nothing of the executor's server side, and Ray only inside `actor_cla
 A processor class is sent to the actor pickled by reference: its module must be
 importable on every node (the built-ins and installed plugins are).
 
-An actor runs one batch at a time, one chunk after another, on its own event loop, in
-a thread of its own (so an async processor's `setup` and `run` share one loop, as in
-POOL). Two concurrency groups: `run` (one thread: the batches, queued by Ray while one
-runs) and `poll` (the executor asks what a running chunk last reported as its progress).
+An actor runs one batch at a time, one chunk after another, on the actor's event loop
+(see `ChunkActor`), and answers the executor's progress polls meanwhile.
 """
 
 from __future__ import annotations
@@ -19,18 +17,14 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
 from ..netpolicy import NetworkPolicy
 from ..processors import Context, Input, Limits, Output, Processor
-
-T = TypeVar("T")
 
 OK, FAILED, BROKEN = 0, 1, 2
 """Outcome codes of one chunk in a batch's answer. BROKEN: the chunk failed and the
@@ -38,7 +32,13 @@ instance must not be used again (a blocking `run` timed out and may still hold i
 
 
 class ChunkActor:
-    """One processor instance on a Ray worker (wrapped by `ray.remote` in `actor_class`)."""
+    """One processor instance on a Ray worker (wrapped by `ray.remote` in `actor_class`).
+
+    An async actor: its methods run on the actor's event loop, so an async processor's
+    `setup` and `run` share one loop (as in POOL) with no thread hop per batch. Batches
+    take turns (`_turn`), one chunk after another, on the one instance; `progress`
+    answers meanwhile. A blocking `run` goes to a thread of its own, which a timeout
+    can abandon (the instance is then not used again)."""
 
     def __init__(
         self,
@@ -56,14 +56,11 @@ class ChunkActor:
         self.limits = limits
         self.network = network
         self.instance: Processor[Any] | None = None
-        self.loop = asyncio.new_event_loop()
-        """The instance's own loop, run by a thread of its own: Ray may run an event loop
-        in the threads that call the actor's methods, where another cannot run."""
-        threading.Thread(target=self.loop.run_forever, name="wiz-ray-loop", daemon=True).start()
         self.progress_now: tuple[str, int, int | None] | None = None
         self.blocking = ThreadPoolExecutor(1, thread_name_prefix="wiz-ray-blocking")
+        self._turn: asyncio.Lock | None = None
 
-    def ready(self) -> tuple[str, str, int, str | None]:
+    async def ready(self) -> tuple[str, str, int, str | None]:
         """Set the instance up; (node ID, node address, PID, why setup failed or None)."""
         ray = import_ray()
         ctx = ray.get_runtime_context()
@@ -72,93 +69,67 @@ class ChunkActor:
         try:
             instance = self.cls(self.config)
             if self.cls.setup is not Processor.setup:
-                self._on_loop(instance.setup())
+                await instance.setup()
             self.instance = instance
         except Exception as exc:
             failure = f"processor setup failed: {type(exc).__name__}: {exc}"
         return ctx.get_node_id(), node_ip or socket.gethostname(), os.getpid(), failure
 
-    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def progress(self) -> tuple[str, int, int | None] | None:
+    async def progress(self) -> tuple[str, int, int | None] | None:
         """(chunk ID, done, total) of what the running chunk last reported."""
         return self.progress_now
 
-    def run_batch(
-        self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, timeout: float | None
-    ) -> list[tuple[Any, ...]]:
-        """Run each chunk `(id, format, raw, driver, location, attempt)`; per chunk
-        `(OK, format, raw, driver, location)` or `(FAILED|BROKEN, message)`.
-
-        An async processor's batch is one pass of the actor's loop (not one per chunk:
-        that cost more than noop's whole chunk); a blocking one runs on this thread, or,
-        with a timeout, on a helper thread it can be abandoned on."""
-        if self.cls.is_async():
-            answer: list[tuple[Any, ...]] = self._on_loop(
-                self._async_batch(items, proc_id, run_id, timeout)
-            )
-            return answer
-        out: list[tuple[Any, ...]] = []
-        for item in items:
-            if self.instance is None:
-                out.append((BROKEN, "processor instance is gone (a chunk before broke it)"))
-                continue
-            out.append(self._blocking_one(item, proc_id, run_id, timeout))
-        return out
-
-    async def _async_batch(
+    async def run_batch(
         self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, chunk_timeout: float | None
     ) -> list[tuple[Any, ...]]:
-        timeout = chunk_timeout
-        out: list[tuple[Any, ...]] = []
-        instance = self.instance
-        for item in items:
-            if instance is None:
-                out.append((BROKEN, "processor instance is gone (its setup failed)"))
-                continue
-            self.progress_now = None
-            try:
-                data, context = self._prepare(item, proc_id, run_id)
-                if timeout:
-                    async with asyncio.timeout(timeout) as deadline:
-                        try:
-                            result = await instance.run(data, context)
-                        except TimeoutError:
-                            if deadline.expired():
-                                raise
-                            raise RuntimeError("TimeoutError raised by the processor") from None
-                else:
-                    result = await instance.run(data, context)
-            except TimeoutError:
-                out.append((FAILED, ChunkTimeout(timeout or 0).message))
-                continue
-            except (Exception, SystemExit) as exc:
-                out.append(_failure(exc))
-                continue
-            finally:
-                self.progress_now = None
-            out.append(_success(result))
-        return out
+        """Run each chunk `(id, format, raw, driver, location, attempt)`; per chunk
+        `(OK, format, raw, driver, location)` or `(FAILED|BROKEN, message)`."""
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            is_async = self.cls.is_async()
+            out: list[tuple[Any, ...]] = []
+            for item in items:
+                if self.instance is None:
+                    out.append((BROKEN, "processor instance is gone (a chunk before broke it)"))
+                    continue
+                out.append(await self._one(item, proc_id, run_id, chunk_timeout, is_async))
+            return out
 
-    def _blocking_one(
-        self, item: tuple[Any, ...], proc_id: str, run_id: str, timeout: float | None
+    async def _one(
+        self,
+        item: tuple[Any, ...],
+        proc_id: str,
+        run_id: str,
+        chunk_timeout: float | None,
+        is_async: bool,
     ) -> tuple[Any, ...]:
         instance = self.instance
         assert instance is not None
         self.progress_now = None
+        timeout = chunk_timeout
         try:
             data, context = self._prepare(item, proc_id, run_id)
-            if not timeout:
-                result = instance.run(data, context)
+            if is_async:
+                pending: Any = instance.run(data, context)
             else:
-                future = self.blocking.submit(instance.run, data, context)
-                try:
-                    result = future.result(timeout)
-                except FutureTimeout:
-                    # Its thread cannot be stopped and may still use the instance.
-                    self.instance = None
-                    return BROKEN, ChunkTimeout(timeout).message
+                loop = asyncio.get_running_loop()
+                pending = loop.run_in_executor(self.blocking, instance.run, data, context)
+            if timeout:
+                async with asyncio.timeout(timeout) as deadline:
+                    try:
+                        result = await pending
+                    except TimeoutError:
+                        if deadline.expired():
+                            raise
+                        raise RuntimeError("TimeoutError raised by the processor") from None
+            else:
+                result = await pending
+        except TimeoutError:
+            if is_async:
+                return FAILED, ChunkTimeout(timeout or 0).message
+            self.instance = None  # its thread cannot be stopped and may still use it
+            return BROKEN, ChunkTimeout(timeout or 0).message
         except (Exception, SystemExit) as exc:
             return _failure(exc)
         finally:
@@ -194,12 +165,12 @@ class ChunkActor:
         )
         return data, context
 
-    def teardown(self) -> None:
+    async def teardown(self) -> None:
         """Tear the instance down (a failing teardown is only reported in its log)."""
         instance, self.instance = self.instance, None
         if instance is not None and type(instance).teardown is not Processor.teardown:
             try:
-                self._on_loop(instance.teardown())
+                await instance.teardown()
             except Exception:
                 traceback.print_exc()
 
@@ -242,10 +213,7 @@ def actor_class() -> Any:
     with _lock:
         if "actor" not in _remote:
             ray = import_ray()
-
-            _remote["actor"] = ray.remote(concurrency_groups={"run": 1, "poll": 1})(
-                _with_groups(ray)
-            )
+            _remote["actor"] = ray.remote(ChunkActor)
             _remote["sees_file"] = ray.remote(num_cpus=0)(sees_file)
         return _remote["actor"]
 
@@ -253,29 +221,3 @@ def actor_class() -> Any:
 def sees_file_task() -> Any:
     actor_class()
     return _remote["sees_file"]
-
-
-def _with_groups(ray: Any) -> type:
-    """ChunkActor with its methods put in their concurrency groups."""
-
-    class RayChunkActor(ChunkActor):
-        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
-        def ready(self) -> tuple[str, str, int, str | None]:
-            return super().ready()
-
-        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
-        def run_batch(
-            self, items: list[tuple[Any, ...]], proc_id: str, run_id: str, timeout: float | None
-        ) -> list[tuple[Any, ...]]:
-            return super().run_batch(items, proc_id, run_id, timeout)
-
-        @ray.method(concurrency_group="run")  # type: ignore[untyped-decorator]
-        def teardown(self) -> None:
-            super().teardown()
-
-        @ray.method(concurrency_group="poll")  # type: ignore[untyped-decorator]
-        def progress(self) -> tuple[str, int, int | None] | None:
-            return super().progress()
-
-    RayChunkActor.__name__ = RayChunkActor.__qualname__ = "WizChunkActor"
-    return RayChunkActor
