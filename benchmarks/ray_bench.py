@@ -31,6 +31,8 @@ NOOP_CHUNKS, QUICK_NOOP_CHUNKS = 100_000, 20_000
 NAIVE_CHUNKS, QUICK_NAIVE_CHUNKS = 10_000, 3_000
 CPU_CHUNKS, QUICK_CPU_CHUNKS = 4_000, 1_500
 BATCH = 100
+WARM = 4
+"""Chunks run before the measured ones, so that the run's workers are up."""
 
 
 def run(quick: bool, reps: int, log: Any) -> dict[str, Any]:
@@ -93,22 +95,25 @@ async def _naive(actors: list[Any], n: int) -> float:
 
 async def _executor_run(ex: Any, proc: str, run_id: str, n: int, model: str) -> tuple[float, float]:
     """(chunks/s, seconds) of a run of `n` chunks whose workers are already up."""
-    from wiz_executor import Configuration, ExpectedData, WorkModel
+    from wiz_executor import Configuration, DataChunkState, ExpectedData, WorkModel
     from wiz_executor.api import Data
     from wiz_executor.wire import decode_chunks
 
-    config = Configuration(ExpectedData=ExpectedData(NumChunks=n + 1))
+    config = Configuration(ExpectedData=ExpectedData(NumChunks=n + WARM))
     config.ExecutorConfig.WorkModel = WorkModel(model)
     config.ExecutorConfig.MaxWorkers = 2
     ex.configure(proc, run_id, config)
-    ex.add_data(proc, run_id, [Data(ChunkID="warm", RawData={"i": -1})])
+    # Chunks waiting make a RAY run start its actors (as many as chunks wait, up to 2).
+    ex.add_data(proc, run_id, [Data(ChunkID=f"warm{i}", RawData={"i": -1}) for i in range(WARM)])
     run = ex.runs.get(proc, run_id)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until its workers (both RAY actors) are up
-        up = run.chunks["warm"].state.value == "SUCCEEDED"
+        up = run.counts[DataChunkState.SUCCEEDED] == WARM
         if up and (model != "RAY" or len(run.sched.actors) == 2):
             break
         await asyncio.sleep(0.01)
+    else:
+        raise RuntimeError(f"run {run_id}: its workers did not start within 120 s")
     bodies = [
         (
             "["

@@ -204,7 +204,7 @@ async def test_a_run_asking_for_what_no_node_has_waits_and_says_why(
     assert (await add(client, "noop", "r", chunks(2))).is_success
     run = executor.runs.get("noop", "r")
     await wait_for(lambda: model(executor).waiting_reason(run) is not None, timeout=60)
-    reason = model(executor).waiting_reason(run)
+    reason = executor.scheduler.waiting_reason(run)
     assert reason is not None
     assert "unicorn=1" in reason
     assert run.counts[DataChunkState.WAITING] == 2

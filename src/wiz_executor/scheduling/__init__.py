@@ -66,6 +66,11 @@ class Scheduler:
     def submit(self, run: Run, chunks: list[Chunk]) -> None:
         self.models[run.work_model].submit(run, chunks)
 
+    def waiting_reason(self, run: Run) -> str | None:
+        """Why the run's chunks wait for something other than a free worker (its work
+        model's answer: e.g. RAY's cluster unreachable), or None."""
+        return self.models[run.work_model].waiting_reason(run)
+
     async def delete(self, run: Run) -> None:
         await self.models[run.work_model].release(run, cancel=True)
 
