@@ -30,6 +30,7 @@ from . import (
     in_process,
     kept,
     memory,
+    ray_bench,
     work_models,
 )
 
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "durability": durability.run,
     "kept": kept.run,
     "control": control.run,
+    "ray": ray_bench.run,
 }
 REPS = {
     # scenario: (full, quick)
@@ -53,6 +55,7 @@ REPS = {
     "durability": (3, 1),
     "kept": (1, 1),
     "control": (5, 2),
+    "ray": (3, 1),
 }
 
 

@@ -121,6 +121,35 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                 kept_growth.median <= kept.TARGET_MB,
             )
         )
+    out += _ray_verdicts(results.get("ray"))
+    return out
+
+
+def _ray_verdicts(ray: dict[str, Any] | None) -> list[Verdict]:
+    if not ray:
+        return []
+    s = ray["summary"]
+    out = []
+    over_raw = s.get("ray_over_raw")
+    if isinstance(over_raw, Summary):
+        out.append(
+            Verdict(
+                "RAY noop chunks/s ÷ a raw Ray ActorPool (same micro-batches)",
+                "≥ 0.8",
+                over_raw.fmt(2),
+                over_raw.median >= 0.8,
+            )
+        )
+    over_pool = s.get("ray_over_pool_cpu")
+    if isinstance(over_pool, Summary):
+        out.append(
+            Verdict(
+                "CPU-bound (~1 ms pure Python) chunks/s: RAY 2 actors ÷ POOL 2 workers",
+                "≥ 1.7",
+                over_pool.fmt(2),
+                over_pool.median >= 1.7,
+            )
+        )
     return out
 
 
@@ -739,6 +768,36 @@ def _control_section(ctl: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ray_section(ray: dict[str, Any]) -> list[str]:
+    s, p = ray["summary"], ray["params"]
+
+    def cell(key: str, digits: int = 0) -> str:
+        value = s.get(key)
+        return value.fmt(digits) if isinstance(value, Summary) else "-"
+
+    return [
+        "## 8. RAY on a local Ray runtime",
+        "",
+        "One executor in process (ephemeral) whose first RAY run starts a local Ray "
+        "runtime (127.0.0.1, 2 CPUs). noop: a run of MaxWorkers 2 (BatchSize 100) with its "
+        f"actors up, {p['noop']:,} chunks; the raw ActorPool: 2 Ray actors, the same "
+        f"batches of 100, two in flight per actor; one call per chunk: {p['naive']:,} "
+        f"chunks on the same actors. CPU-bound: {p['cpu']:,} chunks of ~1 ms of pure "
+        "Python, RAY with 2 actors and POOL with 2 workers.",
+        "",
+        "| measurement | value |",
+        "|---|---:|",
+        f"| noop chunks/s, RAY | {cell('ray_noop_per_s')} |",
+        f"| noop chunks/s, raw Ray ActorPool, batches of 100 | {cell('raw_noop_per_s')} |",
+        f"| noop chunks/s, one Ray call per chunk | {cell('naive_noop_per_s')} |",
+        f"| CPU-bound chunks/s, RAY (2 actors) | {cell('ray_cpu_per_s')} |",
+        f"| CPU-bound chunks/s, POOL (2 workers) | {cell('pool_cpu_per_s')} |",
+        f"| first chunk's result, Ray not started (s) | {cell('cold_first_chunk_s', 2)} |",
+        f"| first chunk's result, a new run, Ray up (s) | {cell('warm_first_chunk_s', 2)} |",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -780,6 +839,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _kept_section(results["kept"])
     if "control" in results:
         lines += _control_section(results["control"])
+    if "ray" in results:
+        lines += _ray_section(results["ray"])
     lines += [
         "Charts: `work_models.png`, `http.png`. Raw measurements: `latest.json`. "
         "Profiling and the hot-path fixes it led to, with before/after numbers: "

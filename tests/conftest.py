@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if asyncio.iscoroutinefunction(getattr(item, "function", None)):
             item.add_marker(pytest.mark.anyio)
+        if _uses_ray(item):  # the first one starts the session's Ray cluster
+            item.add_marker(pytest.mark.timeout(180))
+
+
+def _uses_ray(item: Any) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return "ray_cluster" in getattr(item, "fixturenames", ()) or any(
+        value == "RAY" or (isinstance(value, list) and "RAY" in value) for value in params
+    )
 
 
 @pytest.fixture
@@ -108,10 +118,15 @@ async def wait_run_done(
     client: httpx.AsyncClient,
     proc: str,
     run: str,
-    timeout: float = 10.0,  # noqa: ASYNC109 (passed on to wait_for's polling deadline)
+    timeout: float | None = None,  # noqa: ASYNC109 (passed on to wait_for's polling deadline)
 ) -> dict[str, Any]:
-    """Poll GetRun until the run is SUCCEEDED or ERRORED; return its JSON."""
+    """Poll GetRun until the run is SUCCEEDED or ERRORED; return its JSON. The default
+    deadline is 10 s, 60 s for a RAY run (its actors are processes that start first)."""
     body: dict[str, Any] = {}
+    if timeout is None:
+        config = (await client.get(f"/processors/{proc}/runs/{run}/config")).json()
+        ray = (config.get("ExecutorConfig") or {}).get("WorkModel") == "RAY"
+        timeout = 60.0 if ray else 10.0
 
     async def done() -> bool:
         nonlocal body
@@ -147,3 +162,53 @@ async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Executor]]
         server.should_exit = True
         await task
         sock.close()
+
+
+# -- Ray: one two-node cluster on 127.0.0.1 per test session, started by the first test
+# that needs it (a RAY-parametrised test, or one asking for `ray_cluster`).
+
+RAY_ENV = {
+    # Ray names the machine's interface address as a node's IP unless told this.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+LOOPBACK = {"node_ip_address": "127.0.0.1"}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A head node (4 CPUs) and a worker node (2 CPUs, the custom resource `gpu_like`),
+    both on 127.0.0.1, this process connected to it; shut down (every Ray process
+    ended) at the end of the session. Processors defined in test modules are importable
+    on the workers through PYTHONPATH (the tests folder), as a user's own processors
+    must be on theirs."""
+    tests = Path(__file__).parent
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in RAY_ENV.items():  # (read by Ray when it is imported)
+            patch.setenv(name, value)
+        patch.setenv("PYTHONPATH", f"{tests}:{tests.parent / 'src'}")
+        ray = pytest.importorskip("ray")
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 4, "include_dashboard": False, **LOOPBACK},
+        )
+        try:
+            cluster.add_node(num_cpus=2, resources={"gpu_like": 1}, **LOOPBACK)
+            ray.init(address=cluster.address, log_to_driver=False)
+            cluster.wait_for_nodes()
+            addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
+            assert addresses == {"127.0.0.1"}, f"Ray nodes off loopback: {addresses}"
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _ray_when_needed(request: pytest.FixtureRequest) -> None:
+    """Start the session's Ray cluster for a test run with the RAY work model."""
+    if _uses_ray(request.node):
+        request.getfixturevalue("ray_cluster")

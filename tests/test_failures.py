@@ -17,7 +17,7 @@ from wiz_executor import Context, Executor, Input, Processor, ProcessorConfig
 
 pytestmark = pytest.mark.anyio
 
-WORK_MODELS = ["LIFETIME", "POOL"]
+WORK_MODELS = ["LIFETIME", "POOL", "RAY"]
 
 
 class SyncCrash(Processor[ProcessorConfig]):
@@ -286,7 +286,8 @@ async def test_a_failing_teardown_does_not_fail_the_chunk(
 async def test_many_crashes_at_once_leave_no_chunk_behind(
     crash_client: httpx.AsyncClient,
 ) -> None:
-    runs = [(proc, model) for proc in EXPECTED_ERRORS for model in WORK_MODELS]
+    # (not RAY: 18 actors at once, each a process, cost more than the test is worth)
+    runs = [(proc, model) for proc in EXPECTED_ERRORS for model in ("LIFETIME", "POOL")]
 
     async def one(proc: str, model: str) -> dict[str, Any]:
         await configure(crash_client, proc, model, num_chunks=10, MaxWorkers=3, WorkModel=model)

@@ -45,6 +45,7 @@ __all__ = [
     "HistorySample",
     "Processor",
     "Progress",
+    "RayConfig",
     "Run",
     "RunChange",
     "RunHistory",
@@ -105,10 +106,14 @@ _FROM_CODE: dict[tuple[type[_CodedEnum], int], _CodedEnum] = {
 
 
 class WorkModel(StrEnum):
-    """*Extension*: how a run's chunks get workers (see the README's "Work models")."""
+    """*Extension*: how a run's chunks get workers (see the README's "Work models").
+
+    The one list of work-model names: the scheduler serves each one with the class
+    registered for it (`scheduling.register`), and the CLI offers these names."""
 
     LIFETIME = "LIFETIME"
     POOL = "POOL"
+    RAY = "RAY"
 
 
 _State = State
@@ -225,8 +230,29 @@ class DownstreamDataLocation(_Wire):
     RunID: str = Field(min_length=1)
 
 
+_Amount = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
+class RayConfig(_Wire):
+    """*Extension*: what each Ray actor of a RAY run needs, and its batch size."""
+
+    NumCPUs: _Amount = Field(1, description="CPUs each actor holds (fractions allowed)")
+    NumGPUs: _Amount = Field(0, description="GPUs each actor holds (fractions allowed)")
+    Resources: dict[Annotated[str, Field(min_length=1, max_length=200)], _Amount] = Field(
+        default_factory=dict,
+        max_length=32,
+        description='custom Ray resources each actor holds, e.g. {"gpu_like": 1}',
+    )
+    BatchSize: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        100, ge=1, le=10_000, description="most chunks sent to an actor in one call"
+    )
+
+
+_RayConfig = RayConfig
+
+
 class ExecutorConfig(_Wire):
-    _extensions = frozenset({"WorkModel", "ChunkTimeout"})
+    _extensions = frozenset({"WorkModel", "ChunkTimeout", "Ray"})
 
     MaxWorkers: _Count = Field(
         0, description="chunks of this run processed at once; 0 = the executor's default"
@@ -238,13 +264,17 @@ class ExecutorConfig(_Wire):
         "nothing (the original manager configures its leaves so)",
     )
     WorkModel: _WorkModel | None = Field(
-        None, description="*Extension*: LIFETIME or POOL; unset = the executor's default"
+        None,
+        description=f"*Extension*: {' or '.join(_WorkModel)}; unset = the executor's default",
     )
     ChunkTimeout: NonNegativeFloat | None = Field(
         None,
         allow_inf_nan=False,  # `1e400` reads as infinity, which reads back as null
         description="*Extension*: seconds a chunk may take before it fails; "
         "unset or 0 = the executor's default",
+    )
+    Ray: _RayConfig | None = Field(
+        None, description="*Extension*: the Ray actors' resources (RAY runs only)"
     )
 
 
@@ -490,6 +520,8 @@ def _data_as_accepted(schema: dict[str, Any]) -> None:
 class ChunkAttempt(_Wire):
     """*Extension*: one run of a chunk by a worker (its `Attempts` history entry)."""
 
+    _extensions = frozenset({"Node"})
+
     Attempt: int = Field(1, description="its number: 1 for the first run of the chunk")
     Start: str = Field("", description="when it started (RFC 3339)")
     End: str | None = Field(
@@ -501,9 +533,10 @@ class ChunkAttempt(_Wire):
         None, description="SUCCEEDED or FAILED; null while it runs or if it never ended"
     )
     Error: str | None = Field(None, description="why it failed")
-    Host: str = Field("", description="the host it ran on")
-    PID: int = Field(0, description="the executor process it ran in")
-    Worker: str = Field("", description="the worker (task) that ran it")
+    Host: str = Field("", description="the host it ran on (a RAY run: its node's address)")
+    PID: int = Field(0, description="the process it ran in (a RAY run: its actor's)")
+    Worker: str = Field("", description="the worker (task, or Ray actor) that ran it")
+    Node: str | None = Field(None, description="*Extension*: the Ray node ID (RAY runs)")
 
 
 class Data(_Wire):

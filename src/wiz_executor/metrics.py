@@ -106,6 +106,8 @@ class ChunkStats:
         self._buckets = tuple(buckets)
         self.durations: dict[str, Histogram] = {}
         """Per processor: seconds from RUNNING to SUCCEEDED or FAILED."""
+        self.per_node: dict[tuple[str, str], int] = {}
+        """Chunks run per Ray node (ID, address), counted by the RAY model."""
 
     def duration(self, proc_id: str) -> Histogram:
         hist = self.durations.get(proc_id)

@@ -34,6 +34,7 @@ from .journal import (
     AcceptedChunk,
     Attempt,
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -553,23 +554,34 @@ class RunMap:
         journal.append_nowait((record,))
         return None
 
-    def start(self, run: Run, chunk: Chunk, worker: str = "") -> asyncio.Future[None] | None:
+    def start(
+        self,
+        run: Run,
+        chunk: Chunk,
+        worker: str = "",
+        host: str = HOST,
+        pid: int = PID,
+        node: str = "",
+    ) -> asyncio.Future[None] | None:
         """A worker takes a chunk: a new attempt begins, RUNNING.
 
         Returns a future to await before running the processor for a chunk recovered
         unfinished from the journal (None for any other): its attempt must be counted
         durably first, or a chunk that kills the process at once would never reach
-        `--max-attempts`. Fresh chunks journal their start without waiting."""
+        `--max-attempts`. Fresh chunks journal their start without waiting. `host`,
+        `pid` and `node` say where it runs when that is not this process (RAY)."""
         self._move(run, chunk, RUNNING)
         attempts = chunk.attempts
         number = 1 if attempts is None else attempts[-1].number + 1
         now = time()
-        attempt = Attempt(number, now, host=HOST, pid=PID, worker=worker)
+        attempt = Attempt(number, now, host=host, pid=pid, worker=worker, node=node)
         chunk.attempts = (attempt,) if attempts is None else (*attempts, attempt)
         journal = self.chunk_journal
         if journal is None:
             return None
-        record = ChunkStarted(run.proc_id, run.run_id, chunk.id, number, now, HOST, PID, worker)
+        record = ChunkStarted(
+            run.proc_id, run.run_id, chunk.id, number, now, host, pid, worker, node
+        )
         recovered = self.recovered
         if recovered and id(chunk) in recovered:
             recovered.discard(id(chunk))
@@ -590,6 +602,23 @@ class RunMap:
             attempts[-1].ended = time()
         chunk.progress = None
         self._move(run, chunk, WAITING)
+
+    def requeue(self, run: Run, chunk: Chunk, error: str) -> None:
+        """A running chunk's worker was lost (a Ray actor or node died): its attempt
+        ends without an outcome, `error` saying why, and it is WAITING again, journalled
+        so, to run as a new attempt. The caller queues it again."""
+        if chunk.state is not RUNNING:
+            return
+        now = time()
+        attempts = chunk.attempts
+        number = 0
+        if attempts:
+            attempts[-1].ended, attempts[-1].error = now, error
+            number = attempts[-1].number
+        chunk.progress = None
+        self._move(run, chunk, WAITING)
+        if self.chunk_journal is not None and not run.removed:
+            self._log(ChunkRequeued(run.proc_id, run.run_id, chunk.id, number, error, now))
 
     def progress(self, run: Run, chunk: Chunk, done: int, total: int | None) -> None:
         if chunk.state is RUNNING:

@@ -193,7 +193,13 @@ class Settings:
     grow."""
     max_attempts: int = 3
     """Times a chunk may start without ending (the process died each time) before
-    recovery fails it instead of running it again: a poison chunk cannot crash-loop."""
+    recovery fails it instead of running it again: a poison chunk cannot crash-loop.
+    RAY runs also hold a chunk whose actor or node was lost to it."""
+    ray_address: str | None = None
+    """The Ray cluster RAY runs join (`auto`, or the head's address); None: the first
+    RAY run starts a local runtime, on 127.0.0.1 only."""
+    ray_num_cpus: int | None = None
+    """CPUs of the local Ray runtime; None: the machine's cores."""
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -213,6 +219,8 @@ class Settings:
             raise ValueError("delivery_backoff_cap must be at least 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
+            raise ValueError("ray_num_cpus must be None or at least 1")
         if self.keep_finished is not None and not 0 < self.keep_finished < float("inf"):
             raise ValueError("keep_finished must be None or a positive number of seconds")
         if self.chunk_timeout is not None and not self.chunk_timeout >= 0:

@@ -350,7 +350,7 @@ class _Progress(msgspec.Struct, gc=False):
     Total: int | None
 
 
-class _AttemptView(msgspec.Struct, gc=False):
+class _AttemptView(msgspec.Struct, gc=False, omit_defaults=True):
     Attempt: int
     Start: str
     End: str | None
@@ -359,6 +359,7 @@ class _AttemptView(msgspec.Struct, gc=False):
     Host: str
     PID: int
     Worker: str
+    Node: str | None = None
 
 
 def _rfc3339(seconds: float) -> str:
@@ -379,6 +380,7 @@ def _attempts(chunk: Chunk) -> list[_AttemptView] | None:
             a.host,
             a.pid,
             a.worker,
+            a.node or None,
         )
         for a in attempts
     ]

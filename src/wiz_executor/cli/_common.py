@@ -13,8 +13,9 @@ import ssl
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from .._tls import CA_CERTS_HINT, client_context, verification_failure
+from ..api import WorkModel
 from ..client import DEFAULT_URL, Client
 from ..errors import TLSError, WizError
 
@@ -168,3 +170,16 @@ def load_json_text(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{what} is not valid JSON: {exc}", EXIT_USAGE)
+
+
+if TYPE_CHECKING:
+
+    class WorkModelName(StrEnum):
+        """`--work-model`'s choices (see below)."""
+
+else:
+    WorkModelName = StrEnum(
+        "WorkModelName", {model.value.lower(): model.value.lower() for model in WorkModel}
+    )
+    """`--work-model`'s choices: every name of the wire enum `api.WorkModel` (the one
+    list of work models), in lower case."""

@@ -20,13 +20,13 @@ from ._common import (
     RunArg,
     TokenOption,
     UrlOption,
+    WorkModelName,
     connected,
     fail,
     print_json,
     print_warnings,
     stdout,
 )
-from ._verbs import WorkModelName
 
 
 def _limits_line(r: Run) -> str:

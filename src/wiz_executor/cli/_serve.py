@@ -36,7 +36,7 @@ from ..server import create_app
 from ..server._serving import run as run_server
 from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
-from ._common import EXIT_USAGE, CaCertsOption, fail, flag
+from ._common import EXIT_USAGE, CaCertsOption, WorkModelName, fail, flag
 from ._config import load_config
 
 log = logging.getLogger("wiz_executor.server")
@@ -54,11 +54,6 @@ class LogLevel(StrEnum):
 class LogFormatName(StrEnum):
     text = "text"
     json = "json"
-
-
-class WorkModelName(StrEnum):
-    lifetime = "lifetime"
-    pool = "pool"
 
 
 DEFAULT_WORK_MODEL = WorkModelName(DEFAULTS.work_model.value.lower())
@@ -425,6 +420,18 @@ def serve(
             "each time) before it fails instead of running again.",
         ),
     ] = DEFAULTS.max_attempts,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="The Ray cluster RAY runs join: auto, or the head's address (host:port). "
+            "Without it the first RAY run starts a local Ray runtime on 127.0.0.1.",
+        ),
+    ] = None,
+    ray_num_cpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPUs of the local Ray runtime [default: the machine's cores]."),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -516,6 +523,8 @@ def serve(
         fsync=fsync,
         max_attempts=max_attempts,
         keep_finished=keep,
+        ray_address=ray_address or None,
+        ray_num_cpus=ray_num_cpus,
     )
     if not ephemeral and settings.journal_path.exists():  # (a new one is made at start)
         check_journal(settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from ._common import (
     RunArg,
     TokenOption,
     UrlOption,
+    WorkModelName,
     compact,
     connected,
     fail,
@@ -128,11 +128,6 @@ def _run_table(proc: str, r: Run) -> Table:
         table.add_row("downstream", f"{loc.Hostname} {loc.ProcID}/{loc.RunID}")
     table.add_row("processor config", compact(r.Configuration.Processor, 200))
     return table
-
-
-class WorkModelName(StrEnum):
-    lifetime = "lifetime"
-    pool = "pool"
 
 
 def configure(

@@ -24,6 +24,7 @@ from ._memory import MemoryStore
 from ._records import (
     AcceptedChunk,
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -47,6 +48,7 @@ __all__ = [
     "AcceptedChunk",
     "Attempt",
     "ChunkFailed",
+    "ChunkRequeued",
     "ChunkStarted",
     "ChunkSucceeded",
     "ChunksAccepted",

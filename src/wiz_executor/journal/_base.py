@@ -46,6 +46,8 @@ class Attempt(msgspec.Struct, gc=False, array_like=True):
     host: str = ""
     pid: int = 0
     worker: str = ""
+    node: str = ""
+    """The Ray node ID it ran on (RAY runs; empty for the others)."""
 
 
 class StoredChunk(msgspec.Struct, gc=False):

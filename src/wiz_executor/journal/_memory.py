@@ -27,6 +27,7 @@ from ._base import (
 )
 from ._records import (
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -69,6 +70,7 @@ class MemoryStore(JournalStore):
             ChunkStarted: self._started,
             ChunkSucceeded: self._succeeded,
             ChunkFailed: self._failed,
+            ChunkRequeued: self._requeued,
             DeliveryPending: self._delivery_pending,
             DeliveryDone: self._delivery_done,
             DeliveryFailed: self._delivery_failed,
@@ -157,7 +159,9 @@ class MemoryStore(JournalStore):
         if chunk is None:
             return
         chunk.state = DataChunkState.RUNNING
-        chunk.attempts.append(Attempt(r.attempt, r.time, host=r.host, pid=r.pid, worker=r.worker))
+        chunk.attempts.append(
+            Attempt(r.attempt, r.time, host=r.host, pid=r.pid, worker=r.worker, node=r.node)
+        )
 
     def _end_attempt(
         self,
@@ -188,6 +192,14 @@ class MemoryStore(JournalStore):
         chunk.state = DataChunkState.FAILED
         chunk.error = r.error
         self._end_attempt(chunk, r.attempt, r.time, DataChunkState.FAILED, r.error)
+
+    def _requeued(self, r: ChunkRequeued) -> None:
+        chunk = self._chunk(r.proc_id, r.run_id, r.chunk_id)
+        if chunk is None:
+            return
+        chunk.state = DataChunkState.WAITING
+        if chunk.attempts:
+            chunk.attempts[-1].ended, chunk.attempts[-1].error = r.time, r.error
 
     def _delivery_pending(self, r: DeliveryPending) -> None:
         run = self._runs.get((r.proc_id, r.run_id))

@@ -73,6 +73,7 @@ class ChunkStarted(_Record, frozen=True, gc=False, tag=True):
     host: str = ""
     pid: int = 0
     worker: str = ""
+    node: str = ""
 
 
 class ChunkSucceeded(_Record, frozen=True, gc=False, tag=True):
@@ -94,6 +95,19 @@ class ChunkFailed(_Record, frozen=True, gc=False, tag=True):
     """A chunk ended FAILED with `error`; ends its latest attempt, unless `attempt` is 0: it
     failed without running (its run was deleted while it waited, or it ran out of
     attempts across restarts and its last attempt was cut short by the process dying)."""
+
+    proc_id: str
+    run_id: str
+    chunk_id: str
+    attempt: int
+    error: str
+    time: float
+
+
+class ChunkRequeued(_Record, frozen=True, gc=False, tag=True):
+    """A chunk's attempt number `attempt` was lost with the worker running it (a Ray
+    actor or node died): the attempt ends without an outcome, with `error` saying why,
+    and the chunk is WAITING again, to run as a new attempt."""
 
     proc_id: str
     run_id: str
@@ -195,6 +209,7 @@ Record = (
     | ChunkStarted
     | ChunkSucceeded
     | ChunkFailed
+    | ChunkRequeued
     | DeliveryPending
     | DeliveryDone
     | DeliveryFailed

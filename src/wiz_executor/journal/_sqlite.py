@@ -56,6 +56,7 @@ from ._base import (
 )
 from ._records import (
     ChunkFailed,
+    ChunkRequeued,
     ChunksAccepted,
     ChunkStarted,
     ChunkSucceeded,
@@ -238,6 +239,7 @@ class SqliteStore(JournalStore):
             ChunkStarted: self._started,
             ChunkSucceeded: self._succeeded,
             ChunkFailed: self._failed,
+            ChunkRequeued: self._requeued,
             DeliveryPending: self._delivery_pending,
             DeliveryDone: self._delivery_done,
             DeliveryFailed: self._delivery_failed,
@@ -474,13 +476,13 @@ class SqliteStore(JournalStore):
     def _started(self, conn: sqlite3.Connection, records: list[ChunkStarted]) -> None:
         rids = self._rids
         rows = [
-            (r.attempt, repr(r.time), r.host, r.pid, r.worker, rid, r.chunk_id)
+            (r.attempt, repr(r.time), r.host, r.pid, r.worker, r.node, rid, r.chunk_id)
             for r in records
             if (rid := rids.get((r.proc_id, r.run_id))) is not None
         ]
         conn.executemany(
             "UPDATE chunks SET state = 2, attempts = json_insert(coalesce(attempts, '[]'), '$[#]',"
-            " json_array(?, json(?), NULL, NULL, NULL, ?, ?, ?)) WHERE rid = ? AND chunk_id = ?",
+            " json_array(?, json(?), NULL, NULL, NULL, ?, ?, ?, ?)) WHERE rid = ? AND chunk_id = ?",
             rows,
         )
 
@@ -539,7 +541,7 @@ class SqliteStore(JournalStore):
                 )
             else:
                 state, output, error, outcome = 4, None, e.error, "FAILED"
-            attempt = (s.attempt, s.time, e.time, outcome, error, s.host, s.pid, s.worker)
+            attempt = (s.attempt, s.time, e.time, outcome, error, s.host, s.pid, s.worker, s.node)
             if s.attempt == 1:
                 row = (state, output, error, _encode((attempt,)).decode(), rid, s.chunk_id)
                 first.append(row)
@@ -559,6 +561,20 @@ class SqliteStore(JournalStore):
                 " WHERE rid = ?5 AND chunk_id = ?6",
                 later,
             )
+
+    def _requeued(self, conn: sqlite3.Connection, records: list[ChunkRequeued]) -> None:
+        rids = self._rids
+        rows = [
+            (r.error, repr(r.time), rid, r.chunk_id)
+            for r in records
+            if (rid := rids.get((r.proc_id, r.run_id))) is not None
+        ]
+        conn.executemany(
+            "UPDATE chunks SET state = 1, attempts ="
+            " json_set(attempts, '$[#-1][2]', json(?2), '$[#-1][4]', ?1)"
+            " WHERE rid = ?3 AND chunk_id = ?4 AND attempts IS NOT NULL",
+            rows,
+        )
 
     def _delivery_rows(self, records: Iterable[Any]) -> list[tuple[int, str, int]]:
         rids = self._rids

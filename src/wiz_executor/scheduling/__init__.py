@@ -13,21 +13,26 @@ from ..runs import Chunk, Run, RunMap
 from ..settings import Settings
 from ._limits import WorkerLimiter
 from ._model import RunLoad, WorkModelBase
+from ._registry import WORK_MODELS, register
 from ._runner import ChunkRunner
 from ._threads import BlockingCall, ProcessorThreads
 from .lifetime import LifetimeModel
 from .pool import PoolModel
+from .ray_model import RayModel
 
 __all__ = [
+    "WORK_MODELS",
     "BlockingCall",
     "ChunkRunner",
     "LifetimeModel",
     "PoolModel",
     "ProcessorThreads",
+    "RayModel",
     "RunLoad",
     "Scheduler",
     "WorkModelBase",
     "WorkerLimiter",
+    "register",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,8 +54,8 @@ class Scheduler:
             settings.limits(),
         )
         self.models: dict[WorkModel, WorkModelBase] = {
-            WorkModel.LIFETIME: LifetimeModel(self.runner, self.limiter),
-            WorkModel.POOL: PoolModel(self.runner, self.limiter),
+            name: cls.create(self.runner, self.limiter, settings)
+            for name, cls in WORK_MODELS.items()
         }
         self._background: set[asyncio.Task[Any]] = set()
         self._releasing: dict[Run, asyncio.Task[Any]] = {}

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Self
 
+from ..api import WorkModel
 from ..processors import Processor
 from ..runs import Chunk, Run
+from ..settings import Settings
 from ._limits import WorkerLimiter
 from ._runner import ChunkRunner
 
@@ -38,6 +40,16 @@ class RunLoad(NamedTuple):
 
 class WorkModelBase(ABC):
     """Owns the workers of the runs given to it, within the executor-wide limiter."""
+
+    name: ClassVar[WorkModel]
+    """Its wire name (set by `_registry.register`)."""
+
+    @classmethod
+    def create(cls, runner: ChunkRunner, limiter: WorkerLimiter, settings: Settings) -> Self:
+        """The scheduler's way to make one: a model that needs the executor's settings
+        (e.g. where its cluster is) overrides this; making one must cost nothing until
+        a run uses it."""
+        return cls(runner, limiter)
 
     def __init__(self, runner: ChunkRunner, limiter: WorkerLimiter) -> None:
         self.runner = runner

@@ -216,6 +216,11 @@ class ChunkRunner:
                 raise ChunkFailed(refusal)
         return threads.call(type(instance), instance.run, data, context)
 
+    def record(self, run: Run, chunk: Chunk, result: Any, raw_in: Any) -> None:
+        """Record what a processor returned for a chunk run elsewhere (RAY): checked,
+        then SUCCEEDED (and sent downstream) exactly as a chunk run here."""
+        self._record(run, chunk, result, raw_in)
+
     def _record(self, run: Run, chunk: Chunk, result: Any, raw_in: Any) -> None:
         if isinstance(result, Output):
             fmt, raw, driver, location = (

@@ -13,10 +13,12 @@ from collections import deque
 from time import time
 from typing import Any
 
+from ..api import WorkModel
 from ..processors import Processor
 from ..runs import RUNNING, Chunk, Run
 from ._limits import WorkerLimiter
 from ._model import RunLoad, WorkModelBase
+from ._registry import register
 from ._runner import (
     PROCESSOR_ERRORS,
     cancelled,
@@ -40,6 +42,7 @@ class _RunWork:
         when (`time()`) it began, so the `Waiting` reason SETUP can say since when."""
 
 
+@register(WorkModel.LIFETIME)
 class LifetimeModel(WorkModelBase):
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
         run.sched = _RunWork(cls, self.run_limit(run))

@@ -29,9 +29,11 @@ from collections import deque
 from time import monotonic, time
 from typing import Any
 
+from ..api import WorkModel
 from ..processors import Processor
 from ..runs import Chunk, Run
 from ._model import RunLoad, WorkModelBase
+from ._registry import register
 from ._runner import (
     PROCESSOR_ERRORS,
     discard_instance,
@@ -154,6 +156,7 @@ SETUP_SHARE = 10
 """...or this many times what its `setup` took, if that is longer."""
 
 
+@register(WorkModel.POOL)
 class PoolModel(WorkModelBase):
     _turn_ends = 0.0
     _turn = 0

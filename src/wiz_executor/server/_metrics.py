@@ -242,6 +242,15 @@ def _executor_metrics(ex: Executor) -> Iterator[Metric]:
         "Event-stream consumers dropped for falling behind.",
         value=ex.events.dropped,
     )
+    if ex.stats.per_node:  # (RAY runs only)
+        by_node = CounterMetricFamily(
+            "wiz_ray_node_chunks",
+            "Chunks RAY runs sent to each Ray node since the executor started.",
+            labels=["node", "address"],
+        )
+        for (node, address), n in sorted(ex.stats.per_node.items()):
+            by_node.add_metric([node, address], n)
+        yield by_node
 
 
 def _waiting_metrics(ex: Executor) -> Iterator[Metric]:

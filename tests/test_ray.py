@@ -1,0 +1,254 @@
+"""The RAY work model on the session's two-node Ray cluster (both nodes on 127.0.0.1):
+limits, where chunks run, node loss, custom resources, remote progress and waiting.
+
+The processor contract tests (test_failures) also run for RAY; these are what only
+RAY has."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _gates import add, asgi_client, configure, run_path
+from conftest import wait_for, wait_run_done
+from wiz_executor import (
+    Context,
+    DataChunkState,
+    Executor,
+    Input,
+    Processor,
+    ProcessorConfig,
+    Settings,
+    WorkModel,
+)
+from wiz_executor.scheduling import RayModel
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
+
+
+class WaitsForFile(Processor[ProcessorConfig]):
+    """Reports half its work done, then waits (on its Ray worker) until the file the
+    chunk's RawData names exists: a test lets it finish once it saw the progress."""
+
+    id = "waits-for-file"
+    name = "waits for a file"
+
+    def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        context.report_progress(1, 2)
+        path = Path(data.raw_data)
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            threading.Event().wait(0.02)  # a remote worker polling a file
+        return "done"
+
+
+def chunks(n: int) -> list[dict[str, Any]]:
+    return [{"ChunkID": f"c{i}", "RawData": {"i": i}} for i in range(n)]
+
+
+async def inputs(client: httpx.AsyncClient, proc: str, run: str) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = (await client.get(f"{run_path(proc, run)}/data")).json()["In"]
+    return data
+
+
+async def assert_each_output_once(client: httpx.AsyncClient, proc: str, run: str, n: int) -> None:
+    data = (await client.get(f"{run_path(proc, run)}/data")).json()
+    assert sorted(o["RawData"]["i"] for o in data["Out"]) == list(range(n))
+    assert {o["State"] for o in data["Out"]} == {"SUCCEEDED"}
+
+
+def model(executor: Executor) -> RayModel:
+    ray_model = executor.scheduler.models[WorkModel.RAY]
+    assert isinstance(ray_model, RayModel)
+    return ray_model
+
+
+def test_every_ray_node_is_on_loopback(ray_cluster: Any) -> None:
+    import ray
+
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    assert len(nodes) >= 2
+    assert {node["NodeManagerAddress"] for node in nodes} == {"127.0.0.1"}
+
+
+async def test_limits_hold_and_attempts_say_where_chunks_ran(settings: Settings) -> None:
+    """MaxWorkers actors at most per run; --max-workers chunks in flight at most."""
+    settings = dataclasses.replace(settings, max_workers=3)
+    async with Executor(settings) as executor, asgi_client(executor) as client:
+        await configure(
+            client, "noop", "r", num_chunks=60, MaxWorkers=2, WorkModel="RAY", Ray={"BatchSize": 4}
+        )
+        body = [{"ChunkID": f"c{i}", "RawData": {"i": i, "SleepMs": 5}} for i in range(60)]
+        assert (await add(client, "noop", "r", body)).is_success
+        assert (await wait_run_done(client, "noop", "r"))["CurrentState"] == "SUCCEEDED"
+        await assert_each_output_once(client, "noop", "r", 60)
+        run = executor.runs.get("noop", "r")
+        assert model(executor).actors(run)[1] == 2
+        assert executor.scheduler.limiter.peak == 3  # reached, never passed
+        for chunk in await inputs(client, "noop", "r"):
+            (attempt,) = chunk["Attempts"]
+            assert attempt["Host"] == "127.0.0.1"
+            assert attempt["Node"]
+            assert attempt["PID"] > 0
+            assert attempt["Worker"].startswith("ray-actor-")
+        metrics = (await client.get("/metrics")).text
+        assert "wiz_ray_node_chunks_total{" in metrics
+
+
+async def test_chunks_run_on_both_nodes(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Three actors of 2 CPUs each fill the head (4 CPUs) and the worker node (2); each
+    gets chunks (held until all six run, so no actor finishes them all first)."""
+    executor.registry.register(WaitsForFile)
+    release = tmp_path / "release"
+    await configure(
+        client,
+        "waits-for-file",
+        "r",
+        num_chunks=6,
+        MaxWorkers=3,
+        WorkModel="RAY",
+        Ray={"NumCPUs": 2},
+    )
+    body = [{"ChunkID": f"c{i}", "RawData": str(release)} for i in range(6)]
+    assert (await add(client, "waits-for-file", "r", body)).is_success
+    run = executor.runs.get("waits-for-file", "r")
+    await wait_for(
+        lambda: run.counts[DataChunkState.RUNNING] == 6, timeout=90, what="six chunks running"
+    )
+    release.write_text("go")
+    done = await wait_run_done(client, "waits-for-file", "r")
+    assert done["CurrentState"] == "SUCCEEDED"
+    attempts = [c["Attempts"][0] for c in await inputs(client, "waits-for-file", "r")]
+    assert len({a["Worker"] for a in attempts}) == 3
+    assert len({a["Node"] for a in attempts}) == 2
+
+
+async def test_a_custom_resource_pins_the_actors(client: httpx.AsyncClient) -> None:
+    import ray
+
+    (holder,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("gpu_like")]
+    await configure(
+        client,
+        "noop",
+        "r",
+        num_chunks=20,
+        MaxWorkers=2,
+        WorkModel="RAY",
+        Ray={"Resources": {"gpu_like": 1}, "NumCPUs": 0.5},
+    )
+    assert (await add(client, "noop", "r", chunks(20))).is_success
+    assert (await wait_run_done(client, "noop", "r"))["CurrentState"] == "SUCCEEDED"
+    assert {c["Attempts"][0]["Node"] for c in await inputs(client, "noop", "r")} == {holder}
+
+
+async def test_losing_a_node_mid_run_reruns_its_chunks(
+    ray_cluster: Any, executor: Executor, client: httpx.AsyncClient
+) -> None:
+    """The actor's node goes: its chunks wait (the run says why) and run again, as new
+    attempts, on a node that joins; every output exactly once."""
+    doomed = ray_cluster.add_node(num_cpus=1, resources={"spot": 1}, node_ip_address="127.0.0.1")
+    await configure(
+        client,
+        "noop",
+        "r",
+        num_chunks=40,
+        MaxWorkers=1,
+        WorkModel="RAY",
+        Ray={"Resources": {"spot": 1}, "NumCPUs": 0.5, "BatchSize": 2},
+    )
+    body = [{"ChunkID": f"c{i}", "RawData": {"i": i, "SleepMs": 50}} for i in range(40)]
+    assert (await add(client, "noop", "r", body)).is_success
+    run = executor.runs.get("noop", "r")
+
+    await wait_for(
+        lambda: run.counts[DataChunkState.SUCCEEDED] >= 4,
+        timeout=60,
+        what="chunks to succeed on the doomed node",
+    )
+    ray_cluster.remove_node(doomed)
+    await wait_for(
+        lambda: (
+            model(executor).waiting_reason(run) is not None
+            or any(c.attempts and len(c.attempts) > 1 for c in run.chunks.values())
+        ),
+        timeout=60,
+        what="the lost node's chunks to wait",
+    )
+    spare = ray_cluster.add_node(num_cpus=1, resources={"spot": 1}, node_ip_address="127.0.0.1")
+    try:
+        done = await wait_run_done(client, "noop", "r", timeout=120)
+        assert done["CurrentState"] == "SUCCEEDED"
+        await assert_each_output_once(client, "noop", "r", 40)
+        attempts = [a for c in await inputs(client, "noop", "r") for a in c["Attempts"]]
+        lost = [a for a in attempts if a.get("Error") and "lost" in a["Error"]]
+        assert lost, "a chunk of the lost node ran again"
+        assert len({a["Node"] for a in attempts}) == 2
+    finally:
+        ray_cluster.remove_node(spare)
+
+
+async def test_a_run_asking_for_what_no_node_has_waits_and_says_why(
+    executor: Executor, client: httpx.AsyncClient
+) -> None:
+    await configure(
+        client, "noop", "r", num_chunks=2, WorkModel="RAY", Ray={"Resources": {"unicorn": 1}}
+    )
+    assert (await add(client, "noop", "r", chunks(2))).is_success
+    run = executor.runs.get("noop", "r")
+    await wait_for(lambda: model(executor).waiting_reason(run) is not None, timeout=60)
+    reason = executor.scheduler.waiting_reason(run)
+    assert reason is not None
+    assert "unicorn=1" in reason
+    assert run.counts[DataChunkState.WAITING] == 2
+    assert (await client.delete(run_path("noop", "r"))).status_code == 200
+
+
+async def test_remote_progress_reaches_the_chunk(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    executor.registry.register(WaitsForFile)
+    release = tmp_path / "release"
+    await configure(client, "waits-for-file", "r", num_chunks=1, WorkModel="RAY")
+    assert await add(client, "waits-for-file", "r", {"ChunkID": "c", "RawData": str(release)})
+    path = f"{run_path('waits-for-file', 'r')}/data/input/c"
+
+    async def progress_shown() -> bool:
+        return (await client.get(path)).json().get("Progress") == {"Done": 1, "Total": 2}
+
+    await wait_for(progress_shown, timeout=60, what="the remote progress")
+    release.write_text("go")
+    assert (await wait_run_done(client, "waits-for-file", "r"))["CurrentState"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(
+    "ray",
+    [
+        {"NumCPUs": -1},
+        {"BatchSize": 0},
+        {"Resources": {"x": "many"}},
+        {"NumGPUs": "lots"},
+        {"Resources": {"": 1}},
+    ],
+)
+async def test_nonsense_ray_options_are_refused(client: httpx.AsyncClient, ray: Any) -> None:
+    body = {"ExecutorConfig": {"WorkModel": "RAY", "Ray": ray}}
+    resp = await client.post(f"{run_path('noop', 'r')}/config", json=body)
+    assert resp.status_code == 400, resp.text
+
+
+async def test_a_whole_number_written_as_a_float_is_a_batch_size(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON has one kind of number: 110.0 is the integer 110 (the fuzz test found it)."""
+    body = {"ExecutorConfig": {"WorkModel": "RAY", "Ray": {"BatchSize": 110.0}}}
+    resp = await client.post(f"{run_path('noop', 'r')}/config", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["Configuration"]["ExecutorConfig"]["Ray"]["BatchSize"] == 110
