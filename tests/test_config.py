@@ -35,6 +35,8 @@ SAMPLES: dict[str, str] = {
     "downstream-token": "other:8080=down-token",
     "downstream-token-file": "tokens.txt",
     "db": "journal.db",
+    "ray-address": "auto",
+    "ray-num-cpus": "3",
 }
 
 
@@ -61,7 +63,8 @@ def sample(param: Any) -> tuple[str, Any]:
     key = _config.key_of(param)
     if key in SAMPLES:
         text = SAMPLES[key]
-        return text, [text] if param.multiple else text
+        value: Any = int(text) if text.isdigit() else text  # TOML: a number as a number
+        return text, [value] if param.multiple else value
     default = param.default
     if isinstance(default, bool):
         return ("false", False) if default else ("true", True)
