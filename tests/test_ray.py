@@ -252,3 +252,37 @@ async def test_a_whole_number_written_as_a_float_is_a_batch_size(
     resp = await client.post(f"{run_path('noop', 'r')}/config", json=body)
     assert resp.status_code == 200, resp.text
     assert resp.json()["Configuration"]["ExecutorConfig"]["Ray"]["BatchSize"] == 110
+
+
+async def test_a_ray_run_is_changed_live(executor: Executor, client: httpx.AsyncClient) -> None:
+    """Live control on RAY (issue #14): MaxWorkers lowered mid-run drains an actor away,
+    pause and resume, then a move to POOL; every chunk runs exactly once."""
+    n = 150
+    await configure(
+        client, "noop", "r", num_chunks=n, MaxWorkers=2, WorkModel="RAY", Ray={"BatchSize": 2}
+    )
+    body = [{"ChunkID": f"c{i}", "RawData": {"i": i, "SleepMs": 20}} for i in range(n)]
+    assert (await add(client, "noop", "r", body)).is_success
+    run = executor.runs.get("noop", "r")
+    ray_model = model(executor)
+    await wait_for(lambda: ray_model.actors(run)[0] == 2, timeout=90, what="two actors")
+
+    config = f"{run_path('noop', 'r')}/config"
+    assert (await client.patch(config, json={"MaxWorkers": 1})).status_code == 200
+    await wait_for(lambda: ray_model.actors(run)[0] == 1, timeout=60, what="one actor left")
+    paused = await client.post(f"{run_path('noop', 'r')}/pause")
+    assert paused.status_code == 200
+    assert paused.json()["Paused"] is True
+    assert (await client.post(f"{run_path('noop', 'r')}/resume")).status_code == 200
+    assert (await client.patch(config, json={"WorkModel": "POOL"})).status_code == 200
+
+    done = await wait_run_done(client, "noop", "r", timeout=120)
+    assert done["CurrentState"] == "SUCCEEDED"
+    assert done["Configuration"]["ExecutorConfig"]["WorkModel"] == "POOL"
+    await assert_each_output_once(client, "noop", "r", n)
+    workers = []
+    for chunk in await inputs(client, "noop", "r"):
+        (attempt,) = chunk["Attempts"]  # none ran twice
+        workers.append(attempt["Worker"])
+    assert any(w.startswith("ray-actor-") for w in workers)
+    assert not all(w.startswith("ray-actor-") for w in workers)  # the rest ran on POOL

@@ -167,6 +167,9 @@ class _Actor:
     busy: int = 0
     """Batches it has in flight."""
     dead: bool = False
+    draining: bool = False
+    """Above a lowered MaxWorkers: it takes no more batches and leaves once those in
+    flight are done (see `RayModel.resize`)."""
 
 
 @dataclass(eq=False)
@@ -210,6 +213,8 @@ class RayModel(WorkModelBase):
         self.settings = settings or Settings()
         self.runtime = _Runtime(self.settings)
         self._actors = 0
+        self._ending: set[asyncio.Task[None]] = set()
+        """Drained actors being let go (see `_dismiss`)."""
 
     @classmethod
     def create(cls, runner: ChunkRunner, limiter: WorkerLimiter, settings: Settings) -> RayModel:
@@ -356,6 +361,57 @@ class RayModel(WorkModelBase):
             _kill(actor.handle)
             work.changed.set()
 
+    # -- live control (pause, MaxWorkers and work model changed on a running run)
+
+    def withdraw(self, run: Run) -> list[Chunk]:
+        work: _RayRun | None = run.sched
+        if work is None:
+            return []
+        # Batches in flight go on; the actors stay, idle, until `submit` feeds them.
+        chunks = list(work.queue)
+        work.queue.clear()
+        return chunks
+
+    def resize(self, run: Run) -> None:
+        """Apply a changed MaxWorkers: raised, the keeper starts actors for the waiting
+        chunks at once; lowered, the actors above it (idle ones first) take no more
+        batches and leave once their batches in flight are done: no chunk is cut off."""
+        work: _RayRun | None = run.sched
+        if work is None or work.closing:
+            return
+        work.limit = run.max_workers
+        excess = len([a for a in work.actors if not a.draining]) - work.limit
+        for actor in sorted(work.actors, key=lambda a: a.busy):
+            if excess <= 0:
+                break
+            if not actor.draining:
+                actor.draining = True
+                excess -= 1
+                if not actor.busy:
+                    self._dismiss(work, actor)
+        work.more.set()
+        work.changed.set()
+
+    def _dismiss(self, work: _RayRun, actor: _Actor) -> None:
+        """Let a drained actor go: its processor's teardown, then the actor."""
+        if actor.dead:
+            return
+        actor.dead = True
+        with contextlib.suppress(ValueError):
+            work.actors.remove(actor)
+        work.changed.set()
+
+        async def end() -> None:
+            try:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(actor.handle.teardown.remote(), 10)
+            finally:
+                _kill(actor.handle)
+
+        task = asyncio.create_task(end())
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
     # -- batches
 
     async def _lane(self, run: Run, work: _RayRun, actor: _Actor) -> None:
@@ -363,18 +419,22 @@ class RayModel(WorkModelBase):
         me = asyncio.current_task()
         assert me is not None
         while not (actor.dead or self.closing or work.closing):
+            if actor.draining:
+                if not actor.busy:  # (the actor's other lane is done too)
+                    self._dismiss(work, actor)
+                break
             if not queue:
                 work.more.clear()
                 await work.more.wait()
                 continue
             if not limiter.try_acquire():
                 await limiter.acquire()
-            if not queue or actor.dead or self.closing or work.closing:
+            if not queue or actor.dead or actor.draining or self.closing or work.closing:
                 limiter.release()
                 continue
             if actor.busy and len(queue) < work.batch_size:
                 await asyncio.sleep(LINGER)
-                if not queue or actor.dead or self.closing or work.closing:
+                if not queue or actor.dead or actor.draining or self.closing or work.closing:
                     limiter.release()
                     continue
             # A fair share of what waits, so a short run spreads over its actors.
@@ -540,6 +600,7 @@ class RayModel(WorkModelBase):
 
     async def close(self) -> None:
         await super().close()
+        await asyncio.gather(*self._ending, return_exceptions=True)
         await asyncio.to_thread(self.runtime.stop)
 
 
