@@ -52,9 +52,10 @@ def test_a_batch_of_a_million_identical_chunks_is_cheap(tmp_path: Path) -> None:
     assert result["status"] == 200
     assert result["answer"] == {"Accepted": 1, "Duplicates": 999_999}
     # Before: 368 MB for a 16 MB body, and the event loop stalled for 0.8 s; after,
-    # ~1.7 MB and 10-25 ms.
+    # ~1.7 MB and 10-25 ms. The stall is bounded in the loop thread's CPU time, which
+    # other processes on a loaded machine do not inflate (see `_lag`).
     assert result["peak_growth_bytes"] <= 2 * result["body_bytes"], result
-    assert result["max_loop_gap_s"] < 0.25, result
+    assert result["max_loop_cpu_s"] < 0.25, result
 
 
 def big_batch(n: int, pad: str = "x" * 40) -> list[dict[str, Any]]:

@@ -94,7 +94,15 @@ async def test_many_clients_at_once(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, max_workers=8)
     async with live_server(settings) as (url, executor):
         executor.registry.register(Counting)
-        limits = httpx.Limits(max_connections=CLIENTS)  # one connection per client
+        # Two client-side races, each an httpx.ReadError under load, kept out:
+        # - a connection for every request that can be in flight (each client has up to
+        #   two: a run read beside a data read). At a full pool, httpcore (1.0.9) may
+        #   close a connection it has just handed to a request, taking it for idle
+        #   (encode/httpcore#1110); the pool must never have to make room.
+        # - idle connections dropped well before the server's keep-alive (uvicorn's 5 s)
+        #   closes them, so none is reused just as the server closes it (httpx's
+        #   default expiry is the same 5 s, started later, on the client's side).
+        limits = httpx.Limits(max_connections=2 * CLIENTS, keepalive_expiry=1.0)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
             results = await asyncio.gather(*(one_client(http, n, seed=n) for n in range(CLIENTS)))
             assert sum(a for a, _ in results) == RUNS * PER_RUN  # each chunk accepted once

@@ -149,5 +149,8 @@ async def test_no_getdata_stalls_the_loop_at_100k_chunks(settings: Settings) -> 
                     assert len(body["In"]) == len(body["Out"]) == n
                     assert body["In"][-1]["ChunkID"] == f"c{n - 1}"
     print("longest loop gaps (s):", gaps)
-    # Before: the unpaged answer alone held the loop for ~0.5 s. Generous for CI.
-    assert max(gaps.values()) < 0.1, gaps
+    # Before: the unpaged answer alone held the loop for ~0.5 s (0.77 s of CPU when it
+    # is encoded in one piece again); after, turns of ~10 ms. Bounded in the loop
+    # thread's CPU time, which other processes on a loaded machine do not inflate: the
+    # wall-clock gap, printed too, reached 0.25 s there (see `_lag`).
+    assert max(lag.cpu for lag in gaps.values()) < 0.1, gaps

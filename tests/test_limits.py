@@ -7,6 +7,7 @@ the recorded peak proves the limit was never exceeded at any instant.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,35 @@ async def test_executor_limit_holds_across_runs(
     assert gate.peak == 4
     assert gate.entered == 18
     assert executor.scheduler.limiter.peak == 4
+    # A run is SUCCEEDED when its chunks are; a POOL instance keeps its slot until it
+    # is torn down, which a finished run's workers do after that, in the background.
+    # Wait for exactly that (not for a time), then check every slot came back.
+    for i in range(len(models)):
+        await executor.scheduler.released(executor.runs.get("gate", f"r{i}"))
+    assert executor.scheduler.limiter.in_use == 0
+
+
+async def test_a_pool_slot_is_held_until_its_instance_is_torn_down(
+    gated: tuple[Executor, httpx.AsyncClient], gate: Gate
+) -> None:
+    """A run is SUCCEEDED when its chunks are; its POOL instance counts against the
+    executor-wide limit until its `teardown` ends, after that (a slot is what an
+    instance holds, not what a chunk does). `Scheduler.released` says when it has."""
+    executor, client = gated
+    torn_down = asyncio.Event()
+
+    class SlowTeardown(gate_processor(gate, "slow-teardown")):  # type: ignore[misc]
+        async def teardown(self) -> None:
+            await torn_down.wait()
+
+    executor.registry.register(SlowTeardown)
+    gate.release_all()
+    await configure(client, "slow-teardown", "r", num_chunks=1, WorkModel="POOL")
+    assert (await add(client, "slow-teardown", "r", chunks(1))).is_success
+    assert (await wait_run_done(client, "slow-teardown", "r"))["CurrentState"] == "SUCCEEDED"
+    assert executor.scheduler.limiter.in_use == 1  # its instance is still being torn down
+    torn_down.set()
+    await executor.scheduler.released(executor.runs.get("slow-teardown", "r"))
     assert executor.scheduler.limiter.in_use == 0
 
 
