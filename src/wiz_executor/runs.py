@@ -135,6 +135,7 @@ class Run:
     """A configured run of one processor: its configuration, chunks and counters."""
 
     __slots__ = (
+        "cancelled",
         "chunks",
         "configuration",
         "control",
@@ -187,6 +188,9 @@ class Run:
         with (a run changed live since still takes its original Configure as a no-op)."""
         self.control: dict[str, Any] | None = None
         """Its live changes (`RunMap.control`), as journalled; None while it has none."""
+        self.cancelled = False
+        """Cancelled (`RunMap.cancel`): it ends ERRORED whatever its chunks did, until a
+        retry takes chunks up again. Journalled in `control` (`"Cancelled"`)."""
         self.paused = False
         """Paused (`RunMap.pause`): no chunk of it starts, and it does not finish, until
         it is resumed. Read by the scheduler and by whoever explains why chunks wait."""
@@ -716,6 +720,9 @@ class RunMap:
             self.counts[WAITING] += n
         for chunk, _ in outputs:
             chunk.delivery_error = None
+        if run.cancelled:  # what the cancel stopped is taken up again
+            run.cancelled = False
+            self.control(run, {"Cancelled": False})
         run.undelivered.clear()
         run.deliveries_failed -= len(outputs)
         run.deliveries_pending += len(outputs)
@@ -786,8 +793,16 @@ class RunMap:
         cancelled chunks after all). Returns the chunks it cancelled; nothing waiting,
         nothing changes but the end of input (so a second call is a no-op).
 
-        The chunks stay in their work model's queue: a worker that takes one finds it
-        is no longer WAITING and skips it (`ChunkRunner.execute`)."""
+        The run is marked `cancelled` (journalled in its live control record), so it
+        ends ERRORED even when nothing waited or failed, or it never reached its
+        NumChunks: a cancelled run is not a complete one. A finished run is left as it is.
+
+        The caller takes the chunks back from their work model first (`Scheduler.
+        withdraw`); any left there are skipped by the worker that takes them
+        (`ChunkRunner.execute`)."""
+        if not run.finished and not run.cancelled:
+            run.cancelled = True
+            self.control(run, {"Cancelled": True})
         self.close_input(run)
         if not run.counts[WAITING]:
             return []
@@ -835,7 +850,8 @@ class RunMap:
             return
         if run.finished or run.deliveries_pending or run.removed or run.paused:
             return  # (a paused run finishes when it is resumed)
-        run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
+        failed = counts[FAILED] or run.deliveries_failed or run.cancelled
+        run.state = State.ERRORED if failed else State.SUCCEEDED
         run.ended = time()
         self._log(RunFinished(run.proc_id, run.run_id, run.state, run.ended))
         run.done.set()
