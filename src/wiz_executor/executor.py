@@ -524,7 +524,10 @@ class Executor:
     def _submit_committed(self, run: Run, new: list[Chunk], future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is not None or run.removed:
             return  # (a failed commit: the executor refuses writes, see `committed`)
-        self.scheduler.submit(run, new)
+        # A cancel before the commit failed some (or all) of them: those never run.
+        waiting = [chunk for chunk in new if chunk.state is WAITING]
+        if waiting:
+            self.scheduler.submit(run, waiting)
 
     def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
         """`add_chunks` for wire models (the library's convenient form)."""
@@ -546,6 +549,8 @@ class Executor:
         if self._refusal is not None:  # recovering, or the journal failed: no writes
             raise self._refusal
         run = self.get_run(proc_id, run_id)
+        if not run.finished:
+            self.scheduler.withdraw(run)  # (WAITING still: the cancel fails them next)
         cancelled = self.runs.cancel(run)
         if cancelled:
             log.info(
