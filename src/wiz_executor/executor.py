@@ -37,6 +37,7 @@ import httpx
 from pydantic import BaseModel
 
 from . import netpolicy
+from ._logs import about
 from ._recovery import recover
 from ._runlog import RunLog
 from ._tls import client_context
@@ -389,7 +390,13 @@ class Executor:
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
         run = self._new_run(proc_id, run_id, configuration, processor_config, warnings)
         if warnings:
-            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
+            log.warning(
+                "run %s/%s configured: %s",
+                proc_id,
+                run_id,
+                "; ".join(warnings),
+                extra=about(proc_id, run_id),
+            )
         self.runs.insert(run)
         self.run_log.configured(run)
         self.scheduler.open(run, cls)
@@ -554,7 +561,11 @@ class Executor:
         cancelled = self.runs.cancel(run)
         if cancelled:
             log.info(
-                "run %s/%s cancelled: %d waiting chunks failed", proc_id, run_id, len(cancelled)
+                "run %s/%s cancelled: %d waiting chunks failed",
+                proc_id,
+                run_id,
+                len(cancelled),
+                extra=about(proc_id, run_id),
             )
         return run, len(cancelled)
 
@@ -606,6 +617,7 @@ class Executor:
             run_id,
             len(chunks),
             len(outputs),
+            extra=about(proc_id, run_id),
         )
         return run, len(chunks), len(outputs)
 
@@ -684,6 +696,7 @@ class Executor:
             proc_id,
             run_id,
             ", ".join(f"{k} {v}" for k, v in updates.items()),
+            extra=about(proc_id, run_id),
         )
         return run, warnings
 
@@ -698,7 +711,7 @@ class Executor:
             except NotImplementedError as exc:
                 raise Conflict(f"run {run_id!r} cannot be paused: {exc}") from None
             self.runs.pause(run)
-            log.info("run %s/%s paused", proc_id, run_id)
+            log.info("run %s/%s paused", proc_id, run_id, extra=about(proc_id, run_id))
         return run
 
     def resume(self, proc_id: str, run_id: str) -> Run:
@@ -708,7 +721,7 @@ class Executor:
         if run.paused:
             self.scheduler.resume(run)
             self.runs.resume(run)
-            log.info("run %s/%s resumed", proc_id, run_id)
+            log.info("run %s/%s resumed", proc_id, run_id, extra=about(proc_id, run_id))
         return run
 
     def executor_limits(self) -> dict[str, int]:

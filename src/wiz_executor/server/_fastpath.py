@@ -16,6 +16,7 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._logs import about
 from ..errors import ExecutorFull, InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
@@ -120,7 +121,13 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
         if new:
             if len(warned) < MAX_WARNED:
                 warned.update(new)
-            log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
+            log.warning(
+                "AddData to run %s/%s: %s",
+                proc_id,
+                run_id,
+                "; ".join(new),
+                extra=about(proc_id, run_id),
+            )
     if result.committed is not None:  # 200 only once the chunks are in the journal
         await executor.committed(result.committed)
     if warnings:
