@@ -136,6 +136,7 @@ class Run:
 
     __slots__ = (
         "cancelled",
+        "cancelled_chunks",
         "chunks",
         "configuration",
         "control",
@@ -191,6 +192,9 @@ class Run:
         self.cancelled = False
         """Cancelled (`RunMap.cancel`): it ends ERRORED whatever its chunks did, until a
         retry takes chunks up again. Journalled in `control` (`"Cancelled"`)."""
+        self.cancelled_chunks = 0
+        """Its FAILED chunks a cancel failed unrun (`CANCELLED`): finished, but not
+        processed, so the rates (`history`) leave them out."""
         self.paused = False
         """Paused (`RunMap.pause`): no chunk of it starts, and it does not finish, until
         it is resumed. Read by the scheduler and by whoever explains why chunks wait."""
@@ -382,6 +386,8 @@ class RunMap:
             held[chunk.id] = chunk
             outputs[chunk.output_id] = chunk
             counts[chunk.state] += 1
+            if chunk.error is not None and chunk.error == CANCELLED:
+                run.cancelled_chunks += 1
         run.order = chunks
         if counts[WAITING]:
             run.waiting_since = time()  # (their arrival times are not journalled)
@@ -703,6 +709,8 @@ class RunMap:
         if not chunks and not outputs:
             return chunks, outputs
         for chunk in chunks:
+            if chunk.error == CANCELLED:
+                run.cancelled_chunks -= 1
             chunk.state = WAITING
             chunk.error = None
             chunk.delivery_error = None
@@ -807,6 +815,7 @@ class RunMap:
         if not run.counts[WAITING]:
             return []
         waiting = [chunk for chunk in run.order if chunk.state is WAITING]
+        run.cancelled_chunks += len(waiting)  # (first: `fail` may finish the run)
         for chunk in waiting:
             self.fail(run, chunk, CANCELLED)
         return waiting
