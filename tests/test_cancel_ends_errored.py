@@ -6,22 +6,18 @@ runs chunks again takes it away."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
 from conftest import wait_for, wait_run_done
+from test_cancel import chunks
 from wiz_executor import DataChunkState, Executor, ProcessorConfig, Settings
 from wiz_executor.api import Configuration, WorkModel
 from wiz_executor.journal import JournalStore, MemoryStore, SqliteStore
 from wiz_executor.runs import Run, RunMap
 
 pytestmark = pytest.mark.anyio
-
-
-def chunks(n: int) -> list[dict[str, Any]]:
-    return [{"ChunkID": f"c{i}", "RawData": {"i": i}} for i in range(n)]
 
 
 async def test_cancel_with_nothing_waiting_before_num_chunks_ends_errored(

@@ -5,21 +5,16 @@ are not handed to the work model at all."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from _gates import Gate, add, asgi_client, configure, gate_processor, run_path
 from conftest import wait_for, wait_run_done
+from test_cancel import chunks
 from wiz_executor import Executor
 from wiz_executor.api import Data
 from wiz_executor.wire import chunk_from_data
 
 pytestmark = pytest.mark.anyio
-
-
-def chunks(n: int) -> list[dict[str, Any]]:
-    return [{"ChunkID": f"c{i}", "RawData": {"i": i}} for i in range(n)]
 
 
 @pytest.mark.parametrize("work_model", ["LIFETIME", "POOL"])

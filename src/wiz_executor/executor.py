@@ -71,6 +71,11 @@ from .wire import chunk_from_data
 
 log = logging.getLogger(__name__)
 
+FULL_MESSAGE = (
+    "the executor holds {waiting} waiting chunks and takes at most {max_pending}; retry later"
+)
+"""The words of the 429 a full executor answers AddData with (`Executor.full`)."""
+
 
 class AddResult:
     __slots__ = ("accepted", "committed", "duplicates")
@@ -482,6 +487,16 @@ class Executor:
                 f"waiting ({limit}, --max-pending); send it in smaller batches",
             )
 
+    def full(self) -> ExecutorFull:
+        """The 429 of a batch that does not fit under `max_pending`: one answer, whether
+        `add_chunks` or the early refusal (`server._early`) gives it."""
+        return ExecutorFull(
+            FULL_MESSAGE.format(
+                waiting=self.runs.counts[WAITING], max_pending=self.settings.max_pending
+            ),
+            self.settings.retry_after,
+        )
+
     def add_chunks(
         self,
         proc_id: str,
@@ -509,13 +524,8 @@ class Executor:
         if new:
             if self.closing:
                 raise ShuttingDown()
-            waiting = self.runs.counts[WAITING]
-            if waiting + len(new) > self.settings.max_pending:
-                raise ExecutorFull(
-                    f"the executor holds {waiting} waiting chunks and takes at most "
-                    f"{self.settings.max_pending}; retry later",
-                    self.settings.retry_after,
-                )
+            if self.runs.counts[WAITING] + len(new) > self.settings.max_pending:
+                raise self.full()
             committed = self.runs.accept(run, new)
             if committed is None:
                 self.scheduler.submit(run, new)

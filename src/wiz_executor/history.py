@@ -171,6 +171,7 @@ def history_samples(run: Run) -> dict[str, Any]:
 
 
 def rfc3339(seconds: float) -> str:
+    """A `time()` as the wire writes times (UTC, `Z`): the one writer of them all."""
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
