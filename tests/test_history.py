@@ -20,6 +20,7 @@ from wiz_executor.history import (
     SampleRing,
     chunks_per_second,
     history_samples,
+    processed_count,
     run_timing,
 )
 
@@ -225,3 +226,32 @@ async def test_cancelled_chunks_are_no_throughput(executor: Executor) -> None:
         assert (await client.post(run_path("gate", "r") + "/retry")).json()["Chunks"] == 19
         await wait_run_done(client, "gate", "r")
         assert chunks_per_second(run, run.started + 10) == pytest.approx(20 / 10)
+
+
+async def test_cancelled_chunks_retried_after_a_restart_count_once(settings: Settings) -> None:
+    """A finished run comes back from a restart stored (its chunks in the journal only);
+    a retry reads them back: the chunks a cancel failed are counted from what it reads,
+    so the run's processed count stays its finished chunks, never above."""
+    gate = Gate()
+    async with Executor(settings) as executor:
+        executor.registry.register(gate_processor(gate))
+        async with asgi_client(executor) as client:
+            await configure(client, "gate", "r", 0, MaxWorkers=1)
+            assert (
+                await add(client, "gate", "r", [{"ChunkID": f"c{i}"} for i in range(5)])
+            ).is_success
+            await wait_for(lambda: gate.active == 1, what="a chunk to run")
+            assert (await client.post(run_path("gate", "r") + "/cancel")).json()["Cancelled"] == 4
+            gate.release_all()
+            await wait_run_done(client, "gate", "r")
+    again = Gate()
+    again.release_all()
+    async with Executor(settings) as executor:
+        executor.registry.register(gate_processor(again))
+        await executor.recovered()
+        async with asgi_client(executor) as client:
+            assert (await client.post(run_path("gate", "r") + "/retry")).json()["Chunks"] == 4
+            assert (await wait_run_done(client, "gate", "r"))["CurrentState"] == "SUCCEEDED"
+        run = executor.get_run("gate", "r")
+        assert run.cancelled_chunks == 0
+        assert processed_count(run) == 5

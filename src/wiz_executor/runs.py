@@ -419,10 +419,14 @@ class RunMap:
         if not run.stored:
             return
         held, outputs = run.chunks, run.outputs
+        cancelled = 0
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
             outputs[chunk.output_id] = chunk
+            if chunk.error is not None and chunk.error == CANCELLED:
+                cancelled += 1
+        run.cancelled_chunks = cancelled  # (a run recovered stored had not counted them)
         run.order = chunks
         run.stored = False
 
