@@ -186,6 +186,8 @@ def test_the_image_runs_unprivileged_and_needs_a_token(
     wiz = {k: v for k, v in env.items() if k.startswith("WIZ_")}
     assert wiz["WIZ_HOST"] == "0.0.0.0"
     assert "WIZ_TOKEN" not in wiz  # given when the container is run, never baked in
+    # Nor the data dir: a variable would win over a mounted config file's data-dir.
+    assert "WIZ_DATA_DIR" not in wiz
     assert "--insecure" not in (DEPLOY / "Dockerfile").read_text()
     assert set(wiz) <= executor_variables()
 
