@@ -4,6 +4,7 @@ flag > environment > file > default, as `--print-config` shows (secrets masked).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -258,10 +259,34 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for secret in ("file-secret", "flag-secret", "env-secret"):
         assert secret not in result.output
+    lines = result.output.splitlines()
+    # a comment, so that the output stays a config file that starts (see below)
+    assert any(re.match(r"# token = \(set; masked\) +# environment WIZ_TOKEN$", x) for x in lines)
+    assert any(re.match(r"# downstream-token = \(set; masked\) +# file ", x) for x in lines)
+    assert any(re.match(r"# ssl-keyfile-password = \(set; masked\) +# flag ", x) for x in lines)
     rows = printed(["--config", str(path)], env={"WIZ_TOKEN": "env-secret"})
-    assert rows["token"] == ('"****"', "environment WIZ_TOKEN")
-    assert rows["downstream-token"] == ('["****"]', f"file {path}")
     assert rows["token-file"] == ("", "default")  # a path, not a secret: shown when set
+
+
+def test_print_config_with_a_secret_set_reads_back(tmp_path: Path) -> None:
+    """With a secret set, what `--print-config` prints is still a usable config file: the
+    secret is a comment (it stays where it was set), not a masked value the executor
+    would take as the secret itself and refuse to start with."""
+    result = runner.invoke(
+        app,
+        ["executor", "--max-workers", "5", "--print-config"],
+        env={"WIZ_TOKEN": "env-secret-1"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "env-secret-1" not in result.output
+    data = tomllib.loads(result.output)
+    assert "token" not in data
+    assert data["max-workers"] == 5
+    path = tmp_path / "wiz.toml"
+    path.write_text(result.output)
+    again = printed(["--config", str(path)], env={"WIZ_TOKEN": "env-secret-1"})
+    assert again["max-workers"] == ("5", f"file {path}")
+    assert again["token"] == ("", "environment WIZ_TOKEN")
 
 
 def test_repeatable_options_split_on_whitespace_paths_on_the_path_separator() -> None:

@@ -87,9 +87,38 @@ def test_the_unit_sets_only_variables_the_executor_reads() -> None:
     names = {value.partition("=")[0] for value in service["Environment"]}
     assert names
     assert names <= executor_variables(), names - executor_variables()
-    data_dir = next(v for v in service["Environment"] if v.startswith("WIZ_DATA_DIR="))
+
+
+def test_the_unit_leaves_the_config_file_s_settings_to_it() -> None:
+    """The unit sets no variable for a setting of the config file (a variable wins over
+    the file, so the file's would be silently ignored): the data dir is set in the file
+    only, and lies inside the unit's one writable directory."""
+    service = unit_file()["Service"]
+    names = {value.partition("=")[0] for value in service["Environment"]}
+    example = tomllib.loads((DEPLOY / "config.example.toml").read_text())
+    by_key = {_config.key_of(p): _config.env_of(p) for p in _config.settable(executor_command())}
+    assert not names & {by_key[key] for key in example}, names
     state = "/var/lib/" + service["StateDirectory"][-1]
-    assert data_dir.partition("=")[2].startswith(state)  # inside the writable directory
+    assert example["data-dir"].startswith(state + "/")
+
+
+def test_the_unit_s_print_config_command_reads_what_the_unit_reads() -> None:
+    """The header's `--print-config` command has the unit's variables (WIZ_CONFIG and the
+    environment file), and reads the file in a shell rather than onto a command line
+    (`env $(cat …)` showed WIZ_TOKEN to `ps`)."""
+    text = (DEPLOY / "wiz-executor.service").read_text()
+    header = " ".join(
+        line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")
+    )
+    assert "$(cat" not in header
+    command = header[: header.index("--print-config")]
+    command = command[command.rindex("sudo") :]
+    service = unit_file()["Service"]
+    env_file = service["EnvironmentFile"][-1].lstrip("-")
+    assert f"set -a; . {env_file}; set +a;" in command
+    for value in service["Environment"]:
+        assert value in command, value
+    assert f"cd {service['WorkingDirectory'][-1]} && sudo" in header
 
 
 def test_the_example_config_is_valid() -> None:
@@ -157,6 +186,8 @@ def test_the_image_runs_unprivileged_and_needs_a_token(
     wiz = {k: v for k, v in env.items() if k.startswith("WIZ_")}
     assert wiz["WIZ_HOST"] == "0.0.0.0"
     assert "WIZ_TOKEN" not in wiz  # given when the container is run, never baked in
+    # Nor the data dir: a variable would win over a mounted config file's data-dir.
+    assert "WIZ_DATA_DIR" not in wiz
     assert "--insecure" not in (DEPLOY / "Dockerfile").read_text()
     assert set(wiz) <= executor_variables()
 

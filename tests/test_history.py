@@ -20,6 +20,7 @@ from wiz_executor.history import (
     SampleRing,
     chunks_per_second,
     history_samples,
+    processed_count,
     run_timing,
 )
 
@@ -198,3 +199,59 @@ def _config(num_chunks: int = 0) -> Configuration:
 
 def _chunk(i: int) -> Data:
     return Data(ChunkID=f"c{i}")
+
+
+async def test_cancelled_chunks_are_no_throughput(executor: Executor) -> None:
+    """A cancel fails the waiting chunks at once, unrun: they are not chunks processed,
+    so they neither raise `ChunksPerSecond` (a burst at the cancel) nor count as
+    finished in the history; a retry that runs them again changes neither."""
+    gate = Gate()
+    executor.registry.register(gate_processor(gate))
+    async with asgi_client(executor) as client:
+        await configure(client, "gate", "r", 0, MaxWorkers=1)
+        assert (
+            await add(client, "gate", "r", [{"ChunkID": f"c{i}"} for i in range(20)])
+        ).is_success
+        await wait_for(lambda: gate.active == 1, what="a chunk to run")
+        run = executor.get_run("gate", "r")
+        executor.history.sample(run.started + 1)
+        assert (await client.post(run_path("gate", "r") + "/cancel")).json()["Cancelled"] == 19
+        executor.history.sample(run.started + 2)
+        assert chunks_per_second(run, run.started + 10) == 0
+        assert run.history is not None
+        assert {s[1] for s in run.history.samples()} == {0}  # (the timer's samples too)
+        gate.release_all()
+        await wait_run_done(client, "gate", "r")
+        assert chunks_per_second(run, run.started + 10) == pytest.approx(1 / 10)
+        assert (await client.post(run_path("gate", "r") + "/retry")).json()["Chunks"] == 19
+        await wait_run_done(client, "gate", "r")
+        assert chunks_per_second(run, run.started + 10) == pytest.approx(20 / 10)
+
+
+async def test_cancelled_chunks_retried_after_a_restart_count_once(settings: Settings) -> None:
+    """A finished run comes back from a restart stored (its chunks in the journal only);
+    a retry reads them back: the chunks a cancel failed are counted from what it reads,
+    so the run's processed count stays its finished chunks, never above."""
+    gate = Gate()
+    async with Executor(settings) as executor:
+        executor.registry.register(gate_processor(gate))
+        async with asgi_client(executor) as client:
+            await configure(client, "gate", "r", 0, MaxWorkers=1)
+            assert (
+                await add(client, "gate", "r", [{"ChunkID": f"c{i}"} for i in range(5)])
+            ).is_success
+            await wait_for(lambda: gate.active == 1, what="a chunk to run")
+            assert (await client.post(run_path("gate", "r") + "/cancel")).json()["Cancelled"] == 4
+            gate.release_all()
+            await wait_run_done(client, "gate", "r")
+    again = Gate()
+    again.release_all()
+    async with Executor(settings) as executor:
+        executor.registry.register(gate_processor(again))
+        await executor.recovered()
+        async with asgi_client(executor) as client:
+            assert (await client.post(run_path("gate", "r") + "/retry")).json()["Chunks"] == 4
+            assert (await wait_run_done(client, "gate", "r"))["CurrentState"] == "SUCCEEDED"
+        run = executor.get_run("gate", "r")
+        assert run.cancelled_chunks == 0
+        assert processed_count(run) == 5

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from _gates import Gate, asgi_client, gate_processor, run_path
 from _stub_server import closed_port
 from _wiz_process import free_port
 from conftest import wait_for, wait_run_done
-from wiz_executor import Settings
+from wiz_executor import Executor, Settings
 from wiz_executor._logs import JsonFormatter, about
 
 
@@ -175,3 +176,30 @@ async def test_each_run_record_names_its_run_and_chunk(
     assert failed["chunk"] == "bad"
     undelivered = next(e for e in about_run if e["message"].startswith("output ok-out"))
     assert undelivered["chunk"] == "ok"
+
+
+async def test_warnings_cancel_and_retry_name_their_run(
+    executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Configure's warnings, AddData's unknown-field warning, "cancelled" and
+    "retried" are about a run: their JSON lines carry `processor` and `run` too."""
+    caplog.set_level(logging.INFO)
+    gate = Gate()
+    executor.registry.register(gate_processor(gate))
+    async with asgi_client(executor) as client:
+        config = {"ExecutorConfig": {"MaxWorkers": 1, "Surprise": 1}}
+        assert (await client.post(run_path("gate", "w1") + "/config", json=config)).is_success
+        batch = [{"ChunkID": c, "Odd": 1} for c in "abc"]
+        assert (await client.post(run_path("gate", "w1") + "/data", json=batch)).is_success
+        await wait_for(lambda: gate.active == 1, what="chunk a to run")
+        assert (await client.post(run_path("gate", "w1") + "/cancel")).json()["Cancelled"] == 2
+        gate.release_all()
+        await wait_run_done(client, "gate", "w1")
+        assert (await client.post(run_path("gate", "w1") + "/retry")).json()["Chunks"] == 2
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if "gate/w1" in r.getMessage()
+    ]
+    for words in ("configured: unknown field", "AddData to run", "cancelled", "retried"):
+        entry = next((e for e in lines if words in e["message"]), None)
+        assert entry is not None, (words, lines)
+        assert (entry.get("processor"), entry.get("run")) == ("gate", "w1"), entry

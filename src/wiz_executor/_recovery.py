@@ -110,6 +110,7 @@ async def _restore(self: Executor, stored: StoredRun) -> None:
     if stored.control:
         run.control = dict(stored.control)
         run.paused = stored.state is None and bool(stored.control.get("Paused"))
+        run.cancelled = bool(stored.control.get("Cancelled"))
     stored_chunks = stored.chunks
     # A finished run comes back stored (`Run.stored`): its chunks stay in the journal,
     # read when asked. (Without counts, which a journal always has for a finished run,

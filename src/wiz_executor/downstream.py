@@ -27,15 +27,17 @@ On shutdown the deliveries still pending get the grace period, then stop: with a
 journal they stay pending there (resent after the restart); without one they fail with
 "executor shut down before the output was delivered".
 
-Back pressure travels: a wiz-executor receiver says, on each AddData answer (200 or 429),
-how many more chunks it would accept now (`X-Wiz-Free-Room`). Each host keeps that
-room, less the sends in flight since; a sender takes one unit of it before it sends,
-and when none is left it waits instead of sending into a 429. One sender then probes a
-full receiver after `pace` seconds (doubled when the probe still met a 429, halved when
-the answer showed room to spare), so the upstream runs at the receiver's speed: a slow
-run downstream slows its upstream, across executors, without a storm of 429s. Until
-the first answer says whether the receiver reports its room, one send at a time goes
-to a new host; a receiver that does not (the Go executor) is sent to as before.
+Back pressure travels: a wiz-executor receiver says, on each AddData answer (200 or
+429), how many more chunks it would accept now (`X-Wiz-Free-Room`: the executor's room,
+`--max-pending` less its chunks waiting, for every run there alike; a run's own limits
+are 409s, not a pace). Each host keeps that room, less the sends in flight since; a
+sender takes one unit of it before it sends, and when none is left it waits instead of
+sending into a 429. One sender then probes a full receiver after `pace` seconds (doubled
+when the probe still met a 429, halved when the answer showed room to spare), so the
+upstream runs at the receiver's speed: a slow run downstream slows its upstream, across
+executors, without a storm of 429s. Until the first answer says whether the receiver
+reports its room, one send at a time goes to a new host; a receiver that does not (the
+Go executor) is sent to as before.
 
 The sending chunk's ID doubles as an idempotency key: AddData is a no-op for a ChunkID
 already held with the same content, so a retry after a lost answer cannot duplicate.

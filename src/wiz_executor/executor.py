@@ -37,6 +37,7 @@ import httpx
 from pydantic import BaseModel
 
 from . import netpolicy
+from ._logs import about
 from ._recovery import recover
 from ._runlog import RunLog
 from ._tls import client_context
@@ -69,6 +70,11 @@ from .settings import Settings
 from .wire import chunk_from_data
 
 log = logging.getLogger(__name__)
+
+FULL_MESSAGE = (
+    "the executor holds {waiting} waiting chunks and takes at most {max_pending}; retry later"
+)
+"""The words of the 429 a full executor answers AddData with (`Executor.full`)."""
 
 
 class AddResult:
@@ -389,7 +395,13 @@ class Executor:
         warnings += [f"unknown field Processor.{path} ignored" for path in unknown_in_processor]
         run = self._new_run(proc_id, run_id, configuration, processor_config, warnings)
         if warnings:
-            log.warning("run %s/%s configured: %s", proc_id, run_id, "; ".join(warnings))
+            log.warning(
+                "run %s/%s configured: %s",
+                proc_id,
+                run_id,
+                "; ".join(warnings),
+                extra=about(proc_id, run_id),
+            )
         self.runs.insert(run)
         self.run_log.configured(run)
         self.scheduler.open(run, cls)
@@ -475,6 +487,16 @@ class Executor:
                 f"waiting ({limit}, --max-pending); send it in smaller batches",
             )
 
+    def full(self) -> ExecutorFull:
+        """The 429 of a batch that does not fit under `max_pending`: one answer, whether
+        `add_chunks` or the early refusal (`server._early`) gives it."""
+        return ExecutorFull(
+            FULL_MESSAGE.format(
+                waiting=self.runs.counts[WAITING], max_pending=self.settings.max_pending
+            ),
+            self.settings.retry_after,
+        )
+
     def add_chunks(
         self,
         proc_id: str,
@@ -502,13 +524,8 @@ class Executor:
         if new:
             if self.closing:
                 raise ShuttingDown()
-            waiting = self.runs.counts[WAITING]
-            if waiting + len(new) > self.settings.max_pending:
-                raise ExecutorFull(
-                    f"the executor holds {waiting} waiting chunks and takes at most "
-                    f"{self.settings.max_pending}; retry later",
-                    self.settings.retry_after,
-                )
+            if self.runs.counts[WAITING] + len(new) > self.settings.max_pending:
+                raise self.full()
             committed = self.runs.accept(run, new)
             if committed is None:
                 self.scheduler.submit(run, new)
@@ -524,7 +541,10 @@ class Executor:
     def _submit_committed(self, run: Run, new: list[Chunk], future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is not None or run.removed:
             return  # (a failed commit: the executor refuses writes, see `committed`)
-        self.scheduler.submit(run, new)
+        # A cancel before the commit failed some (or all) of them: those never run.
+        waiting = [chunk for chunk in new if chunk.state is WAITING]
+        if waiting:
+            self.scheduler.submit(run, waiting)
 
     def add_data(self, proc_id: str, run_id: str, data: Data | list[Data]) -> AddResult:
         """`add_chunks` for wire models (the library's convenient form)."""
@@ -546,10 +566,16 @@ class Executor:
         if self._refusal is not None:  # recovering, or the journal failed: no writes
             raise self._refusal
         run = self.get_run(proc_id, run_id)
+        if not run.finished:
+            self.scheduler.withdraw(run)  # (WAITING still: the cancel fails them next)
         cancelled = self.runs.cancel(run)
         if cancelled:
             log.info(
-                "run %s/%s cancelled: %d waiting chunks failed", proc_id, run_id, len(cancelled)
+                "run %s/%s cancelled: %d waiting chunks failed",
+                proc_id,
+                run_id,
+                len(cancelled),
+                extra=about(proc_id, run_id),
             )
         return run, len(cancelled)
 
@@ -601,6 +627,7 @@ class Executor:
             run_id,
             len(chunks),
             len(outputs),
+            extra=about(proc_id, run_id),
         )
         return run, len(chunks), len(outputs)
 
@@ -679,6 +706,7 @@ class Executor:
             proc_id,
             run_id,
             ", ".join(f"{k} {v}" for k, v in updates.items()),
+            extra=about(proc_id, run_id),
         )
         return run, warnings
 
@@ -693,7 +721,7 @@ class Executor:
             except NotImplementedError as exc:
                 raise Conflict(f"run {run_id!r} cannot be paused: {exc}") from None
             self.runs.pause(run)
-            log.info("run %s/%s paused", proc_id, run_id)
+            log.info("run %s/%s paused", proc_id, run_id, extra=about(proc_id, run_id))
         return run
 
     def resume(self, proc_id: str, run_id: str) -> Run:
@@ -703,7 +731,7 @@ class Executor:
         if run.paused:
             self.scheduler.resume(run)
             self.runs.resume(run)
-            log.info("run %s/%s resumed", proc_id, run_id)
+            log.info("run %s/%s resumed", proc_id, run_id, extra=about(proc_id, run_id))
         return run
 
     def executor_limits(self) -> dict[str, int]:

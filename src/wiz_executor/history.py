@@ -101,8 +101,16 @@ def finished_count(run: Run) -> int:
     return counts[DataChunkState.SUCCEEDED] + counts[DataChunkState.FAILED]
 
 
+def processed_count(run: Run) -> int:
+    """Its chunks that ran to an end: the finished ones less those a cancel failed
+    unrun (`Run.cancelled_chunks`), which are no throughput: counted, a cancel showed
+    as a burst of speed. What the rates and the samples' `Finished` count."""
+    return finished_count(run) - run.cancelled_chunks
+
+
 def chunks_per_second(run: Run, now: float, window: float = WINDOW) -> float | None:
-    """Chunks finished (succeeded or failed) per second over the last `window` seconds:
+    """Chunks processed (succeeded or failed, not failed unrun by a cancel) per second
+    over the last `window` seconds:
     measured from the newest sample at least `window` old (or the oldest there is, or
     the run's start, when nothing had finished), to the counts now. None with under
     `SHORTEST` seconds to measure over."""
@@ -115,7 +123,7 @@ def chunks_per_second(run: Run, now: float, window: float = WINDOW) -> float | N
     elapsed = now - base[0]
     if elapsed < SHORTEST:
         return None
-    return max(0, finished_count(run) - base[1]) / elapsed
+    return max(0, processed_count(run) - base[1]) / elapsed
 
 
 def remaining_chunks(run: Run) -> int | None:
@@ -163,6 +171,7 @@ def history_samples(run: Run) -> dict[str, Any]:
 
 
 def rfc3339(seconds: float) -> str:
+    """A `time()` as the wire writes times (UTC, `Z`): the one writer of them all."""
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -192,7 +201,8 @@ class HistorySampler:
             if ring is None:
                 ring = run.history = SampleRing()
             counts = run.counts
-            ring.add(now, counts[succeeded] + counts[failed], counts[waiting], counts[running])
+            processed = counts[succeeded] + counts[failed] - run.cancelled_chunks
+            ring.add(now, processed, counts[waiting], counts[running])
 
     async def run(self) -> None:
         while True:

@@ -136,6 +136,8 @@ class Run:
     """A configured run of one processor: its configuration, chunks and counters."""
 
     __slots__ = (
+        "cancelled",
+        "cancelled_chunks",
         "chunks",
         "configuration",
         "control",
@@ -188,6 +190,12 @@ class Run:
         with (a run changed live since still takes its original Configure as a no-op)."""
         self.control: dict[str, Any] | None = None
         """Its live changes (`RunMap.control`), as journalled; None while it has none."""
+        self.cancelled = False
+        """Cancelled (`RunMap.cancel`): it ends ERRORED whatever its chunks did, until a
+        retry takes chunks up again. Journalled in `control` (`"Cancelled"`)."""
+        self.cancelled_chunks = 0
+        """Its FAILED chunks a cancel failed unrun (`CANCELLED`): finished, but not
+        processed, so the rates (`history`) leave them out."""
         self.paused = False
         """Paused (`RunMap.pause`): no chunk of it starts, and it does not finish, until
         it is resumed. Read by the scheduler and by whoever explains why chunks wait."""
@@ -379,6 +387,8 @@ class RunMap:
             held[chunk.id] = chunk
             outputs[chunk.output_id] = chunk
             counts[chunk.state] += 1
+            if chunk.error is not None and chunk.error == CANCELLED:
+                run.cancelled_chunks += 1
         run.order = chunks
         if counts[WAITING]:
             run.waiting_since = time()  # (their arrival times are not journalled)
@@ -410,10 +420,14 @@ class RunMap:
         if not run.stored:
             return
         held, outputs = run.chunks, run.outputs
+        cancelled = 0
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
             outputs[chunk.output_id] = chunk
+            if chunk.error is not None and chunk.error == CANCELLED:
+                cancelled += 1
+        run.cancelled_chunks = cancelled  # (a run recovered stored had not counted them)
         run.order = chunks
         run.stored = False
 
@@ -728,6 +742,8 @@ class RunMap:
         if not chunks and not outputs:
             return chunks, outputs
         for chunk in chunks:
+            if chunk.error == CANCELLED:
+                run.cancelled_chunks -= 1
             chunk.state = WAITING
             chunk.error = None
             chunk.delivery_error = None
@@ -745,6 +761,9 @@ class RunMap:
             self.counts[WAITING] += n
         for chunk, _ in outputs:
             chunk.delivery_error = None
+        if run.cancelled:  # what the cancel stopped is taken up again
+            run.cancelled = False
+            self.control(run, {"Cancelled": False})
         run.undelivered.clear()
         run.deliveries_failed -= len(outputs)
         run.deliveries_pending += len(outputs)
@@ -815,12 +834,21 @@ class RunMap:
         cancelled chunks after all). Returns the chunks it cancelled; nothing waiting,
         nothing changes but the end of input (so a second call is a no-op).
 
-        The chunks stay in their work model's queue: a worker that takes one finds it
-        is no longer WAITING and skips it (`ChunkRunner.execute`)."""
+        The run is marked `cancelled` (journalled in its live control record), so it
+        ends ERRORED even when nothing waited or failed, or it never reached its
+        NumChunks: a cancelled run is not a complete one. A finished run is left as it is.
+
+        The caller takes the chunks back from their work model first (`Scheduler.
+        withdraw`); any left there are skipped by the worker that takes them
+        (`ChunkRunner.execute`)."""
+        if not run.finished and not run.cancelled:
+            run.cancelled = True
+            self.control(run, {"Cancelled": True})
         self.close_input(run)
         if not run.counts[WAITING]:
             return []
         waiting = [chunk for chunk in run.order if chunk.state is WAITING]
+        run.cancelled_chunks += len(waiting)  # (first: `fail` may finish the run)
         for chunk in waiting:
             self.fail(run, chunk, CANCELLED)
         return waiting
@@ -864,7 +892,8 @@ class RunMap:
             return
         if run.finished or run.deliveries_pending or run.removed or run.paused:
             return  # (a paused run finishes when it is resumed)
-        run.state = State.ERRORED if counts[FAILED] or run.deliveries_failed else State.SUCCEEDED
+        failed = counts[FAILED] or run.deliveries_failed or run.cancelled
+        run.state = State.ERRORED if failed else State.SUCCEEDED
         run.ended = time()
         self._log(RunFinished(run.proc_id, run.run_id, run.state, run.ended))
         run.done.set()

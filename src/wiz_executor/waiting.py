@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from .api import State, WaitingReason
 from .errors import JournalError
+from .history import rfc3339
 from .runs import WAITING, Run
 from .scheduling import RunLoad
 
@@ -72,10 +72,6 @@ class Asking:
 
 
 Check = Callable[[Asking, Run, RunLoad | None], Why | None]
-
-
-def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _since(run: Run) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from time import time
 from typing import Any
 
@@ -19,7 +18,7 @@ import msgspec
 
 from .api import Data, DataChunkState, DataFormat, unknown_fields
 from .errors import Conflict, InvalidInput
-from .history import run_timing
+from .history import rfc3339, run_timing
 from .runs import Chunk, Run
 
 
@@ -362,10 +361,6 @@ class _AttemptView(msgspec.Struct, gc=False, omit_defaults=True):
     Node: str | None = None
 
 
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _attempts(chunk: Chunk) -> list[_AttemptView] | None:
     attempts = chunk.attempts
     if attempts is None:
@@ -373,8 +368,8 @@ def _attempts(chunk: Chunk) -> list[_AttemptView] | None:
     return [
         _AttemptView(
             a.number,
-            _rfc3339(a.started),
-            None if a.ended is None else _rfc3339(a.ended),
+            rfc3339(a.started),
+            None if a.ended is None else rfc3339(a.ended),
             None if a.outcome is None else a.outcome.value,
             a.error,
             a.host,
@@ -431,7 +426,7 @@ def render_input(chunk: Chunk, slow_after: float | None = None) -> DataView:
     )
     if chunk.state is DataChunkState.RUNNING and chunk.attempts:
         started = chunk.attempts[-1].started
-        view.RunningSince = _rfc3339(started)
+        view.RunningSince = rfc3339(started)
         if slow_after is not None and time() - started > slow_after:
             view.Slow = True
     return view

@@ -39,7 +39,8 @@ from typer.core import TyperCommand
 
 ENV_PREFIX = "WIZ_"
 CONFIG_ENV = "WIZ_CONFIG"
-MASK = "****"
+MASKED = "(set; masked)"
+"""What `--print-config` writes for a secret that is set, as a comment."""
 
 _SECRET = re.compile(r"(^|_)(token|password|secret)s?$")
 """Parameter names whose values are secrets, masked by `--print-config`: `token`,
@@ -216,7 +217,7 @@ def _env_used(param: Any) -> str | None:
 
 def render(ctx: Any, command: Any) -> str:
     """Each setting as a line of TOML (so the output can start a config file), with
-    where its value came from; unset ones commented out, secrets masked."""
+    where its value came from; unset ones commented out, and secrets too (masked)."""
     file = ctx.meta.get(_FILE_KEY)
     lines = [
         "# wiz executor settings: flag > environment (WIZ_*) > file > default",
@@ -238,7 +239,10 @@ def _rows(ctx: Any, command: Any) -> Iterator[tuple[str, str]]:
             yield f"# {key} = (not set)", source
             continue
         if is_secret(param):
-            value = [MASK for _ in value] if param.multiple else MASK
+            # A comment, not a masked value: the output must stay a config file that
+            # starts (a `token = "****"` would be taken as the token, and refused).
+            yield f"# {key} = {MASKED}", source
+            continue
         yield f"{key} = {toml_value(value)}", source
 
 

@@ -185,10 +185,11 @@ class RunDeleted(_Record, frozen=True, gc=False, tag=True):
 
 
 class RunControlled(_Record, frozen=True, gc=False, tag=True):
-    """A running run was changed live (`PATCH …/config`, pause, resume): `control` is
-    its whole live state as JSON, `{"MaxWorkers": n, "ChunkTimeout": s, "WorkModel":
-    name, "Paused": bool}` (the ExecutorConfig fields as changed, each only once it has
-    been changed), so the last record wins and a restart applies it over the
+    """A running run was changed live (`PATCH …/config`, pause, resume, cancel):
+    `control` is its whole live state as JSON, `{"MaxWorkers": n, "ChunkTimeout": s,
+    "WorkModel": name, "Paused": bool, "Cancelled": bool}` (the ExecutorConfig fields as
+    changed, each only once it has been changed; `Cancelled` makes the run end ERRORED,
+    until a retry clears it), so the last record wins and a restart applies it over the
     configuration Configure journalled."""
 
     proc_id: str

@@ -123,6 +123,20 @@ class Scheduler:
         if held:
             self.models[run.work_model].submit(run, held)
 
+    def withdraw(self, run: Run) -> list[Chunk]:
+        """Take back every chunk of `run` not started yet, from its work model and from
+        what is held for it here (a cancel fails them: no worker, and no LIFETIME
+        processor set-up, for a chunk that will not run). A model that cannot give
+        chunks back keeps them; its workers skip those no longer WAITING."""
+        held = self._held.get(run)
+        taken: list[Chunk] = []
+        if held:
+            taken, self._held[run] = held, []  # (still held: a paused run stays paused)
+        if run not in self._switching:
+            with contextlib.suppress(NotImplementedError):
+                taken += self.models[run.work_model].withdraw(run)
+        return taken
+
     def resize(self, run: Run) -> None:
         """Apply `run.max_workers` to the run's workers, at once."""
         self.models[run.work_model].resize(run)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..api import WorkModel
 from ..processors import Processor
-from ..runs import RUNNING, Chunk, Run
+from ..runs import RUNNING, WAITING, Chunk, Run
 from ._limits import WorkerLimiter
 from ._model import RunLoad, WorkModelBase
 from ._registry import register
@@ -90,6 +90,8 @@ class LifetimeModel(WorkModelBase):
         self.limiter.release()
 
     async def _process(self, run: Run, cls: type[Processor[Any]], chunk: Chunk) -> None:
+        if chunk.state is not WAITING:  # cancelled since it was queued: no set-up for it
+            return
         setups = None
         if cls.setup is not Processor.setup:  # (without the hook, no setup to wait for)
             setups = run.sched.setups
@@ -119,7 +121,8 @@ class LifetimeModel(WorkModelBase):
         setups = work.setups
         return RunLoad(
             # (a chunk's task holds it WAITING until its instance is set up)
-            queued=len(work.queue) + started - busy,
+            # (at most its WAITING chunks: the queue may hold ones a cancel failed)
+            queued=min(len(work.queue) + started - busy, run.counts[WAITING]),
             busy=busy,
             workers=started,
             limit=work.limiter.total,

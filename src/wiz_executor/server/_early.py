@@ -26,10 +26,10 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ..api import DataChunkState, State
-from ..errors import ExecutorFull
+from ..api import State
 from ..executor import Executor
 from ..runs import Run
+from ..waiting import free_room
 
 MIN_CHUNK_BYTES = len(b'{"ChunkID":"x"}')
 """The smallest body that holds a chunk: `Content-Length // MIN_CHUNK_BYTES` bounds how
@@ -48,20 +48,6 @@ class _Id(msgspec.Struct):
 
 _one_id = msgspec.json.Decoder(_Id)
 _many_ids = msgspec.json.Decoder(list[_Id])
-
-
-def _room(executor: Executor) -> int:
-    return executor.settings.max_pending - executor.runs.counts[DataChunkState.WAITING]
-
-
-def _full(executor: Executor) -> ExecutorFull:
-    # The words of Executor.add_chunks's 429, so a client sees one answer either way.
-    waiting = executor.runs.counts[DataChunkState.WAITING]
-    return ExecutorFull(
-        f"the executor holds {waiting} waiting chunks and takes at most "
-        f"{executor.settings.max_pending}; retry later",
-        executor.settings.retry_after,
-    )
 
 
 def _takes_new(executor: Executor, run: Run) -> bool:
@@ -87,7 +73,7 @@ def refuse_before_body(
     if run is None:
         executor.get_run(proc_id, run_id)  # raises the 404 for the processor or the run
         return
-    if run.chunks or _room(executor) > 0 or not _takes_new(executor, run):
+    if run.chunks or free_room(executor) > 0 or not _takes_new(executor, run):
         return
     content_length = _content_length(headers)
     if (
@@ -97,7 +83,7 @@ def refuse_before_body(
         or (run.expected and run.accepted + content_length // MIN_CHUNK_BYTES > run.expected)
     ):
         return
-    raise _full(executor)
+    raise executor.full()
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
@@ -109,7 +95,7 @@ def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 
 def refuse_without_room(executor: Executor, proc_id: str, run_id: str, body: bytes) -> None:
     """Raise a 429 when the body's new ChunkIDs do not fit the free room (see above)."""
-    room = _room(executor)
+    room = free_room(executor)
     if len(body) < MIN_CHUNK_BYTES * (room + 1) or len(body) > SCAN_MAX_BYTES:
         return  # it cannot hold more chunks than fit, or it is scanned off the loop
     run = executor.runs.find(proc_id, run_id)
@@ -132,4 +118,4 @@ def refuse_without_room(executor: Executor, proc_id: str, run_id: str, body: byt
         return
     if run.expected and run.accepted + len(new) > run.expected:
         return  # a 409
-    raise _full(executor)
+    raise executor.full()

@@ -16,6 +16,7 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._logs import about
 from ..errors import ExecutorFull, InvalidInput, PayloadTooLarge, WizError
 from ..executor import Executor
 from ..runs import Chunk
@@ -39,15 +40,20 @@ with room (benchmarks/results/history.md). Held, each connection sends about 20 
 the work drains at nearly the rate it has with room. A client that honours
 `Retry-After` (seconds) does not notice."""
 FREE_ROOM_HEADER = "X-Wiz-Free-Room"
-"""*Extension*: on AddData's 200 and 429 answers, how many more chunks the run would
-accept now (its `FreeRoom`). An upstream executor's downstream sender paces itself by it;
-a client that does not know it (the Go manager) ignores it."""
+"""*Extension*: on AddData's 200 and 429 answers, how many more chunks the executor
+would accept now (`--max-pending` less the chunks waiting, as /healthz's `free_room`).
+An upstream executor's downstream sender paces itself by it; a client that does not
+know it (the Go manager) ignores it.
+
+The executor's room, not the run's (GetRun's `FreeRoom`): a sender keeps the room per
+host, shared by every run it sends to there, and only `--max-pending` is shared like
+that. A run's own limits (its NumChunks reached, its input closed) are answered 409
+whatever the pace, and must not stall deliveries to the executor's other runs."""
 
 
-def free_room_value(executor: Executor, proc_id: str, run_id: str) -> bytes:
-    """The `X-Wiz-Free-Room` value for an AddData answer to this run (the executor's
-    room if the run is gone meanwhile)."""
-    room = free_room(executor, executor.runs.find(proc_id, run_id))
+def free_room_value(executor: Executor) -> bytes:
+    """The `X-Wiz-Free-Room` value for an AddData answer (`FREE_ROOM_HEADER`)."""
+    room = free_room(executor)
     return _ROOM_TEXT[room] if room < len(_ROOM_TEXT) else str(room).encode()
 
 
@@ -115,7 +121,13 @@ async def add_data_response(executor: Executor, proc_id: str, run_id: str, body:
         if new:
             if len(warned) < MAX_WARNED:
                 warned.update(new)
-            log.warning("AddData to run %s/%s: %s", proc_id, run_id, "; ".join(new))
+            log.warning(
+                "AddData to run %s/%s: %s",
+                proc_id,
+                run_id,
+                "; ".join(new),
+                extra=about(proc_id, run_id),
+            )
     if result.committed is not None:  # 200 only once the chunks are in the journal
         await executor.committed(result.committed)
     if warnings:
@@ -184,7 +196,7 @@ class AddDataFastPath:
             body = await read_body(receive, executor.settings.max_body_bytes)
             payload = await add_data_response(executor, proc_id, run_id, body)
             status = 200
-            headers.append((_ROOM, free_room_value(executor, proc_id, run_id)))
+            headers.append((_ROOM, free_room_value(executor)))
         except WizError as exc:
             status = status_of(exc)
             payload = error_body(exc.message)
@@ -192,7 +204,7 @@ class AddDataFastPath:
             if isinstance(exc, ExecutorFull):
                 # The room that decided the 429, not the room after the pause: the two
                 # agree, and the sender paces by the answer it was refused with.
-                headers.append((_ROOM, free_room_value(executor, proc_id, run_id)))
+                headers.append((_ROOM, free_room_value(executor)))
                 await asyncio.sleep(FULL_PACE)  # see FULL_PACE
         except Exception:
             # A bug, answered 500 by the server: still counted, like every answer.

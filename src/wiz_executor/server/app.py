@@ -80,8 +80,9 @@ _LINK_HEADER = {
 
 
 _FREE_ROOM_DOC = {
-    "description": "*Extension*: how many more chunks the run would accept now (its "
-    "`FreeRoom`): an upstream executor paces its deliveries by it.",
+    "description": "*Extension*: how many more chunks the executor would accept now "
+    "(`--max-pending` less the chunks waiting, as /healthz's `free_room`): an upstream "
+    "executor paces its deliveries to this host by it.",
     "schema": {"type": "integer", "minimum": 0},
 }
 
@@ -483,7 +484,7 @@ def _add_routes(app: FastAPI) -> None:
         body = await _body(request)
         executor = _executor(request)
         payload = await add_data_response(executor, procID, runID, body)
-        room = free_room_value(executor, procID, runID).decode()
+        room = free_room_value(executor).decode()
         return Response(payload, media_type="application/json", headers={FREE_ROOM_HEADER: room})
 
     @app.get(
