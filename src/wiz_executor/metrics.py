@@ -44,23 +44,7 @@ CHUNK_BUCKETS = (
 """Upper bounds (seconds) of the chunk-duration buckets: a no-op chunk takes tens of
 microseconds, a real processor seconds to minutes."""
 
-COMMIT_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
+COMMIT_BUCKETS = tuple(b for b in CHUNK_BUCKETS if b <= 5.0)
 """Upper bounds (seconds) of the journal's commit-duration buckets: a group commit in
 the operating system's cache takes tens of microseconds to milliseconds, one with
 `--fsync` a disk flush (milliseconds on an SSD, more on a busy or network disk)."""

@@ -76,6 +76,13 @@ def _run_path(proc_id: str, run_id: str) -> str:
     return f"/processors/{_q(proc_id)}/runs/{_q(run_id)}"
 
 
+def _on_run(
+    method: str, proc_id: str, run_id: str, suffix: str, read: Callable[[bytes], T]
+) -> Call[T]:
+    """A bodiless request to one of a run's sub-resources, its errors told of that run."""
+    return Call(method, _run_path(proc_id, run_id) + suffix, read, Target(proc_id, run_id))
+
+
 def processors() -> Call[list[Processor]]:
     return Call("GET", "/processors", _processors.validate_json)
 
@@ -210,30 +217,15 @@ def chunk(proc_id: str, run_id: str, chunk_id: str, kind: str) -> Call[Data]:
 
 
 def end_of_input(proc_id: str, run_id: str) -> Call[EndOfInputResult]:
-    return Call(
-        "POST",
-        _run_path(proc_id, run_id) + "/end-of-input",
-        EndOfInputResult.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("POST", proc_id, run_id, "/end-of-input", EndOfInputResult.model_validate_json)
 
 
 def retry(proc_id: str, run_id: str) -> Call[RetryResult]:
-    return Call(
-        "POST",
-        _run_path(proc_id, run_id) + "/retry",
-        RetryResult.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("POST", proc_id, run_id, "/retry", RetryResult.model_validate_json)
 
 
 def cancel(proc_id: str, run_id: str) -> Call[CancelResult]:
-    return Call(
-        "POST",
-        _run_path(proc_id, run_id) + "/cancel",
-        CancelResult.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("POST", proc_id, run_id, "/cancel", CancelResult.model_validate_json)
 
 
 def change_config(
@@ -259,30 +251,15 @@ def change_config(
 
 
 def pause(proc_id: str, run_id: str) -> Call[Run]:
-    return Call(
-        "POST",
-        _run_path(proc_id, run_id) + "/pause",
-        Run.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("POST", proc_id, run_id, "/pause", Run.model_validate_json)
 
 
 def history(proc_id: str, run_id: str) -> Call[RunHistory]:
-    return Call(
-        "GET",
-        _run_path(proc_id, run_id) + "/history",
-        RunHistory.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("GET", proc_id, run_id, "/history", RunHistory.model_validate_json)
 
 
 def resume(proc_id: str, run_id: str) -> Call[Run]:
-    return Call(
-        "POST",
-        _run_path(proc_id, run_id) + "/resume",
-        Run.model_validate_json,
-        Target(proc_id, run_id),
-    )
+    return _on_run("POST", proc_id, run_id, "/resume", Run.model_validate_json)
 
 
 def executor_limits() -> Call[ExecutorLimits]:
