@@ -258,14 +258,14 @@ def test_the_front_targets_are_rows_against_the_floors_and_the_go_proxy() -> Non
 
 
 def _flood_summary(
-    *, ratio: float, share: float, waiting_end: float, prefill: float = 100_000
+    *, ratio: float, share: float, waiting_end: float, prefill: float = 100_000, batch: int = 1000
 ) -> dict[str, dict[str, Summary]]:
     def row(**values: float) -> dict[str, Summary]:
         base = dict.fromkeys(http_load.METRICS, 1.0) | values
         return {k: _s(v) for k, v in base.items()}  # one repetition: no spread
 
     return {
-        http_load.flood_key("executor"): row(
+        http_load.flood_key("executor", batch): row(
             room_ratio_flood=ratio,
             room_ratio=ratio,
             rejected_share=share,
@@ -273,7 +273,7 @@ def _flood_summary(
             prefill=prefill,
         ),
         # no ratio on the room side: as `Summary.of([])` of a metric no repetition had
-        http_load.flood_key("executor-queue"): row(prefill=0.0, rejected_share=0.0)
+        http_load.flood_key("executor-queue", batch): row(prefill=0.0, rejected_share=0.0)
         | {"room_ratio_flood": _s(), "room_ratio": _s()},
     }
 
@@ -281,7 +281,18 @@ def _flood_summary(
 def _full_queue_verdict(**kwargs: float) -> _report.Verdict:
     summary = _flood_summary(**kwargs)
     rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
-    return next(v for v in rows if v.target.startswith("Full queue ÷ room"))
+    (verdict,) = (v for v in rows if v.target.startswith("Full queue ÷ room"))
+    return verdict
+
+
+def test_each_flood_batch_size_is_a_target_row_of_its_own() -> None:
+    summary = _flood_summary(ratio=0.5, share=0.02, waiting_end=6_000, batch=100)
+    summary |= _flood_summary(ratio=0.3, share=0.99, waiting_end=99_000, batch=1000)
+    rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
+    floods = [v for v in rows if v.target.startswith("Full queue ÷ room")]
+    assert ["batches of 100 " in v.target for v in floods] == [True, False]
+    assert ["batches of 1,000 " in v.target for v in floods] == [False, True]
+    assert [v.ok for v in floods] == [None, False]
 
 
 def test_the_full_queue_target_is_the_ratio_of_the_floods() -> None:
@@ -337,13 +348,13 @@ def test_the_http_section_shows_the_flood_rows() -> None:
         "problems": [],
     }
     report = _report.markdown(_results(http=http))
-    assert "The full-queue flood: batches of 100 over 64 connections for 3 s" in report
+    assert "The full-queue floods: batches over 64 connections for 3 s" in report
     rows = [line for line in report.splitlines() if line.startswith("| `")]
-    assert rows[0].startswith("| `defaults` | 100,000 |")
+    assert rows[0].startswith("| `defaults` | 1,000 | 100,000 |")
     assert "| 80% |" in rows[0]
     assert "| 98,000 |" in rows[0]
     assert rows[0].endswith("| 0.95 | 0.95 | 3.00 |")
-    assert rows[1].startswith("| `--max-pending 2000000` | 0 |")
+    assert rows[1].startswith("| `--max-pending 2000000` | 1,000 | 0 |")
     assert rows[1].endswith("| - | - | 3.00 |")
     assert "Numbers not to trust" not in report
 
