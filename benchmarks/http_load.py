@@ -22,14 +22,27 @@ granian is installed), the executor with `--ephemeral` (one chunk per request, 6
 connections), and the load with a new connection per request (`Connection: close`, one
 chunk, 64 connections) on the executor and both floors. The Go original is not in the
 repository: its rates are taken as `GO_PROXY` times the uvicorn floor of the same set.
-The full-queue flood is the as-shipped executor at batches of 100 over 64 connections
-(default `--max-pending`), against `executor-queue` (room for the whole load).
+The full-queue flood (issue #11: end-to-end chunks/s with the queue full at least 0.9
+of the rate with room): the as-shipped executor (default `--max-pending`) gets a fresh
+run whose queue is filled first, then a flood of batches (`FLOOD_BATCHES`) over 64
+connections for `flood_seconds`; against it, the same flood on `executor-queue` (room
+for the whole flood, nothing filled), in the same set. No flood fills the default queue
+in a few seconds here: the executor runs noop chunks about as fast as it takes them
+(batches of 10,000 posted from four threads for 24 s left it nine tenths empty). So the
+run is paused while the bench posts batches of `PREFILL_BATCH` new chunks until a 429
+comes back, and tops the queue up to exactly full with the room that 429 reports; then
+the flood's clock starts (t0), the run is resumed and wrk starts at once. The 429s'
+share of the flood's answers, and the chunks still waiting when it ends, say whether the
+queue stayed full (`_report.FILLED`, `_report.STILL_FULL`).
 
 For the executor, each load goes to a new run (NumChunks 0, the executor's default
 worker limit and work model). End to end chunks/s counts the chunks the run completed
-from the start of the load to the moment the run is SUCCEEDED (end of input is
-declared as soon as the load stops); then the run is deleted so the next load starts
-from the same memory. The executor processes' RSS is sampled throughout (`_rss`).
+from the start of the load (t0) to the moment the run is SUCCEEDED (end of input is
+declared as soon as the load stops): its SUCCEEDED count then, less its count at t0 (0
+but for a filled run, which is paused until t0), over that time. The flood also gives
+the chunks completed while it ran (counted when wrk ends, over the same start). Then the
+run is deleted so the next load starts from the same memory. The executor processes' RSS
+is sampled throughout (`_rss`).
 """
 
 from __future__ import annotations
@@ -69,6 +82,19 @@ GO_PROXY = {"keep-alive": 0.72, "close": 1.5}
 machine (issue #11), with keep-alive and with a new connection per request."""
 CLOSE = "close"
 """The key suffix of loads with a new connection per request."""
+FLOOD = "flood"
+"""The key suffix of the full-queue flood: `executor/100/64/flood` (the default queue,
+filled first) and `executor-queue/100/64/flood` (room for the whole flood)."""
+FLOOD_BATCHES = (100, 1000)
+"""Chunks per request of the full-queue floods. Batches of 100 are the issue's flood, but
+here they do not keep the default queue full: each connection waits for its batch's
+group commit (hundreds of ms under the flood), so 64 of them bring in fewer chunks a
+second than the executor runs, and the filled queue runs down. Batches of 1,000 keep it
+full (nearly every answer a 429), so the target is judged on them."""
+FLOOD_CONNECTIONS = 64
+PREFILL_BATCH = 10_000
+"""Chunks per request while filling the queue: about 450 KB of body, well under the
+default `--max-body-bytes` (16 MiB), so ten requests fill the default queue."""
 QUEUE_BATCHES = (100,)
 """Batch sizes the big-queue variant is measured at: one chunk per request does not fill
 the default queue (the executor runs chunks about as fast as it takes them)."""
@@ -86,6 +112,12 @@ METRICS = (
     "go_ratio",
     "window_s",
     "e2e_window_s",
+    "flood_chunks_per_s",
+    "flood_window_s",
+    "prefill",
+    "waiting_end",
+    "room_ratio",
+    "room_ratio_flood",
 )
 
 
@@ -198,6 +230,40 @@ class _ExecutorRun:
         resp.raise_for_status()
         return self
 
+    def fill(self, prefix: str) -> int:
+        """Fill the executor's queue with this run's chunks; return how many it holds.
+
+        The run is paused first, so that none of them runs while the queue fills (else
+        the executor runs them about as fast as it takes them and it never fills); it
+        stays paused until `resume`. Batches of `PREFILL_BATCH` new chunks go until a
+        429, then one batch of exactly the room that 429 reports (`X-Wiz-Free-Room`),
+        until a 429 reports none left. Any other answer, or a queue still not full after
+        a minute, is an error: the flood would not be one at a full queue."""
+        self.http.post(self.path + "/pause").raise_for_status()
+        sent, size = 0, PREFILL_BATCH
+        deadline = time.monotonic() + 60
+        while size and time.monotonic() < deadline:
+            body = _batch(f"{prefix}-f", sent, size)
+            resp = self.http.post(
+                self.path + "/data", content=body, headers={"content-type": "application/json"}
+            )
+            if resp.status_code == 429:
+                size = min(size, int(resp.headers.get("x-wiz-free-room", "0")))
+                continue
+            resp.raise_for_status()
+            sent += size
+        if size:
+            raise RuntimeError(f"the queue did not fill within a minute ({sent:,} chunks sent)")
+        return sent
+
+    def resume(self) -> None:
+        self.http.post(self.path + "/resume").raise_for_status()
+
+    def counts(self) -> dict[str, int]:
+        """The run's chunk counts by state, now."""
+        counts: dict[str, int] = self.http.get(self.path).json()["ChunkCounts"]
+        return counts
+
     def finish(self) -> tuple[float, dict[str, Any]]:
         """Declare end of input and wait until the run is done; (time done, run JSON)."""
         self.http.post(self.path + "/end-of-input").raise_for_status()
@@ -243,6 +309,70 @@ def _measure(
         result["state"] = info["CurrentState"]
         result["e2e_seconds"] = done - start
     return derive(result, batch)
+
+
+def _batch(prefix: str, start: int, size: int) -> bytes:
+    """An AddData body of `size` new chunks, ChunkIDs `{prefix}{i}` (wrk's are
+    `{prefix}-{i}`: the two never meet)."""
+    items = (
+        f'{{"ChunkID":"{prefix}{i}","RawData":{{"i":{i}}}}}' for i in range(start, start + size)
+    )
+    return ("[" + ",".join(items) + "]").encode()
+
+
+def _flood(
+    kind: str, url: str, http: httpx.Client, load_s: int, batch: int, n: int
+) -> dict[str, Any]:
+    """One flood of batches of `batch` over 64 connections for `load_s` seconds on a fresh
+    run; the as-shipped executor's queue filled first (`_ExecutorRun.fill`), the big
+    queue's not (it could not be). Both sides count alike, from t0 (just before the run
+    is resumed, when it was filled, and wrk starts): the flood's rate (`flood_rate`,
+    until wrk ends) and end to end (until the run is SUCCEEDED after end of input, less
+    the chunks SUCCEEDED at t0)."""
+    prefix = f"{kind}{n}"
+    target = f"{url}/processors/noop/runs/{prefix}/data"
+    load = Load(target, FLOOD_CONNECTIONS, load_s, batch, prefix)
+    filled = kind == "executor"
+    with _ExecutorRun(http, prefix) as run:
+        prefill = run.fill(prefix) if filled else 0
+        at_start = run.counts()
+        start = time.perf_counter()
+        if filled:
+            run.resume()
+        result = run_load(load, generator())
+        at_end = run.counts()
+        flood_end = time.perf_counter()
+        done, info = run.finish()
+    result["chunks"] = info["ChunkCounts"]["SUCCEEDED"] - at_start["SUCCEEDED"]
+    result["failed"] = info["ChunkCounts"]["FAILED"]
+    result["state"] = info["CurrentState"]
+    result["e2e_seconds"] = done - start
+    result["prefill"] = prefill
+    result["waiting_end"] = at_end["WAITING"]
+    result["flood_chunks_per_s"] = flood_rate(at_start, at_end, flood_end - start)
+    result["flood_window_s"] = flood_end - start
+    return derive(result, batch)
+
+
+def flood_rate(at_start: dict[str, int], at_end: dict[str, int], seconds: float) -> float:
+    """Chunks/s a flood completed that it also brought in: the run's SUCCEEDED from t0 to
+    the flood's end, less what its queue ran down (WAITING at t0 less WAITING at the end,
+    when positive), over that time.
+
+    Without the second term a filled queue would count the chunks taken before t0 (their
+    decoding and journalling not in the window) as the flood's; with room the queue only
+    grows and the term is 0. When the queue stays full the two sides do the same work per
+    chunk counted: take it in, journal it, run it, answer the 429s around it."""
+    done = at_end["SUCCEEDED"] - at_start["SUCCEEDED"]
+    drawn = max(0, at_start["WAITING"] - at_end["WAITING"])
+    return (done - drawn) / seconds
+
+
+def flood_seconds(quick: bool) -> int:
+    """How long the full-queue flood sends (whole seconds, for wrk's -d): at least a few,
+    so that the flood, not the filled queue's drain after it, is most of the end-to-end
+    window."""
+    return 2 if quick else 3
 
 
 def derive(result: dict[str, Any], batch: int) -> dict[str, Any]:
@@ -305,6 +435,7 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
                 key = f"{kind}/{batch}/{conns}" + (f"/{CLOSE}" if close else "")
                 raw.setdefault(key, []).append(result)
 
+        flood_s = flood_seconds(quick)
         for kind in urls:  # warm-up, not counted (the first loads also fault in memory)
             for batch in BATCHES:
                 measure(kind, batch, 64)
@@ -321,7 +452,22 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
             # a new connection per request: the executor against both floors
             each = ["executor", *floors()]
             measure_set(each[::-1] if rep % 2 else each, 1, 64, close=True)
-            log(f"  HTTP: repetition {rep + 1}/{reps} done")
+            # the full-queue floods against the same floods with room
+            floods_started = time.perf_counter()
+            for batch in FLOOD_BATCHES:
+                floods = {}
+                for kind in ("executor-queue", "executor")[:: -1 if rep % 2 else 1]:
+                    n += 1
+                    floods[kind] = _flood(kind, urls[kind], clients[kind], flood_s, batch, n)
+                full, room = floods["executor"], floods["executor-queue"]
+                full["room_ratio"] = full["e2e_chunks_per_s"] / room["e2e_chunks_per_s"]
+                full["room_ratio_flood"] = full["flood_chunks_per_s"] / room["flood_chunks_per_s"]
+                for kind, result in floods.items():
+                    raw.setdefault(flood_key(kind, batch), []).append(result)
+            log(
+                f"  HTTP: repetition {rep + 1}/{reps} done (its full-queue floods took "
+                f"{time.perf_counter() - floods_started:.0f} s)"
+            )
         peak_rss = {kind: sampler.peak() / 2**20 for kind, sampler in samplers.items()}
     summary = {
         key: {m: Summary.of([r[m] for r in results if m in r]) for m in METRICS}
@@ -331,12 +477,18 @@ def run(quick: bool, reps: int, log: Any = print) -> dict[str, Any]:
         "generator": generator(),
         "stack": stack_name(),
         "seconds": {batch: seconds_per_load(batch, quick) for batch in BATCHES},
+        "flood_seconds": flood_seconds(quick),
         "flags": {kind: flags(kind) for kind in VARIANTS},
         "peak_rss_mb": peak_rss,
         "raw": raw,
         "summary": summary,
         "problems": _problems(raw),
     }
+
+
+def flood_key(kind: str, batch: int) -> str:
+    """The results key of a full-queue flood (`kind` executor) or its room side."""
+    return f"{kind}/{batch}/{FLOOD_CONNECTIONS}/{FLOOD}"
 
 
 def _problems(raw: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -257,23 +257,106 @@ def test_the_front_targets_are_rows_against_the_floors_and_the_go_proxy() -> Non
     assert any(line.startswith("| new connection per request | as shipped") for line in table)
 
 
-def test_the_full_queue_target_is_judged_only_when_the_queue_filled() -> None:
+def _flood_summary(
+    *, ratio: float, share: float, waiting_end: float, prefill: float = 100_000, batch: int = 1000
+) -> dict[str, dict[str, Summary]]:
     def row(**values: float) -> dict[str, Summary]:
         base = dict.fromkeys(http_load.METRICS, 1.0) | values
-        return {k: _s(v, v) for k, v in base.items()}
+        return {k: _s(v) for k, v in base.items()}  # one repetition: no spread
 
-    def verdict(share: float) -> _report.Verdict:
-        summary = {
-            "executor/100/64": row(e2e_chunks_per_s=95.0, rejected_share=share),
-            "executor-queue/100/64": row(e2e_chunks_per_s=100.0),
-        }
-        rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
-        return next(v for v in rows if v.target.startswith("Cost of a full queue"))
+    return {
+        http_load.flood_key("executor", batch): row(
+            room_ratio_flood=ratio,
+            room_ratio=ratio,
+            rejected_share=share,
+            waiting_end=waiting_end,
+            prefill=prefill,
+        ),
+        # no ratio on the room side: as `Summary.of([])` of a metric no repetition had
+        http_load.flood_key("executor-queue", batch): row(prefill=0.0, rejected_share=0.0)
+        | {"room_ratio_flood": _s(), "room_ratio": _s()},
+    }
 
-    assert verdict(0.8).ok is True
-    unfilled = verdict(0.0)
-    assert unfilled.ok is None
-    assert "did not fill" in unfilled.row()
+
+def _full_queue_verdict(**kwargs: float) -> _report.Verdict:
+    summary = _flood_summary(**kwargs)
+    rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
+    (verdict,) = (v for v in rows if v.target.startswith("Full queue ÷ room"))
+    return verdict
+
+
+def test_each_flood_batch_size_is_a_target_row_of_its_own() -> None:
+    summary = _flood_summary(ratio=0.5, share=0.02, waiting_end=6_000, batch=100)
+    summary |= _flood_summary(ratio=0.3, share=0.99, waiting_end=99_000, batch=1000)
+    rows = _report.verdicts({"http": {"summary": summary, "raw": {}}})
+    floods = [v for v in rows if v.target.startswith("Full queue ÷ room")]
+    assert ["batches of 100 " in v.target for v in floods] == [True, False]
+    assert ["batches of 1,000 " in v.target for v in floods] == [False, True]
+    assert [v.ok for v in floods] == [None, False]
+
+
+def test_the_full_queue_target_is_the_ratio_of_the_floods() -> None:
+    met = _full_queue_verdict(ratio=0.95, share=0.8, waiting_end=98_000)
+    assert (met.goal, met.ok) == ("≥ 0.9", True)
+    assert met.measured.startswith("0.95 (80% 429s, 98% of the filled queue")
+    missed = _full_queue_verdict(ratio=0.85, share=0.8, waiting_end=98_000)
+    assert missed.ok is False
+    assert "**missed**" in missed.row()
+
+
+def test_the_full_queue_target_is_not_judged_when_the_queue_did_not_stay_full() -> None:
+    # Few 429s: the flood was not refused, so it did not meet a full queue.
+    few = _full_queue_verdict(ratio=1.2, share=0.05, waiting_end=98_000)
+    # Enough 429s, but the queue ran down during the flood: its drain was measured.
+    drained = _full_queue_verdict(ratio=1.2, share=0.18, waiting_end=6_400)
+    for verdict in (few, drained):
+        assert verdict.ok is None
+        assert "did not stay full" in verdict.row()
+    assert "5% 429s" in few.measured
+    assert "6% of the filled queue still waiting" in drained.measured
+
+
+def test_the_full_queue_target_needs_a_filled_queue() -> None:
+    never_filled = _full_queue_verdict(ratio=1.0, share=0.5, waiting_end=0, prefill=0)
+    assert never_filled.ok is None
+
+
+def test_a_flood_rate_does_not_count_the_filled_queue_as_its_own() -> None:
+    # A filled queue of 100,000 ran down to 10,000 while 120,000 chunks completed: only
+    # the 30,000 the flood brought in count, over its 3 s.
+    start = {"SUCCEEDED": 0, "WAITING": 100_000}
+    end = {"SUCCEEDED": 120_000, "WAITING": 10_000}
+    assert http_load.flood_rate(start, end, 3.0) == pytest.approx(10_000)
+    # With room, the queue grows and nothing is taken off.
+    room_end = {"SUCCEEDED": 60_000, "WAITING": 6_400}
+    assert http_load.flood_rate({"SUCCEEDED": 0, "WAITING": 0}, room_end, 3.0) == 20_000
+
+
+def test_the_http_section_shows_the_flood_rows() -> None:
+    summary = _flood_summary(ratio=0.95, share=0.8, waiting_end=98_000)
+    for row in summary.values():
+        for window in ("window_s", "flood_window_s", "e2e_window_s"):
+            row[window] = _s(3.0)
+    http = {
+        "generator": "wrk",
+        "stack": "uvloop + httptools",
+        "seconds": {1: 2, 100: 1},
+        "flood_seconds": 3,
+        "flags": {kind: http_load.flags(kind) for kind in http_load.VARIANTS},
+        "raw": {},
+        "summary": summary,
+        "problems": [],
+    }
+    report = _report.markdown(_results(http=http))
+    assert "The full-queue floods: batches over 64 connections for 3 s" in report
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    assert rows[0].startswith("| `defaults` | 1,000 | 100,000 |")
+    assert "| 80% |" in rows[0]
+    assert "| 98,000 |" in rows[0]
+    assert rows[0].endswith("| 0.95 | 0.95 | 3.00 |")
+    assert rows[1].startswith("| `--max-pending 2000000` | 1,000 | 0 |")
+    assert rows[1].endswith("| - | - | 3.00 |")
+    assert "Numbers not to trust" not in report
 
 
 # -- README -----------------------------------------------------------------------------
