@@ -96,6 +96,7 @@ def describe(settings: Settings) -> str:
         f"work model {settings.work_model.value}, max workers {settings.max_workers}, "
         f"run workers {settings.default_run_workers}, max pending {settings.max_pending}, "
         f"chunk timeout {timeout}, shutdown grace {settings.shutdown_grace:g} s, "
+        f"keep-alive {settings.keep_alive_timeout:g} s, "
         f"max body {settings.max_body_bytes} bytes, data dir {settings.data_dir}, "
         f"allowed roots {roots}, "
         f"--allow-net {', '.join(settings.allow_net) or 'none'}, "
