@@ -23,7 +23,8 @@ from wiz_executor import Settings
 from wiz_executor.cli import _serve, app
 from wiz_executor.pipelines import EmbeddedExecutor
 from wiz_executor.server import _keepalive, create_app
-from wiz_executor.server._keepalive import KeepAliveProtocol, connection_options
+from wiz_executor.server._keepalive import KeepAliveProtocol
+from wiz_executor.server._serving import connection_options
 
 GO_IDLE_CONN_TIMEOUT = 90
 """Go's http.DefaultTransport keeps an idle connection this long (IdleConnTimeout)."""
@@ -102,6 +103,18 @@ def test_the_option_reaches_the_server(
     assert seen["settings"].keep_alive_timeout == expected
     assert seen["timeout_keep_alive"] == expected
     assert seen["http"] is KeepAliveProtocol
+    assert seen["server_header"] is False
+
+
+def test_answers_do_not_name_the_server(tmp_path: Path, sockets: list[socket.socket]) -> None:
+    """No `Server: uvicorn` (the Go original sends no Server header either)."""
+    with _executor(tmp_path, "plain") as served:
+        sock = _connect(served.url)
+        sockets.append(sock)
+        head = _get_healthz(sock).partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200")
+    assert b"\r\ndate: " in head
+    assert b"\r\nserver:" not in head
 
 
 def test_a_bad_timeout_is_refused() -> None:

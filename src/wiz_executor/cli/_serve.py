@@ -33,9 +33,8 @@ from ..errors import JournalError, TLSError
 from ..journal import SqliteStore
 from ..netpolicy import is_loopback_name, parse_cidr
 from ..server import create_app
-from ..server._keepalive import connection_options
+from ..server._serving import connection_options, tls_options
 from ..server._serving import run as run_server
-from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
 from ._common import EXIT_USAGE, CaCertsOption, WorkModelName, fail, flag
 from ._config import load_config

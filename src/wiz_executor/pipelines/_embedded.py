@@ -18,8 +18,7 @@ from typing import Self
 import uvicorn
 
 from ..server import create_app
-from ..server._keepalive import connection_options
-from ..server._serving import drop_idle_tls_connections, tls_options
+from ..server._serving import connection_options, drop_idle_tls_connections, tls_options
 from ..settings import Settings
 
 

@@ -21,11 +21,8 @@ instead, as before this option existed.
 from __future__ import annotations
 
 import resource
-from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from ..settings import Settings
 
 CROWDED_TIMEOUT = 5
 """Seconds an idle connection is kept while the server is crowded (uvicorn's default)."""
@@ -57,9 +54,3 @@ class KeepAliveProtocol(HttpToolsProtocol):
             else self.config.timeout_keep_alive
         )
         super().on_response_complete()
-
-
-def connection_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for the executor's connections: the protocol and the idle
-    keep-alive timeout."""
-    return {"http": KeepAliveProtocol, "timeout_keep_alive": settings.keep_alive_timeout}
