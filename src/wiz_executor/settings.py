@@ -116,6 +116,10 @@ class Settings:
     """Largest request body accepted; larger ones get 413."""
     shutdown_grace: float = 10.0
     """Seconds running chunks get to finish when the executor stops."""
+    keep_alive_timeout: int = 620
+    """Whole seconds (uvicorn takes no fractions) an idle keep-alive connection is kept
+    open: longer than clients keep theirs (Go's 90 s, OkHttp's 300 s), so that no client
+    reuses a connection just as the executor closes it (see `server/_keepalive.py`)."""
     data_dir: Path = field(default_factory=lambda: Path("wiz-data"))
     """Where processors write; their file access is confined to it."""
     allowed_roots: tuple[Path, ...] = ()
@@ -244,6 +248,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.keep_alive_timeout < 1:
+            raise ValueError("keep_alive_timeout must be at least 1 (second)")
         if not self.shutdown_grace >= 0 or not self.downstream_backoff >= 0:
             raise ValueError("shutdown_grace and downstream_backoff must be at least 0")
         for cidr in (*self.allow_net, *self.deny_net):

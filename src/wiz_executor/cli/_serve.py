@@ -33,8 +33,8 @@ from ..errors import JournalError, TLSError
 from ..journal import SqliteStore
 from ..netpolicy import is_loopback_name, parse_cidr
 from ..server import create_app
+from ..server._serving import connection_options, tls_options
 from ..server._serving import run as run_server
-from ..server._serving import tls_options
 from ..settings import Settings, check_token, normalize_origin, parse_duration
 from ._common import EXIT_USAGE, CaCertsOption, WorkModelName, fail, flag
 from ._config import load_config
@@ -250,6 +250,14 @@ def serve(
     shutdown_grace: Annotated[
         float, typer.Option(min=0, help="Seconds running chunks get to finish on shutdown.")
     ] = DEFAULTS.shutdown_grace,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds an idle keep-alive connection stays open; longer than clients "
+            "keep theirs (Go's 90 s), so none reuses one just as it is closed.",
+        ),
+    ] = DEFAULTS.keep_alive_timeout,
     delivery_timeout: Annotated[
         float,
         typer.Option(
@@ -499,6 +507,7 @@ def serve(
         max_scrape_parallelism=max_scrape_parallelism,
         max_ls_entries=max_ls_entries,
         shutdown_grace=shutdown_grace,
+        keep_alive_timeout=keep_alive_timeout,
         delivery_timeout=delivery_timeout,
         downstream_backoff=downstream_backoff,
         delivery_backoff_cap=delivery_backoff_cap,
@@ -541,6 +550,7 @@ def serve(
         log_level=log_level.value,
         access_log=log_level is LogLevel.debug,
         timeout_graceful_shutdown=int(shutdown_grace) + 1,
+        **connection_options(settings),
         **tls_options(settings),
     )
 

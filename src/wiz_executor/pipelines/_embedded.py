@@ -18,7 +18,7 @@ from typing import Self
 import uvicorn
 
 from ..server import create_app
-from ..server._serving import drop_idle_tls_connections, tls_options
+from ..server._serving import connection_options, drop_idle_tls_connections, tls_options
 from ..settings import Settings
 
 
@@ -70,6 +70,7 @@ class EmbeddedExecutor:
             log_level="warning",
             lifespan="on",
             access_log=False,
+            **connection_options(self.settings),
             **options,
         )
         self._server = server = _Server(config)

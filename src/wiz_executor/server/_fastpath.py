@@ -165,6 +165,8 @@ class AddDataFastPath:
         self.app = app
         self.on_request = on_request
         """Told (status, seconds) of each AddData answered here, for the HTTP metrics."""
+        self.executor: Executor | None = None
+        """The app's executor, once the app has one (`_ExecutorApp.attach`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -186,7 +188,9 @@ class AddDataFastPath:
         self, scope: Scope, receive: Receive, send: Send, proc_id: str, run_id: str
     ) -> None:
         started = perf_counter()
-        executor: Executor = scope["app"].state.executor
+        executor = self.executor
+        if executor is None:  # an app called before its lifespan: as the routes would
+            executor = scope["app"].state.executor
         headers: list[tuple[bytes, bytes]] = [_JSON]
         try:
             # Decided on the headers, the body is left unread: the server discards it

@@ -148,6 +148,13 @@ class _ExecutorApp(FastAPI):
                 document_guard(document, self.guard)
         return super().openapi()
 
+    def attach(self, executor: Executor) -> None:
+        """Serve `executor`: the routes read it from `app.state`, the fast path keeps it
+        as a plain attribute (Starlette's `State` lookup cost about 1 µs per request)."""
+        self.state.executor = executor
+        if self.fast_path is not None:
+            self.fast_path.executor = executor
+
     async def call_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but the fast path: FastAPI, its middleware and its routes."""
         await super().__call__(scope, receive, send)
@@ -188,12 +195,13 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert isinstance(app, _ExecutorApp)
         if executor is not None:
-            app.state.executor = executor
+            app.attach(executor)
             yield
             return
         async with Executor(settings) as owned:
-            app.state.executor = owned
+            app.attach(owned)
             yield
 
     app = _ExecutorApp(
@@ -207,12 +215,12 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         docs_url=None,  # FastAPI's pages load from CDNs: add_docs_routes serves /docs
         redoc_url=None,
     )
-    if executor is not None:
-        app.state.executor = executor
     metrics = app.state.metrics = Metrics(executor_getter(app.state))
     app.add_middleware(HttpRules)
     app.add_middleware(HttpMetricsMiddleware, stats=metrics.http)  # outermost: counts all
     app.fast_path = AddDataFastPath(app.call_stack, on_request=metrics.http.add_data_observer())
+    if executor is not None:
+        app.attach(executor)
     own = settings or (executor.settings if executor is not None else Settings())
     app.guard = Guard(app.fast_path, own, on_refused=metrics.http.refusal_observer())
     _install_error_handlers(app)
