@@ -795,7 +795,14 @@ class SqliteStore(JournalStore):
                     " ORDER BY seq LIMIT ?",
                     (rid, seq, limit),
                 )
-            else:
+            elif state is DataChunkState.FAILED:  # (the planner would take the run's range)
+                rows = conn.execute(
+                    f"SELECT {_CHUNK_COLUMNS} FROM chunks INDEXED BY chunks_failed"
+                    " WHERE rid = ? AND state = 4"
+                    " AND seq > ? ORDER BY seq LIMIT ?",
+                    (rid, seq, limit),
+                )
+            else:  # the run's range, in arrival order (no index: see `_schema._V3`)
                 rows = conn.execute(
                     f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND state = ?"
                     " AND seq > ? ORDER BY seq LIMIT ?",
@@ -806,25 +813,42 @@ class SqliteStore(JournalStore):
         return await self._read(read)
 
     async def chunk(self, proc_id: str, run_id: str, chunk_id: str) -> StoredChunk:
-        return await self._one(proc_id, run_id, "chunk_id", chunk_id, "input")
-
-    async def output(self, proc_id: str, run_id: str, output_id: str) -> StoredChunk:
-        return await self._one(proc_id, run_id, "output_id", output_id, "output")
-
-    async def _one(
-        self, proc_id: str, run_id: str, column: str, value: str, kind: str
-    ) -> StoredChunk:
         def read(conn: sqlite3.Connection) -> StoredChunk:
             rid = _find_rid(conn, proc_id, run_id)
             rows = conn.execute(
-                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND {column} = ?"
-                " ORDER BY seq LIMIT 1",
-                (rid, value),
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND chunk_id = ?",
+                (rid, chunk_id),
             )
             found = _chunks(rows)
             if not found:
-                raise ChunkNotFound(run_id, value, kind)
+                raise ChunkNotFound(run_id, chunk_id, "input")
             return found[0]
+
+        return await self._read(read)
+
+    async def output(self, proc_id: str, run_id: str, output_id: str) -> StoredChunk:
+        """The first chunk (in arrival order) whose output ID is `output_id`: among the
+        chosen ones (`chunks_by_chosen_output`: named, or the planner, which does not know
+        how few it holds, scans the run) and, for an ID ending in "-out", the chunk whose
+        ChunkID it was made of (see `_schema._V3`)."""
+
+        def read(conn: sqlite3.Connection) -> StoredChunk:
+            rid = _find_rid(conn, proc_id, run_id)
+            found = conn.execute(
+                f"SELECT seq, {_CHUNK_COLUMNS} FROM chunks INDEXED BY chunks_by_chosen_output"
+                " WHERE rid = ? AND output_id = ? AND output_id != chunk_id || '-out'"
+                " ORDER BY seq LIMIT 1",
+                (rid, output_id),
+            ).fetchall()
+            if output_id.endswith("-out"):
+                found += conn.execute(
+                    f"SELECT seq, {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND chunk_id = ?"
+                    " AND output_id = ?",
+                    (rid, output_id[:-4], output_id),
+                ).fetchall()
+            if not found:
+                raise ChunkNotFound(run_id, output_id, "output")
+            return _chunks([min(found)[1:]])[0]
 
         return await self._read(read)
 
