@@ -6,6 +6,7 @@ are not there."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from wiz_executor.journal import (
     Recovered,
     RunConfigured,
     SqliteStore,
+    _schema,
 )
+from wiz_executor.journal import _sqlite as sqlite_module
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +176,48 @@ async def test_an_input_that_is_not_json_is_kept_as_its_string_and_the_batch_too
         "bad": "a NotJson",
         "ok2": {"id": "ok2", "f": 0.1 + 0.2},
     }
+
+
+async def test_a_batch_of_chunks_is_written_in_a_few_statements(tmp_path: Path) -> None:
+    """200 chunks accepted in one batch, then started and ended in another: a handful of
+    statements of many rows each, not one per row (`executemany` runs its statement, and
+    takes the GIL back, once per row)."""
+    store = SqliteStore(tmp_path / "a.db")
+    store.open()
+    statements: list[str] = []
+    try:
+        await store.append([RunConfigured("noop", "r1", {}, T0)])
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)  # (called on the writer thread)
+        ids = tuple(f"c{i}" for i in range(200))
+        await store.append([accepted(ids)])
+        ran: list[Record] = []
+        for i, c in enumerate(ids):
+            ran.append(ChunkStarted("noop", "r1", c, 1, T0 + i, "host", 7, "w"))
+            ran.append(ChunkSucceeded("noop", "r1", c, 1, DataFormat.RAW, i, T0 + i))
+        await store.append(ran)
+        store._conn.set_trace_callback(None)
+        (run,) = store.load().runs
+    finally:
+        await store.close()
+    assert [c.state.value for c in run.chunks or []] == ["SUCCEEDED"] * 200
+    writes = [sql for sql in statements if "chunks" in sql]
+    assert len(writes) <= 12, [sql[:80] for sql in writes[:20]]
+
+
+def test_the_many_row_changes_find_each_chunk_by_its_index(tmp_path: Path) -> None:
+    """The statements that change many chunks at once join their rows to `chunks`: the
+    plan must search `chunks` by (rid, ChunkID) for each row, never scan it."""
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    try:
+        _schema.prepare(conn, tmp_path / "a.db")
+        changes = [v for v in vars(sqlite_module).values() if isinstance(v, sqlite_module._Changes)]
+        assert changes
+        for change in changes:
+            for sql in change.sql.values():
+                params = [None] * sql.count("?")
+                plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+                assert any(step.startswith("SEARCH c USING") for step in plan), plan
+                assert not [step for step in plan if step.startswith("SCAN c")], plan
+    finally:
+        conn.close()
