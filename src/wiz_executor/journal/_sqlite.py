@@ -102,7 +102,8 @@ def _json(row: tuple[Any, ...], data: int) -> bytes:
 
 
 _SIZES = (64, 16, 4, 1)
-"""Rows per statement of a `_Rows` (the cache of prepared statements holds 64)."""
+"""Rows per statement of a `_Rows`: few sizes, so that each stays prepared in the
+connection's statement cache (`cached_statements=64`)."""
 
 
 class _Rows:
@@ -110,7 +111,8 @@ class _Rows:
     statement (the rows' parameters flattened into one sequence, bound by C), so SQLite
     writes them in one `sqlite3_step`, with the GIL released. `executemany` takes the
     GIL back after every row's step: under load the writer and the event loop handed
-    it to each other per row, and the insert cost a quarter more CPU per row.
+    it to each other per row, and an insert cost more CPU per row than in a statement of
+    many (measured: `benchmarks/results/history.md`).
     A batch of n rows takes n // 64 statements of 64, then of 16, 4 and 1.
 
     (Tried first and dropped: the rows as one JSON array read with `json_each`, one
@@ -231,7 +233,8 @@ def _coalesce(batch: list[Any]) -> list[Any]:
        of record is a barrier unless ranked), chunk records are grouped by kind, in the
        order of a chunk's life (`_RANK`; stable, so one chunk's records of a kind keep
        their order): under load the records of many chunks interleave
-       (one accepted, another ended, …), and each kind's group is one `executemany`.
+       (one accepted, another ended, …), and each kind's group is written together
+       (`_Rows`, or one `executemany`).
        Regrouping cannot reorder one chunk's records: they follow that order anyway,
        and whatever else happens to a chunk (a retry, a delete) is a barrier.
     """
