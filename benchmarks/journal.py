@@ -14,6 +14,11 @@ Not part of the suite's report (yet): `run()` returns the numbers for when it is
   output and one attempt, half WAITING) reopened and `load()`ed, its size on disk and
   the memory the recovered chunks take (RSS growth), per chunk.
   CPU time is printed beside wall time: on a shared machine it is the steadier number.
+- in process (`--in-process`): an `Executor` as shipped (durable, group commit) given
+  N noop chunks by 16 concurrent senders, each adding a batch and awaiting its commit
+  as an AddData does, in batches of 100 and one chunk per call, until the run is
+  SUCCEEDED: chunks/s, and the process's CPU (the event loop and the journal's writer
+  thread together) per chunk. No HTTP: this is the journal's share of an AddData.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import argparse
 import asyncio
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from wiz_executor import Configuration, Executor, ExecutorConfig, ExpectedData, Settings, State
 from wiz_executor.api import DataFormat
 from wiz_executor.journal import (
     AcceptedChunk,
@@ -37,6 +44,9 @@ from wiz_executor.journal import (
     RunConfigured,
     SqliteStore,
 )
+from wiz_executor.runs import Chunk
+
+from ._child import run_on_uvloop
 
 CONFIG = {
     "ExpectedData": {"NumChunks": 0},
@@ -129,6 +139,68 @@ def _recover(path: Path) -> dict[str, float]:
     }
 
 
+async def executor_batches(
+    folder: Path, chunks: int, batch: int, senders: int = 16
+) -> dict[str, float]:
+    """`chunks` noop chunks through a durable `Executor`, `senders` tasks each adding a
+    batch of `batch` and awaiting its commit before the next: chunks/s and CPU µs per
+    chunk (the whole process: the loop and the journal's writer thread)."""
+    settings = Settings(data_dir=folder, max_pending=2 * chunks)
+    items = [
+        Chunk(f"c{i}", f"c{i}-out", DataFormat.RAW, {"i": i}, "", "", True) for i in range(chunks)
+    ]
+    batches = [items[i : i + batch] for i in range(0, chunks, batch)]
+    async with Executor(settings) as ex:
+        ex.configure(
+            "noop",
+            "r",
+            Configuration(
+                ExpectedData=ExpectedData(NumChunks=chunks),
+                ExecutorConfig=ExecutorConfig(MaxWorkers=8),
+            ),
+        )
+        await ex.commit()
+
+        async def send() -> None:
+            while batches:
+                added = ex.add_chunks("noop", "r", batches.pop())
+                await ex.committed(added.committed)
+
+        writer = next(t for t in threading.enumerate() if t.name == "wiz-journal-write")
+        writer_cpu = _thread_cpu(writer)
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(send() for _ in range(senders)))
+        run = await ex.wait("noop", "r")
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        writer_cpu = _thread_cpu(writer) - writer_cpu
+        if run.state is not State.SUCCEEDED:
+            raise RuntimeError(f"the run ended {run.state.value}")
+        await ex.shutdown(grace=0)
+    return {
+        "chunks_per_s": chunks / elapsed,
+        "cpu_us_per_chunk": cpu / chunks * 1e6,
+        "writer_cpu_us_per_chunk": writer_cpu / chunks * 1e6,
+    }
+
+
+def _thread_cpu(thread: threading.Thread) -> float:
+    """A thread's CPU seconds so far (user + system, as the OS counts them)."""
+    for t in psutil.Process().threads():
+        if t.id == thread.native_id:
+            return float(t.user_time + t.system_time)
+    raise LookupError(thread.name)
+
+
+def in_process(quick: bool = False) -> dict[str, dict[str, float]]:
+    """`executor_batches` in batches of 100 and of one, each in a fresh data folder."""
+    result = {}
+    for batch, chunks in ((100, 30_000), (1, 10_000)):
+        chunks //= 3 if quick else 1
+        with tempfile.TemporaryDirectory(prefix="wiz-journal-bench-") as tmp:
+            result[f"batch_{batch}"] = run_on_uvloop(executor_batches(Path(tmp), chunks, batch))
+    return result
+
+
 def run(quick: bool = False, chunks: int | None = None) -> dict[str, Any]:
     chunks = chunks or (100_000 if quick else 1_000_000)
     appends = 5_000 if quick else 50_000
@@ -153,7 +225,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="100k chunks, 5k appends")
     parser.add_argument("--chunks", type=int, help="chunks in the recovery journal")
+    parser.add_argument(
+        "--in-process", action="store_true", help="only the durable executor in process"
+    )
     args = parser.parse_args()
+    if args.in_process:
+        for key, r in in_process(args.quick).items():
+            print(
+                f"in process, {key}: {r['chunks_per_s']:>9,.0f} chunks/s, "
+                f"{r['cpu_us_per_chunk']:.1f} µs of CPU per chunk "
+                f"({r['writer_cpu_us_per_chunk']:.1f} on the journal's writer thread)"
+            )
+        return
     r = run(args.quick, args.chunks)
     for per_commit in (1, 64):
         a = r[f"append_{per_commit}_per_commit"]

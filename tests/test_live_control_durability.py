@@ -73,7 +73,7 @@ async def test_a_version_1_journal_is_migrated_and_takes_control_records(
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(_schema.VERSION,)]
     finally:
         conn.close()
 

@@ -7,7 +7,8 @@ version n - 1 into version n; a new release appends to the list and never edits 
 so every journal since the first release opens. A journal of a newer version is refused
 (`JournalTooNew`): this executor cannot know what the newer one wrote.
 
-Layout (version 1; version 2 adds `runs.control`, a run's live changes). Runs get a
+Layout (version 1; version 2 adds `runs.control`, a run's live changes; version 3 keeps
+two partial indexes in place of `chunks_by_output` and `chunks_by_state`). Runs get a
 small integer key (`rid`); chunks are keyed by (rid, seq),
 seq counting a run's chunks in arrival order, in a WITHOUT ROWID table, so a run's chunks
 sit together on disk in arrival order: recovery and paging read them as one range, and a
@@ -16,8 +17,9 @@ purge deletes one range. What is read only whole is one msgspec-encoded JSON arr
 (NULL until the chunk succeeds) `[Format, RawData, Driver, Location]`, because recovery
 time goes mostly to fetching columns (measured: fetching 17 columns took 2.4 times as
 long as 5), and msgspec decodes an array in one C call. State is an integer code (it is
-indexed). Indexes exist only for the reads the store serves: by ChunkID, by output
-ChunkID, and by state (paging a finished run's FAILED chunks).
+indexed). Indexes exist only for the reads the store serves, and hold only the chunks
+those reads cannot find otherwise: by ChunkID; by output ChunkID where it is not the
+ChunkID + "-out"; FAILED chunks (paging a finished run's failures).
 A chunk's attempts are a JSON array in its row, `[number, started, ended, outcome,
 error, host, pid, worker]` each, grown and ended by SQLite's JSON functions in the same
 UPDATE that moves the chunk's state (one statement per transition, no read-modify-write
@@ -86,7 +88,25 @@ ALTER TABLE runs ADD COLUMN control BLOB;
 """Version 2: a run's live changes (`RunControlled`: MaxWorkers, ChunkTimeout, WorkModel,
 Paused), as one JSON object applied over its configuration at recovery; NULL if none."""
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_V3 = """
+DROP INDEX chunks_by_state;
+DROP INDEX chunks_by_output;
+CREATE INDEX chunks_failed ON chunks (rid, seq) WHERE state = 4;
+CREATE INDEX chunks_by_chosen_output ON chunks (rid, output_id)
+    WHERE output_id != chunk_id || '-out';
+"""
+"""Version 3: two B-trees fewer to write per chunk. Every chunk was written into four
+(the table, `chunks_by_id`, `chunks_by_output`, `chunks_by_state`), and its every change
+of state moved it in `chunks_by_state`: the journal's writer thread cost as much CPU as
+the event loop. The store pages by state only for a stored run's FAILED chunks (few, in
+a run of many: a scan to find them would read the whole run; any other state is read by
+scanning the run's range, in which it is common), so `chunks_failed` holds only FAILED
+chunks, by (rid, seq): a chunk enters it when it fails, no other change touches it. An
+output ID is the ChunkID + "-out" unless the client chose one (AssociatedChunkID) or
+that one was taken (`runs._free_output_id`), so `chunks_by_chosen_output` holds only
+those; the others are found through `chunks_by_id` (`SqliteStore.output`)."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """`MIGRATIONS[n - 1]` brings a journal from version n - 1 to n (version 0: empty file)."""
 VERSION = len(MIGRATIONS)
 

@@ -32,7 +32,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import groupby
+from itertools import chain, groupby
+from operator import itemgetter
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TypeVar
@@ -100,6 +101,88 @@ def _json(row: tuple[Any, ...], data: int) -> bytes:
         return _encode((*row[:data], str(value), *row[data + 1 :]))
 
 
+_SIZES = (64, 16, 4, 1)
+"""Rows per statement of a `_Rows`: few sizes, so that each stays prepared in the
+connection's statement cache (`cached_statements=64`)."""
+
+
+class _Rows:
+    """One statement for many rows: `INSERT … VALUES (…), (…), …` of up to 64 rows a
+    statement (the rows' parameters flattened into one sequence, bound by C), so SQLite
+    writes them in one `sqlite3_step`, with the GIL released. `executemany` takes the
+    GIL back after every row's step: under load the writer and the event loop handed
+    it to each other per row, and an insert cost more CPU per row than in a statement of
+    many (measured: `benchmarks/results/history.md`).
+    A batch of n rows takes n // 64 statements of 64, then of 16, 4 and 1.
+
+    (Tried first and dropped: the rows as one JSON array read with `json_each`, one
+    statement per batch. Reading each row's items back out of JSON cost more CPU than
+    the binding it saved; see `benchmarks/results/history.md`.)
+    """
+
+    __slots__ = ("sql",)
+
+    def __init__(self, head: str, row: str, tail: str = "") -> None:
+        self.sql = {n: head + ", ".join([row] * n) + tail for n in _SIZES}
+
+    def write(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        i, left = 0, len(rows)
+        for n in _SIZES[:-1]:
+            sql = self.sql[n]
+            while left >= n:
+                conn.execute(sql, list(chain.from_iterable(rows[i : i + n])))
+                i += n
+                left -= n
+        if left:
+            conn.executemany(self.sql[1], rows[i:])
+
+
+class _Changes(_Rows):
+    """A `_Rows` that changes existing chunks' rows: its rows are a table `v` joined to
+    their chunks (found by rid and ChunkID through `chunks_by_id`), written by an UPSERT
+    (`INSERT … SELECT … ON CONFLICT (rid, seq) DO UPDATE`). The SELECT finds only rows
+    that exist, so the INSERT always meets its own row and updates it, never creates one
+    (a record for a chunk that is gone changes nothing, as an UPDATE would). Rows that
+    change one chunk twice go one by one, in order (the order of a statement's rows is
+    not a promise)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, columns: str, select: str, update: str, key: tuple[int, int]) -> None:
+        super().__init__(
+            f"WITH v({columns}) AS (VALUES ",
+            "(" + ", ".join(["?"] * len(columns.split(","))) + ")",
+            ") INSERT INTO chunks (rid, seq, chunk_id, output_id, input, state, output, error,"
+            f" attempts) SELECT c.rid, c.seq, c.chunk_id, '', x'', {select} FROM v"
+            " JOIN chunks AS c ON c.rid = v.rid AND c.chunk_id = v.chunk_id WHERE true"
+            f" ON CONFLICT (rid, seq) DO UPDATE SET {update}",
+        )
+        self.key = itemgetter(*key)
+
+    def write(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if len(set(map(self.key, rows))) < len(rows):
+            conn.executemany(self.sql[1], rows)
+        else:
+            super().write(conn, rows)
+
+
+_ACCEPTED = _Rows(
+    "INSERT OR IGNORE INTO chunks (rid, seq, chunk_id, output_id, input) VALUES ",
+    "(?, ?, ?, ?, ?)",
+)
+"""Rows (rid, seq, ChunkID, output ID, input): new chunks (a duplicate is ignored)."""
+_RAN_FIRST = _Changes(
+    "state, output, error, attempts, rid, chunk_id",
+    "v.state, v.output, v.error, v.attempts",
+    "state = excluded.state,"
+    " output = CASE WHEN excluded.state = 3 THEN excluded.output ELSE output END,"
+    " error = excluded.error, attempts = excluded.attempts",
+    key=(4, 5),
+)
+"""Rows (state, output, error, attempts, rid, ChunkID): a first attempt's start and end
+(the attempts column written outright; a failure keeps the output column as it was)."""
+
+
 class _Purge:
     """The writer's own record for `purge`: it fills `removed`."""
 
@@ -150,7 +233,8 @@ def _coalesce(batch: list[Any]) -> list[Any]:
        of record is a barrier unless ranked), chunk records are grouped by kind, in the
        order of a chunk's life (`_RANK`; stable, so one chunk's records of a kind keep
        their order): under load the records of many chunks interleave
-       (one accepted, another ended, …), and each kind's group is one `executemany`.
+       (one accepted, another ended, …), and each kind's group is written together
+       (`_Rows`, or one `executemany`).
        Regrouping cannot reorder one chunk's records: they follow that order anyway,
        and whatever else happens to a chunk (a retry, a delete) is a barrier.
     """
@@ -467,11 +551,7 @@ class SqliteStore(JournalStore):
                 )
                 rows.append((rid, seq, c.chunk_id, c.output_id, _json(data, 1)))
             next_seq[rid] = seq
-        conn.executemany(
-            "INSERT OR IGNORE INTO chunks (rid, seq, chunk_id, output_id, input)"
-            " VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
+        _ACCEPTED.write(conn, rows)
 
     def _started(self, conn: sqlite3.Connection, records: list[ChunkStarted]) -> None:
         rids = self._rids
@@ -549,11 +629,7 @@ class SqliteStore(JournalStore):
                 later.append((state, output, error, _encode(attempt).decode(), rid, s.chunk_id))
         # (A failure keeps the output column as it was, as `_failed` does.)
         if first:
-            conn.executemany(
-                "UPDATE chunks SET state = ?1, output = CASE WHEN ?1 = 3 THEN ?2 ELSE output END,"
-                " error = ?3, attempts = ?4 WHERE rid = ?5 AND chunk_id = ?6",
-                first,
-            )
+            _RAN_FIRST.write(conn, first)
         if later:
             conn.executemany(
                 "UPDATE chunks SET state = ?1, output = CASE WHEN ?1 = 3 THEN ?2 ELSE output END,"
@@ -795,7 +871,14 @@ class SqliteStore(JournalStore):
                     " ORDER BY seq LIMIT ?",
                     (rid, seq, limit),
                 )
-            else:
+            elif state is DataChunkState.FAILED:  # (the planner would take the run's range)
+                rows = conn.execute(
+                    f"SELECT {_CHUNK_COLUMNS} FROM chunks INDEXED BY chunks_failed"
+                    " WHERE rid = ? AND state = 4"
+                    " AND seq > ? ORDER BY seq LIMIT ?",
+                    (rid, seq, limit),
+                )
+            else:  # the run's range, in arrival order (no index: see `_schema._V3`)
                 rows = conn.execute(
                     f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND state = ?"
                     " AND seq > ? ORDER BY seq LIMIT ?",
@@ -806,25 +889,42 @@ class SqliteStore(JournalStore):
         return await self._read(read)
 
     async def chunk(self, proc_id: str, run_id: str, chunk_id: str) -> StoredChunk:
-        return await self._one(proc_id, run_id, "chunk_id", chunk_id, "input")
-
-    async def output(self, proc_id: str, run_id: str, output_id: str) -> StoredChunk:
-        return await self._one(proc_id, run_id, "output_id", output_id, "output")
-
-    async def _one(
-        self, proc_id: str, run_id: str, column: str, value: str, kind: str
-    ) -> StoredChunk:
         def read(conn: sqlite3.Connection) -> StoredChunk:
             rid = _find_rid(conn, proc_id, run_id)
             rows = conn.execute(
-                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND {column} = ?"
-                " ORDER BY seq LIMIT 1",
-                (rid, value),
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND chunk_id = ?",
+                (rid, chunk_id),
             )
             found = _chunks(rows)
             if not found:
-                raise ChunkNotFound(run_id, value, kind)
+                raise ChunkNotFound(run_id, chunk_id, "input")
             return found[0]
+
+        return await self._read(read)
+
+    async def output(self, proc_id: str, run_id: str, output_id: str) -> StoredChunk:
+        """The first chunk (in arrival order) whose output ID is `output_id`: among the
+        chosen ones (`chunks_by_chosen_output`: named, or the planner, which does not know
+        how few it holds, scans the run) and, for an ID ending in "-out", the chunk whose
+        ChunkID it was made of (see `_schema._V3`)."""
+
+        def read(conn: sqlite3.Connection) -> StoredChunk:
+            rid = _find_rid(conn, proc_id, run_id)
+            found = conn.execute(
+                f"SELECT seq, {_CHUNK_COLUMNS} FROM chunks INDEXED BY chunks_by_chosen_output"
+                " WHERE rid = ? AND output_id = ? AND output_id != chunk_id || '-out'"
+                " ORDER BY seq LIMIT 1",
+                (rid, output_id),
+            ).fetchall()
+            if output_id.endswith("-out"):
+                found += conn.execute(
+                    f"SELECT seq, {_CHUNK_COLUMNS} FROM chunks WHERE rid = ? AND chunk_id = ?"
+                    " AND output_id = ?",
+                    (rid, output_id[:-4], output_id),
+                ).fetchall()
+            if not found:
+                raise ChunkNotFound(run_id, output_id, "output")
+            return _chunks([min(found)[1:]])[0]
 
         return await self._read(read)
 
