@@ -22,6 +22,7 @@ from wiz_executor import (
     DataChunkState,
     Executor,
     Input,
+    Output,
     Processor,
     ProcessorConfig,
     Settings,
@@ -286,3 +287,52 @@ async def test_a_ray_run_is_changed_live(executor: Executor, client: httpx.Async
         workers.append(attempt["Worker"])
     assert any(w.startswith("ray-actor-") for w in workers)
     assert not all(w.startswith("ray-actor-") for w in workers)  # the rest ran on POOL
+
+
+class Outputs(Processor[ProcessorConfig]):
+    """Answers with what the chunk's RawData names: a number beyond 64 bits (which a
+    batch's msgpack blob cannot carry), a value nested too deep, one that is no JSON,
+    a file, or the RawData itself."""
+
+    id = "ray-outputs"
+    name = "returns odd outputs"
+
+    async def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        kind = data.raw_data
+        if kind == "huge":
+            return 2**70
+        if kind == "deep":
+            value: Any = []
+            for _ in range(500):
+                value = [value]
+            return value
+        if kind == "object":
+            return object()
+        if kind == "file":
+            return Output.file(context.data_dir / "f.txt", {"made": data.chunk_id})
+        return data.raw_data
+
+
+async def test_outputs_come_home_as_from_any_work_model(
+    executor: Executor, client: httpx.AsyncClient
+) -> None:
+    """A batch travels as one msgpack blob each way; what it cannot carry still comes
+    home (an integer beyond 64 bits), and what the executor refuses (too deep, not
+    JSON) fails its chunk with the message the other work models give."""
+    executor.registry.register(Outputs)
+    kinds = ["huge", "deep", "object", "file", "plain"]
+    for run_id, batch in (("mixed", kinds), ("packable", ["deep", "file", "plain"])):
+        await configure(client, "ray-outputs", run_id, num_chunks=len(batch), WorkModel="RAY")
+        body = [{"ChunkID": kind, "RawData": kind} for kind in batch]
+        assert (await add(client, "ray-outputs", run_id, body)).is_success
+        await wait_run_done(client, "ray-outputs", run_id)
+        data = (await client.get(f"{run_path('ray-outputs', run_id)}/data")).json()
+        out = {o["AssociatedChunkID"]: o for o in data["Out"]}
+        assert out["deep"]["Error"] == "processor output nests deeper than 200 levels"
+        assert out["file"]["State"] == "SUCCEEDED"
+        assert out["file"]["RawData"] == {"made": "file"}
+        assert out["file"]["FilesystemReference"]["Location"].endswith("f.txt")
+        assert out["plain"]["RawData"] == "plain"
+        if run_id == "mixed":
+            assert out["huge"]["RawData"] == 2**70
+            assert out["object"]["Error"].startswith("processor output is not JSON")

@@ -33,13 +33,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import DataFormat, ExecutorConfig, RayConfig, WorkModel
+from ..api import ExecutorConfig, RayConfig, WorkModel
 from ..processors import Output, Processor
 from ..runs import RUNNING, Chunk, Run
 from ..settings import Settings
 from ._limits import WorkerLimiter
 from ._model import WorkModelBase
-from ._ray_worker import BROKEN, OK, actor_class, import_ray, sees_file_task
+from ._ray_worker import (
+    BROKEN,
+    FORMATS,
+    OK,
+    RAW,
+    actor_class,
+    import_ray,
+    pack,
+    sees_file_task,
+    unpack,
+)
 from ._registry import register
 from ._runner import ChunkRunner, cancelled
 
@@ -465,13 +475,15 @@ class RayModel(WorkModelBase):
         try:
             if durable:
                 await asyncio.gather(*durable)
-            items = [
-                (c.id, c.in_format.value, c.raw_data, c.fs_driver, c.fs_location, c.attempt)
-                for c in batch
-            ]
+            body = pack(
+                [
+                    [c.id, c.in_format.value, c.raw_data, c.fs_driver, c.fs_location, c.attempt]
+                    for c in batch
+                ]
+            )
             timeout = run.timeout or self.runner.default_timeout
-            ref = actor.handle.run_batch.remote(items, run.proc_id, run.run_id, timeout)
-            results = await self._answer(run, actor, ref, batch)
+            ref = actor.handle.run_batch.remote(body, run.proc_id, run.run_id, timeout)
+            results = unpack(await self._answer(run, actor, ref, batch))
         except asyncio.CancelledError:
             self._retire(work, actor)
             for chunk in batch:
@@ -500,8 +512,13 @@ class RayModel(WorkModelBase):
         broken = False
         for chunk, result in zip(batch, results, strict=True):
             if result[0] == OK:
+                # The actor checked the output (nesting, JSON): given as the chunk's
+                # input, `record` does not check it again on this loop.
                 _, fmt, raw, driver, location = result
-                record(run, chunk, Output(DataFormat(fmt), raw, driver, location), None)
+                if fmt == RAW and not driver and not location:
+                    record(run, chunk, raw, raw)
+                else:
+                    record(run, chunk, Output(FORMATS[fmt], raw, driver, location), raw)
             else:
                 broken |= result[0] == BROKEN
                 runs.fail(run, chunk, result[1])
