@@ -7,6 +7,7 @@ RAY has."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -336,3 +337,33 @@ async def test_outputs_come_home_as_from_any_work_model(
         if run_id == "mixed":
             assert out["huge"]["RawData"] == 2**70
             assert out["object"]["Error"].startswith("processor output is not JSON")
+
+
+async def test_a_processor_on_an_actor_trusts_the_executors_ca_bundle(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """--ssl-ca-certs reaches the actors (as its PEM text: the path may not exist on
+    their node): `get` on RAY downloads from an HTTPS server whose certificate comes
+    from a private CA, as it does on POOL."""
+    from _certs import make_certs
+    from processors._servers import FixtureHTTP
+
+    certs = make_certs(tmp_path / "certs")
+    files = {"small.txt": b"hello over https\n"}
+    trusting = dataclasses.replace(settings, ssl_ca_certs=certs.ca)
+    with FixtureHTTP(files, tmp_path, tls=certs.server_context()) as web:
+        async with Executor(trusting) as executor, asgi_client(executor) as client:
+            body = {
+                "ExpectedData": {"NumChunks": 1},
+                "ExecutorConfig": {"WorkModel": "RAY"},
+                "Processor": {"URL": web.url("/files/small.txt")},
+            }
+            assert (await client.post(f"{run_path('get', 'r')}/config", json=body)).is_success
+            assert (await add(client, "get", "r", {"ChunkID": "c", "RawData": None})).is_success
+            await wait_run_done(client, "get", "r")
+            (chunk,) = await inputs(client, "get", "r")
+            assert chunk["State"] == "SUCCEEDED", chunk.get("Error")
+            assert chunk["Attempts"][0]["Worker"].startswith("ray-actor-")
+            data = (await client.get(f"{run_path('get', 'r')}/data")).json()
+            (out,) = data["Out"]
+            assert out["RawData"]["SHA256"] == hashlib.sha256(files["small.txt"]).hexdigest()
