@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import os
 import socket
+import ssl
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from .._tls import pem_context
 from ..api import DataFormat
 from ..errors import ChunkTimeout, WizError
 from ..netpolicy import NetworkPolicy
@@ -83,6 +85,7 @@ class ChunkActor:
         allowed_roots: tuple[str, ...],
         limits: Limits,
         network: NetworkPolicy | None,
+        ca_certs: str | None = None,
     ) -> None:
         self.cls = cls
         self.config = config
@@ -90,6 +93,10 @@ class ChunkActor:
         self.allowed_roots = tuple(Path(p) for p in allowed_roots)
         self.limits = limits
         self.network = network
+        self.tls: ssl.SSLContext | None = None if ca_certs is None else pem_context(ca_certs)
+        """What the processor's HTTPS clients trust, as in POOL (`Context.tls`): the
+        default trust plus the executor's `--ssl-ca-certs`, whose certificates come as
+        PEM text (the bundle's path may not exist on this node); None: the default."""
         self.instance: Processor[Any] | None = None
         self.progress_now: tuple[str, int, int | None] | None = None
         self.blocking = ThreadPoolExecutor(1, thread_name_prefix="wiz-ray-blocking")
@@ -224,6 +231,7 @@ class ChunkActor:
             report,
             self.allowed_roots,
             network=self.network,
+            tls=self.tls,
             limits=self.limits,
             attempt=attempt,
         )

@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._tls import ca_bundle_pem
 from ..api import ExecutorConfig, RayConfig, WorkModel
 from ..processors import Output, Processor
 from ..runs import RUNNING, Chunk, Run
@@ -225,6 +226,9 @@ class RayModel(WorkModelBase):
         self._actors = 0
         self._ending: set[asyncio.Task[None]] = set()
         """Drained actors being let go (see `_dismiss`)."""
+        self._ca_pem: str | None = None
+        """The executor's `--ssl-ca-certs` as PEM text, read by the first actor's start:
+        actors trust what POOL's processors trust (the path may not exist on their node)."""
 
     @classmethod
     def create(cls, runner: ChunkRunner, limiter: WorkerLimiter, settings: Settings) -> RayModel:
@@ -319,6 +323,9 @@ class RayModel(WorkModelBase):
     async def _start_actor(self, run: Run, work: _RayRun) -> None:
         handle = None
         try:
+            ca_certs = self.settings.ssl_ca_certs
+            if ca_certs is not None and self._ca_pem is None:
+                self._ca_pem = await asyncio.to_thread(ca_bundle_pem, ca_certs)
             handle = (
                 actor_class()
                 .options(**work.options)
@@ -329,6 +336,7 @@ class RayModel(WorkModelBase):
                     tuple(str(p) for p in self.runner.allowed_roots),
                     self.runner.limits,
                     self.runner.network,
+                    self._ca_pem,
                 )
             )
             node, host, pid, failure = await handle.ready.remote()
