@@ -367,3 +367,40 @@ async def test_a_processor_on_an_actor_trusts_the_executors_ca_bundle(
             data = (await client.get(f"{run_path('get', 'r')}/data")).json()
             (out,) = data["Out"]
             assert out["RawData"]["SHA256"] == hashlib.sha256(files["small.txt"]).hexdigest()
+
+
+async def test_chunks_of_a_lost_actor_wait_while_their_run_is_paused(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A paused run starts none of its chunks: those its lost actor had running come
+    back WAITING (reason PAUSED) and stay with the paused run's other chunks, not in
+    the work model's queue, where a new actor would run them; they run on resume."""
+    import ray
+
+    executor.registry.register(WaitsForFile)
+    release = tmp_path / "release"
+    await configure(client, "waits-for-file", "r", num_chunks=2, MaxWorkers=1, WorkModel="RAY")
+    body = [{"ChunkID": f"c{i}", "RawData": str(release)} for i in range(2)]
+    assert (await add(client, "waits-for-file", "r", body)).is_success
+    run = executor.runs.get("waits-for-file", "r")
+    await wait_for(
+        lambda: run.counts[DataChunkState.RUNNING] == 2, timeout=90, what="both chunks running"
+    )
+    assert (await client.post(f"{run_path('waits-for-file', 'r')}/pause")).status_code == 200
+    (actor,) = run.sched.actors
+    ray.kill(actor.handle, no_restart=True)
+    await wait_for(
+        lambda: run.counts[DataChunkState.WAITING] == 2, timeout=60, what="the lost chunks back"
+    )
+    assert not run.sched.queue, "a requeued chunk of a paused run went to the model's queue"
+    assert not run.sched.starting, "an actor is starting for a paused run"
+    shown = (await client.get(run_path("waits-for-file", "r"))).json()
+    assert shown["Waiting"]["Reason"] == "PAUSED"
+    release.write_text("go")
+    assert (await client.post(f"{run_path('waits-for-file', 'r')}/resume")).status_code == 200
+    done = await wait_run_done(client, "waits-for-file", "r", timeout=120)
+    assert done["CurrentState"] == "SUCCEEDED"
+    for chunk in await inputs(client, "waits-for-file", "r"):
+        first, second = chunk["Attempts"]
+        assert "lost" in first["Error"]
+        assert second["Worker"] != first["Worker"]
