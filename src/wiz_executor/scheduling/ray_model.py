@@ -555,7 +555,8 @@ class RayModel(WorkModelBase):
                 answer.cancel()
 
     def _requeue(self, run: Run, work: _RayRun, batch: list[Chunk], reason: str) -> None:
-        """Chunks whose actor was lost run again (a new attempt), up to --max-attempts."""
+        """Chunks whose actor was lost run again (a new attempt), up to --max-attempts:
+        first in line, here or, while the run's chunks are held (paused), with those."""
         runs = self.runner.runs
         back: list[Chunk] = []
         for chunk in batch:
@@ -570,6 +571,8 @@ class RayModel(WorkModelBase):
                 continue
             runs.requeue(run, chunk, reason)
             back.append(chunk)
+        if not back or (self.hold is not None and self.hold(run, back)):
+            return  # (a paused run's: they wait with its other chunks, for `submit`)
         work.queue.extendleft(reversed(back))
         work.more.set()
         work.changed.set()
