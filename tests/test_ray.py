@@ -404,3 +404,50 @@ async def test_chunks_of_a_lost_actor_wait_while_their_run_is_paused(
         first, second = chunk["Attempts"]
         assert "lost" in first["Error"]
         assert second["Worker"] != first["Worker"]
+
+
+class BlocksWhenAsked(Processor[ProcessorConfig]):
+    """A blocking `run` that hangs (until the test's file appears) on the chunk "hang"
+    and answers any other at once."""
+
+    id = "blocks-when-asked"
+    name = "blocks on one chunk"
+
+    def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        if data.chunk_id == "hang":
+            path = Path(data.raw_data)
+            deadline = time.monotonic() + 60
+            while not path.exists() and time.monotonic() < deadline:
+                threading.Event().wait(0.02)  # a remote worker polling a file
+        return data.chunk_id
+
+
+async def test_a_blocking_chunk_past_its_timeout_fails_and_its_actor_is_replaced(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The actor's timer ends a blocking chunk that overran: FAILED with the timeout's
+    message; its thread may still hold the instance, so the actor is not used again
+    and the next chunk runs on a new one."""
+    executor.registry.register(BlocksWhenAsked)
+    release = tmp_path / "release"
+    await configure(
+        client,
+        "blocks-when-asked",
+        "r",
+        num_chunks=2,
+        MaxWorkers=1,
+        ChunkTimeout=0.5,
+        WorkModel="RAY",
+    )
+    assert (
+        await add(client, "blocks-when-asked", "r", {"ChunkID": "hang", "RawData": str(release)})
+    ).is_success
+    run = executor.runs.get("blocks-when-asked", "r")
+    await wait_for(lambda: run.counts[DataChunkState.FAILED] == 1, timeout=90, what="a timeout")
+    release.write_text("go")
+    assert (await add(client, "blocks-when-asked", "r", {"ChunkID": "next"})).is_success
+    await wait_run_done(client, "blocks-when-asked", "r", timeout=90)
+    chunks = {c["ChunkID"]: c for c in await inputs(client, "blocks-when-asked", "r")}
+    assert chunks["hang"]["Error"] == "processor did not finish the chunk within 0.5 s (timeout)"
+    assert chunks["next"]["State"] == "SUCCEEDED"
+    assert chunks["next"]["Attempts"][0]["Worker"] != chunks["hang"]["Attempts"][0]["Worker"]
