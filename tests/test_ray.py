@@ -7,6 +7,7 @@ RAY has."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from wiz_executor import (
     DataChunkState,
     Executor,
     Input,
+    Output,
     Processor,
     ProcessorConfig,
     Settings,
@@ -286,3 +288,166 @@ async def test_a_ray_run_is_changed_live(executor: Executor, client: httpx.Async
         workers.append(attempt["Worker"])
     assert any(w.startswith("ray-actor-") for w in workers)
     assert not all(w.startswith("ray-actor-") for w in workers)  # the rest ran on POOL
+
+
+class Outputs(Processor[ProcessorConfig]):
+    """Answers with what the chunk's RawData names: a number beyond 64 bits (which a
+    batch's msgpack blob cannot carry), a value nested too deep, one that is no JSON,
+    a file, or the RawData itself."""
+
+    id = "ray-outputs"
+    name = "returns odd outputs"
+
+    async def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        kind = data.raw_data
+        if kind == "huge":
+            return 2**70
+        if kind == "deep":
+            value: Any = []
+            for _ in range(500):
+                value = [value]
+            return value
+        if kind == "object":
+            return object()
+        if kind == "file":
+            return Output.file(context.data_dir / "f.txt", {"made": data.chunk_id})
+        return data.raw_data
+
+
+async def test_outputs_come_home_as_from_any_work_model(
+    executor: Executor, client: httpx.AsyncClient
+) -> None:
+    """A batch travels as one msgpack blob each way; what it cannot carry still comes
+    home (an integer beyond 64 bits), and what the executor refuses (too deep, not
+    JSON) fails its chunk with the message the other work models give."""
+    executor.registry.register(Outputs)
+    kinds = ["huge", "deep", "object", "file", "plain"]
+    for run_id, batch in (("mixed", kinds), ("packable", ["deep", "file", "plain"])):
+        await configure(client, "ray-outputs", run_id, num_chunks=len(batch), WorkModel="RAY")
+        body = [{"ChunkID": kind, "RawData": kind} for kind in batch]
+        assert (await add(client, "ray-outputs", run_id, body)).is_success
+        await wait_run_done(client, "ray-outputs", run_id)
+        data = (await client.get(f"{run_path('ray-outputs', run_id)}/data")).json()
+        out = {o["AssociatedChunkID"]: o for o in data["Out"]}
+        assert out["deep"]["Error"] == "processor output nests deeper than 200 levels"
+        assert out["file"]["State"] == "SUCCEEDED"
+        assert out["file"]["RawData"] == {"made": "file"}
+        assert out["file"]["FilesystemReference"]["Location"].endswith("f.txt")
+        assert out["plain"]["RawData"] == "plain"
+        if run_id == "mixed":
+            assert out["huge"]["RawData"] == 2**70
+            assert out["object"]["Error"].startswith("processor output is not JSON")
+
+
+async def test_a_processor_on_an_actor_trusts_the_executors_ca_bundle(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """--ssl-ca-certs reaches the actors (as its PEM text: the path may not exist on
+    their node): `get` on RAY downloads from an HTTPS server whose certificate comes
+    from a private CA, as it does on POOL."""
+    from _certs import make_certs
+    from processors._servers import FixtureHTTP
+
+    certs = make_certs(tmp_path / "certs")
+    files = {"small.txt": b"hello over https\n"}
+    trusting = dataclasses.replace(settings, ssl_ca_certs=certs.ca)
+    with FixtureHTTP(files, tmp_path, tls=certs.server_context()) as web:
+        async with Executor(trusting) as executor, asgi_client(executor) as client:
+            body = {
+                "ExpectedData": {"NumChunks": 1},
+                "ExecutorConfig": {"WorkModel": "RAY"},
+                "Processor": {"URL": web.url("/files/small.txt")},
+            }
+            assert (await client.post(f"{run_path('get', 'r')}/config", json=body)).is_success
+            assert (await add(client, "get", "r", {"ChunkID": "c", "RawData": None})).is_success
+            await wait_run_done(client, "get", "r")
+            (chunk,) = await inputs(client, "get", "r")
+            assert chunk["State"] == "SUCCEEDED", chunk.get("Error")
+            assert chunk["Attempts"][0]["Worker"].startswith("ray-actor-")
+            data = (await client.get(f"{run_path('get', 'r')}/data")).json()
+            (out,) = data["Out"]
+            assert out["RawData"]["SHA256"] == hashlib.sha256(files["small.txt"]).hexdigest()
+
+
+async def test_chunks_of_a_lost_actor_wait_while_their_run_is_paused(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A paused run starts none of its chunks: those its lost actor had running come
+    back WAITING (reason PAUSED) and stay with the paused run's other chunks, not in
+    the work model's queue, where a new actor would run them; they run on resume."""
+    import ray
+
+    executor.registry.register(WaitsForFile)
+    release = tmp_path / "release"
+    await configure(client, "waits-for-file", "r", num_chunks=2, MaxWorkers=1, WorkModel="RAY")
+    body = [{"ChunkID": f"c{i}", "RawData": str(release)} for i in range(2)]
+    assert (await add(client, "waits-for-file", "r", body)).is_success
+    run = executor.runs.get("waits-for-file", "r")
+    await wait_for(
+        lambda: run.counts[DataChunkState.RUNNING] == 2, timeout=90, what="both chunks running"
+    )
+    assert (await client.post(f"{run_path('waits-for-file', 'r')}/pause")).status_code == 200
+    (actor,) = run.sched.actors
+    ray.kill(actor.handle, no_restart=True)
+    await wait_for(
+        lambda: run.counts[DataChunkState.WAITING] == 2, timeout=60, what="the lost chunks back"
+    )
+    assert not run.sched.queue, "a requeued chunk of a paused run went to the model's queue"
+    assert not run.sched.starting, "an actor is starting for a paused run"
+    shown = (await client.get(run_path("waits-for-file", "r"))).json()
+    assert shown["Waiting"]["Reason"] == "PAUSED"
+    release.write_text("go")
+    assert (await client.post(f"{run_path('waits-for-file', 'r')}/resume")).status_code == 200
+    done = await wait_run_done(client, "waits-for-file", "r", timeout=120)
+    assert done["CurrentState"] == "SUCCEEDED"
+    for chunk in await inputs(client, "waits-for-file", "r"):
+        first, second = chunk["Attempts"]
+        assert "lost" in first["Error"]
+        assert second["Worker"] != first["Worker"]
+
+
+class BlocksWhenAsked(Processor[ProcessorConfig]):
+    """A blocking `run` that hangs (until the test's file appears) on the chunk "hang"
+    and answers any other at once."""
+
+    id = "blocks-when-asked"
+    name = "blocks on one chunk"
+
+    def run(self, data: Input, context: Context[ProcessorConfig]) -> Any:
+        if data.chunk_id == "hang":
+            path = Path(data.raw_data)
+            deadline = time.monotonic() + 60
+            while not path.exists() and time.monotonic() < deadline:
+                threading.Event().wait(0.02)  # a remote worker polling a file
+        return data.chunk_id
+
+
+async def test_a_blocking_chunk_past_its_timeout_fails_and_its_actor_is_replaced(
+    executor: Executor, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The actor's timer ends a blocking chunk that overran: FAILED with the timeout's
+    message; its thread may still hold the instance, so the actor is not used again
+    and the next chunk runs on a new one."""
+    executor.registry.register(BlocksWhenAsked)
+    release = tmp_path / "release"
+    await configure(
+        client,
+        "blocks-when-asked",
+        "r",
+        num_chunks=2,
+        MaxWorkers=1,
+        ChunkTimeout=0.5,
+        WorkModel="RAY",
+    )
+    assert (
+        await add(client, "blocks-when-asked", "r", {"ChunkID": "hang", "RawData": str(release)})
+    ).is_success
+    run = executor.runs.get("blocks-when-asked", "r")
+    await wait_for(lambda: run.counts[DataChunkState.FAILED] == 1, timeout=90, what="a timeout")
+    release.write_text("go")
+    assert (await add(client, "blocks-when-asked", "r", {"ChunkID": "next"})).is_success
+    await wait_run_done(client, "blocks-when-asked", "r", timeout=90)
+    chunks = {c["ChunkID"]: c for c in await inputs(client, "blocks-when-asked", "r")}
+    assert chunks["hang"]["Error"] == "processor did not finish the chunk within 0.5 s (timeout)"
+    assert chunks["next"]["State"] == "SUCCEEDED"
+    assert chunks["next"]["Attempts"][0]["Worker"] != chunks["hang"]["Attempts"][0]["Worker"]

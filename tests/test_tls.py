@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 from _certs import Certs, make_certs
 from conftest import wait_run_done
 from wiz_executor import AsyncClient, Client, Executor, Settings, State, TLSError, create_app
-from wiz_executor._tls import client_context, verification_failure
+from wiz_executor._tls import ca_bundle_pem, client_context, pem_context, verification_failure
 from wiz_executor.cli import app
 from wiz_executor.client import ChunkEvent, DoneEvent
 from wiz_executor.pipelines import EmbeddedExecutor
@@ -232,3 +232,16 @@ def test_pipeline_run_on_a_remote_https_executor(certs: Certs, tmp_path: Path) -
         refused = wiz_cli(*args)
         assert refused.exit_code == 1
         assert "certificate could not be verified" in refused.stderr
+
+
+def test_a_ca_bundle_travels_as_pem_text(tmp_path: Path) -> None:
+    """What a Ray actor gets for --ssl-ca-certs: the bundle's certificates as text, from
+    a file or from a folder (whose key file is skipped), trusted on top of the default."""
+    certs = make_certs(tmp_path / "certs")
+    ca = ssl.PEM_cert_to_DER_cert(certs.ca.read_text())
+    for bundle in (certs.ca, certs.ca.parent):
+        pem = ca_bundle_pem(bundle)
+        assert "PRIVATE KEY" not in pem
+        trusted = pem_context(pem).get_ca_certs(binary_form=True)
+        assert ca in trusted
+        assert len(trusted) > 1  # the default trust too

@@ -69,6 +69,28 @@ def client_context(ca_certs: str | os.PathLike[str] | None = None) -> ssl.SSLCon
     return ctx
 
 
+def ca_bundle_pem(ca_certs: str | os.PathLike[str]) -> str:
+    """The certificates of the CA bundle `ca_certs` (a PEM file, or a folder of them) as
+    PEM text, for a process that cannot read the path (a Ray actor on another node)
+    to build the same trust with `pem_context`. Call it on a bundle `client_context`
+    accepted; a folder's files that hold no PEM certificate are skipped, as OpenSSL's
+    lookup in a folder skips them."""
+    path = Path(ca_certs)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    texts = [p.read_text("ascii", errors="replace") for p in files]
+    return "\n".join(t for t in texts if "-----BEGIN CERTIFICATE-----" in t)
+
+
+def pem_context(pem: str) -> ssl.SSLContext:
+    """`client_context` for a CA bundle given as PEM text (`ca_bundle_pem`): the default
+    trust plus those certificates."""
+    ctx = httpx.create_ssl_context()
+    ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if pem:
+        ctx.load_verify_locations(cadata=pem)
+    return ctx
+
+
 def verify_context(verify: Verify) -> ssl.SSLContext:
     """The context for a client's `verify=` argument. False is refused: a client that
     does not verify can be talked to by anyone on the path, so switching verification

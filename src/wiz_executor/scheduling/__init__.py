@@ -67,6 +67,8 @@ class Scheduler:
         """Runs changing work model: the task draining the old one (see `switch`)."""
         self._target: dict[Run, WorkModel] = {}
         self._closing = False
+        for model in self.models.values():
+            model.hold = self._hold
         runs.on_run_finished.append(self._run_finished)
 
     def open(self, run: Run, cls: type[Processor[Any]]) -> None:
@@ -113,6 +115,15 @@ class Scheduler:
         if held is None:
             held = self._held[run] = []
         held += withdrawn
+
+    def _hold(self, run: Run, chunks: list[Chunk]) -> bool:
+        """Hold, first in line, chunks a model took back from a lost worker, if `run`'s
+        chunks are held (paused, or changing model): they must not start either."""
+        held = self._held.get(run)
+        if held is None:
+            return False
+        held[:0] = chunks
+        return True
 
     def resume(self, run: Run) -> None:
         """Hand the chunks held for `run` to its model again (unless it is changing

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, Self
 
 from ..api import WorkModel
@@ -56,6 +57,11 @@ class WorkModelBase(ABC):
         self.limiter = limiter
         self.closing = False
         self._runs: set[Run] = set()
+        self.hold: Callable[[Run, list[Chunk]], bool] | None = None
+        """Offers the scheduler chunks a model takes back to run again (a lost worker's):
+        True when it holds them, as it holds every chunk of a paused run or of one
+        moving to another model, until `submit` gives them back; False: the model
+        queues them itself. Set by the scheduler."""
 
     @abstractmethod
     def submit(self, run: Run, chunks: list[Chunk]) -> None:

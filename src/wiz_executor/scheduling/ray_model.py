@@ -33,13 +33,24 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import DataFormat, ExecutorConfig, RayConfig, WorkModel
+from .._tls import ca_bundle_pem
+from ..api import ExecutorConfig, RayConfig, WorkModel
 from ..processors import Output, Processor
 from ..runs import RUNNING, Chunk, Run
 from ..settings import Settings
 from ._limits import WorkerLimiter
 from ._model import WorkModelBase
-from ._ray_worker import BROKEN, OK, actor_class, import_ray, sees_file_task
+from ._ray_worker import (
+    BROKEN,
+    FORMATS,
+    OK,
+    RAW,
+    actor_class,
+    import_ray,
+    pack,
+    sees_file_task,
+    unpack,
+)
 from ._registry import register
 from ._runner import ChunkRunner, cancelled
 
@@ -215,6 +226,9 @@ class RayModel(WorkModelBase):
         self._actors = 0
         self._ending: set[asyncio.Task[None]] = set()
         """Drained actors being let go (see `_dismiss`)."""
+        self._ca_pem: str | None = None
+        """The executor's `--ssl-ca-certs` as PEM text, read by the first actor's start:
+        actors trust what POOL's processors trust (the path may not exist on their node)."""
 
     @classmethod
     def create(cls, runner: ChunkRunner, limiter: WorkerLimiter, settings: Settings) -> RayModel:
@@ -309,6 +323,9 @@ class RayModel(WorkModelBase):
     async def _start_actor(self, run: Run, work: _RayRun) -> None:
         handle = None
         try:
+            ca_certs = self.settings.ssl_ca_certs
+            if ca_certs is not None and self._ca_pem is None:
+                self._ca_pem = await asyncio.to_thread(ca_bundle_pem, ca_certs)
             handle = (
                 actor_class()
                 .options(**work.options)
@@ -319,6 +336,7 @@ class RayModel(WorkModelBase):
                     tuple(str(p) for p in self.runner.allowed_roots),
                     self.runner.limits,
                     self.runner.network,
+                    self._ca_pem,
                 )
             )
             node, host, pid, failure = await handle.ready.remote()
@@ -465,13 +483,15 @@ class RayModel(WorkModelBase):
         try:
             if durable:
                 await asyncio.gather(*durable)
-            items = [
-                (c.id, c.in_format.value, c.raw_data, c.fs_driver, c.fs_location, c.attempt)
-                for c in batch
-            ]
+            body = pack(
+                [
+                    [c.id, c.in_format.value, c.raw_data, c.fs_driver, c.fs_location, c.attempt]
+                    for c in batch
+                ]
+            )
             timeout = run.timeout or self.runner.default_timeout
-            ref = actor.handle.run_batch.remote(items, run.proc_id, run.run_id, timeout)
-            results = await self._answer(run, actor, ref, batch)
+            ref = actor.handle.run_batch.remote(body, run.proc_id, run.run_id, timeout)
+            results = unpack(await self._answer(run, actor, ref, batch))
         except asyncio.CancelledError:
             self._retire(work, actor)
             for chunk in batch:
@@ -500,8 +520,13 @@ class RayModel(WorkModelBase):
         broken = False
         for chunk, result in zip(batch, results, strict=True):
             if result[0] == OK:
+                # The actor checked the output (nesting, JSON): given as the chunk's
+                # input, `record` does not check it again on this loop.
                 _, fmt, raw, driver, location = result
-                record(run, chunk, Output(DataFormat(fmt), raw, driver, location), None)
+                if fmt == RAW and not driver and not location:
+                    record(run, chunk, raw, raw)
+                else:
+                    record(run, chunk, Output(FORMATS[fmt], raw, driver, location), raw)
             else:
                 broken |= result[0] == BROKEN
                 runs.fail(run, chunk, result[1])
@@ -530,7 +555,8 @@ class RayModel(WorkModelBase):
                 answer.cancel()
 
     def _requeue(self, run: Run, work: _RayRun, batch: list[Chunk], reason: str) -> None:
-        """Chunks whose actor was lost run again (a new attempt), up to --max-attempts."""
+        """Chunks whose actor was lost run again (a new attempt), up to --max-attempts:
+        first in line, here or, while the run's chunks are held (paused), with those."""
         runs = self.runner.runs
         back: list[Chunk] = []
         for chunk in batch:
@@ -545,6 +571,8 @@ class RayModel(WorkModelBase):
                 continue
             runs.requeue(run, chunk, reason)
             back.append(chunk)
+        if not back or (self.hold is not None and self.hold(run, back)):
+            return  # (a paused run's: they wait with its other chunks, for `submit`)
         work.queue.extendleft(reversed(back))
         work.more.set()
         work.changed.set()
