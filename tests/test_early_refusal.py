@@ -238,3 +238,29 @@ async def test_with_no_room_the_first_chunk_does_not_hide_a_413_or_a_409_for_num
             assert resp.status_code == 429, resp.text
         finally:
             gate.release_all()
+
+
+async def test_a_429_for_a_full_queue_is_held_longer_for_a_larger_body(
+    full: tuple[Executor, httpx.AsyncClient, Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that ignores Retry-After and sends big batches is paced by the bytes it
+    makes the executor read, not per request: `FULL_PACE` per `FULL_PACE_BYTES`."""
+    _, client, _ = full
+    monkeypatch.setattr(_fastpath, "FULL_PACE", 0.1)
+    monkeypatch.setattr(_fastpath, "FULL_PACE_BYTES", 100)
+    monkeypatch.setattr(_fastpath, "FULL_PACE_MAX", 60.0)
+    body = raw_batch(range(10, 12), tail=b"," + b" " * 1_000 + b"]")  # > 1,000 bytes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await client.post(f"{run_path('gate', 'r')}/data", content=body)
+    assert resp.status_code == 429, resp.text
+    assert loop.time() - started >= 1.0  # 0.1 s per 100 bytes
+
+
+def test_the_hold_of_a_429_grows_with_the_body_between_its_bounds() -> None:
+    small, step, most = _fastpath.FULL_PACE, _fastpath.FULL_PACE_BYTES, _fastpath.FULL_PACE_MAX
+    assert _fastpath.full_hold(0) == small  # refused unread
+    assert _fastpath.full_hold(step) == small
+    assert _fastpath.full_hold(10 * step) == min(most, 10 * small)
+    assert _fastpath.full_hold(1 << 30) == most
+    assert small < most
