@@ -142,11 +142,12 @@ def _first_is_new(executor: Executor, run: Run, body: bytes) -> bool:
     """Whether the body's first chunk is new to `run`, read off its first bytes, when
     nothing but the room could answer for it otherwise: no 413 (the body cannot hold
     more chunks than `--max-pending`) and no 409 for more than the run's NumChunks."""
-    # Each chunk is an object, so its "{" (and any other) bounds how many it holds.
-    most = min(len(body) // MIN_CHUNK_BYTES, body.count(b"{"))
-    if most > executor.settings.max_pending or (
-        run.expected and run.accepted + most > run.expected
-    ):
+    limit = executor.settings.max_pending
+    if run.expected:
+        limit = min(limit, run.expected - run.accepted)
+    # Each chunk is an object, so its "{" (and any other) bounds how many it holds: a
+    # count of the body, made only when its size alone does not bound it enough.
+    if len(body) // MIN_CHUNK_BYTES > limit and body.count(b"{") > limit:
         return False
     first = _FIRST_ID.match(body)
     if first is None:
