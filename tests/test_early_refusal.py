@@ -21,7 +21,7 @@ from _gates import Gate, add, asgi_client, chunk_counts, configure, gate_process
 from _wiz_process import WizProcess
 from conftest import wait_for
 from wiz_executor import Executor, Settings
-from wiz_executor.server import _fastpath
+from wiz_executor.server import _early, _fastpath
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +166,101 @@ async def test_a_body_left_unread_keeps_the_connection_in_step(tmp_path: Path) -
         writer.close()
     finally:
         await wiz.stop()
+
+
+def flat(ids: range) -> list[dict[str, Any]]:
+    """Chunks of one "{" each: a body of them bounds its chunk count by max_pending (3)."""
+    return [{"ChunkID": f"c{i}", "RawData": i} for i in ids]
+
+
+def raw_batch(ids: range, tail: bytes = b"]") -> bytes:
+    """A batch body of `ids` (as `flat`) ending in `tail` (by default the list's end)."""
+    return b"[" + b",".join(b'{"ChunkID":"c%d","RawData":%d}' % (i, i) for i in ids) + tail
+
+
+async def test_with_no_room_a_batch_whose_first_chunk_is_new_is_429_whatever_follows(
+    full: tuple[Executor, httpx.AsyncClient, Gate],
+) -> None:
+    """With no room at all, the first chunk's ChunkID (new) decides: what follows is not
+    read, so a body that is not even JSON past it is told 429 (the full path: 400)."""
+    _, client, _ = full
+    url = f"{run_path('gate', 'r')}/data"
+    resp = await client.post(url, content=raw_batch(range(10, 12), tail=b",{not json"))
+    assert resp.status_code == 429, resp.text
+    assert resp.headers["retry-after"] == "2"
+    # Past the size the scan takes on the loop (`SCAN_MAX_BYTES`) as well.
+    big = raw_batch(range(10, 12), tail=b"," + b" " * (_early.SCAN_MAX_BYTES + 1) + b"x")
+    resp = await client.post(url, content=big)
+    assert resp.status_code == 429, resp.text
+    counts = await chunk_counts(client, "gate", "r")
+    assert (counts["WAITING"], counts["RUNNING"]) == (3, 1)
+
+
+async def test_with_no_room_new_chunks_beside_a_changed_resend_are_429_before_the_409(
+    full: tuple[Executor, httpx.AsyncClient, Gate],
+) -> None:
+    """The documented exception: a first chunk that is new is told 429 with no room,
+    though a later one resends held c1 with other content (the full path: 409). A batch
+    whose first chunk is held is still checked whole: 409 for a changed resend, 429 for
+    a new chunk beside same-content resends, 200 for same-content resends alone."""
+    _, client, _ = full
+    changed = {"ChunkID": "c1", "RawData": 99}
+    resp = await add(client, "gate", "r", [*flat(range(10, 12)), changed])
+    assert resp.status_code == 429, resp.text
+    resp = await add(client, "gate", "r", [changed, *flat(range(10, 12))])
+    assert resp.status_code == 409, resp.text
+    resp = await add(client, "gate", "r", [*chunks(range(2, 4)), *flat(range(10, 11))])
+    assert resp.status_code == 429, resp.text
+    resp = await add(client, "gate", "r", chunks(range(1, 4)))
+    assert resp.json() == {"Accepted": 0, "Duplicates": 3}
+
+
+async def test_with_no_room_the_first_chunk_does_not_hide_a_413_or_a_409_for_num_chunks(
+    tmp_path: Path,
+) -> None:
+    """What the full path answers before the room (a batch that never fits, a run past
+    its NumChunks) is not decided by the first chunk."""
+    gate = Gate()
+    settings = Settings(data_dir=tmp_path, max_pending=2)
+    async with Executor(settings) as executor, asgi_client(executor) as client:
+        executor.registry.register(gate_processor(gate))
+        try:
+            await configure(client, "gate", "r", MaxWorkers=1)
+            await configure(client, "gate", "few", 2)
+            assert (await add(client, "gate", "few", chunks(range(1)))).is_success
+            await wait_for(lambda: gate.active == 1)
+            assert (await add(client, "gate", "r", chunks(range(2)))).is_success
+            resp = await add(client, "gate", "r", chunks(range(10, 13)))
+            assert resp.status_code == 413, resp.text
+            resp = await add(client, "gate", "few", chunks(range(10, 12)))
+            assert resp.status_code == 409, resp.text
+            resp = await add(client, "gate", "few", chunks(range(10, 11)))
+            assert resp.status_code == 429, resp.text
+        finally:
+            gate.release_all()
+
+
+async def test_a_429_for_a_full_queue_is_held_longer_for_a_larger_body(
+    full: tuple[Executor, httpx.AsyncClient, Gate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that ignores Retry-After and sends big batches is paced by the bytes it
+    makes the executor read, not per request: `FULL_PACE` per `FULL_PACE_BYTES`."""
+    _, client, _ = full
+    monkeypatch.setattr(_fastpath, "FULL_PACE", 0.1)
+    monkeypatch.setattr(_fastpath, "FULL_PACE_BYTES", 100)
+    monkeypatch.setattr(_fastpath, "FULL_PACE_MAX", 60.0)
+    body = raw_batch(range(10, 12), tail=b"," + b" " * 1_000 + b"]")  # > 1,000 bytes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await client.post(f"{run_path('gate', 'r')}/data", content=body)
+    assert resp.status_code == 429, resp.text
+    assert loop.time() - started >= 1.0  # 0.1 s per 100 bytes
+
+
+def test_the_hold_of_a_429_grows_with_the_body_between_its_bounds() -> None:
+    small, step, most = _fastpath.FULL_PACE, _fastpath.FULL_PACE_BYTES, _fastpath.FULL_PACE_MAX
+    assert _fastpath.full_hold(0) == small  # refused unread
+    assert _fastpath.full_hold(step) == small
+    assert _fastpath.full_hold(10 * step) == min(most, 10 * small)
+    assert _fastpath.full_hold(1 << 30) == most
+    assert small < most

@@ -32,13 +32,32 @@ _ONE_ACCEPTED = b'{"Accepted":1,"Duplicates":0}'
 
 
 FULL_PACE = 0.05
-"""Seconds a 429 for a full queue is held before it is sent. A client that does not
-wait for `Retry-After` (wrk, a shell loop, a naive pipeline) sends its next batch as
-soon as the 429 arrives; at once, such a flood of 64 connections took nearly all the
-event loop's time in 429s, and the chunks the queue held ran at 0.2-0.4 of their rate
-with room (benchmarks/results/history.md). Held, each connection sends about 20 a second, and
-the work drains at nearly the rate it has with room. A client that honours
+"""Seconds a 429 for a full queue is held before it is sent (per `FULL_PACE_BYTES` of
+the refused body, `full_hold`). A client that does not wait for `Retry-After` (wrk, a
+shell loop, a naive pipeline) sends its next batch as soon as the 429 arrives; at once,
+such a flood of 64 connections took nearly all the event loop's time in 429s, and the
+chunks the queue held ran at 0.2-0.4 of their rate with room
+(benchmarks/results/history.md). Held, each connection sends about 20 small batches a
+second, and the work drains at nearly the rate it has with room. A client that honours
 `Retry-After` (seconds) does not notice."""
+FULL_PACE_BYTES = 4096
+"""The body size (about 100 small chunks) held `FULL_PACE`; a larger one is held longer
+in proportion. A refusal decided early costs about reading its body, so a connection
+that ignores `Retry-After` costs the loop the same whatever its batch size: about
+`FULL_PACE_BYTES / FULL_PACE` bytes of refused body a second (batches of 1,000 small
+chunks: 2 a second, not 20)."""
+FULL_PACE_MAX = 1.0
+"""The longest hold (bodies of 80 KB and more): the default `Retry-After`, so a client
+that honours it learns of the room at most that much later than it would."""
+
+
+def full_hold(body_bytes: int) -> float:
+    """Seconds to hold a 429 for a full queue that refused a body of `body_bytes` (0 when
+    it was refused unread): `FULL_PACE` per `FULL_PACE_BYTES`, at least `FULL_PACE`, at most
+    `FULL_PACE_MAX`."""
+    return min(FULL_PACE_MAX, FULL_PACE * max(1.0, body_bytes / FULL_PACE_BYTES))
+
+
 FREE_ROOM_HEADER = "X-Wiz-Free-Room"
 """*Extension*: on AddData's 200 and 429 answers, how many more chunks the executor
 would accept now (`--max-pending` less the chunks waiting, as /healthz's `free_room`).
@@ -192,6 +211,7 @@ class AddDataFastPath:
         if executor is None:  # an app called before its lifespan: as the routes would
             executor = scope["app"].state.executor
         headers: list[tuple[bytes, bytes]] = [_JSON]
+        body = b""
         try:
             # Decided on the headers, the body is left unread: the server discards it
             # (uvicorn's parsers skip a body the app did not read), the connection stays
@@ -209,7 +229,7 @@ class AddDataFastPath:
                 # The room that decided the 429, not the room after the pause: the two
                 # agree, and the sender paces by the answer it was refused with.
                 headers.append((_ROOM, free_room_value(executor)))
-                await asyncio.sleep(FULL_PACE)  # see FULL_PACE
+                await asyncio.sleep(full_hold(len(body)))  # see FULL_PACE
         except Exception:
             # A bug, answered 500 by the server: still counted, like every answer.
             if self.on_request is not None:
