@@ -33,7 +33,7 @@ run is paused while the bench posts batches of `PREFILL_BATCH` new chunks until 
 comes back, and tops the queue up to exactly full with the room that 429 reports; then
 the flood's clock starts (t0), the run is resumed and wrk starts at once. The 429s'
 share of the flood's answers, and the chunks still waiting when it ends, say whether the
-queue stayed full (`_report.FILLED`, `_report.STILL_FULL`).
+queue stayed full enough to judge (`_report.FILLED`, `_report.STILL_FULL`).
 
 For the executor, each load goes to a new run (NumChunks 0, the executor's default
 worker limit and work model). End to end chunks/s counts the chunks the run completed
