@@ -132,11 +132,12 @@ async def test_21_failures_of_20000_are_visible(settings: Settings, tmp_path: Pa
         box = await page.locator(marker).bounding_box()
         assert box is not None
         assert box["width"] >= 3  # 0.1 % of the bar, drawn at least 3 px wide
-        assert await page.get_attribute(marker, "title") == "21 failed"
-        assert await page.inner_text(row("bulk") + " .fail-badge") == "21 failed"
+        # The list and the detail redraw from their own polls: wait for the final count
+        # in each (a wait that times out fails), as a poll mid-run may still say 20.
+        await page.wait_for_selector(marker + '[title="21 failed"]')
+        await page.wait_for_selector(row("bulk") + ' .fail-badge:text-is("21 failed")')
         await page.click(row("bulk"))
-        await page.wait_for_selector("#detail-summary .fail-badge")
-        assert await page.inner_text("#detail-summary .fail-badge") == "21 failed"
+        await page.wait_for_selector('#detail-summary .fail-badge:text-is("21 failed")')
         await shoot(page, "dashboard-failures.png", tmp_path, row("bulk"))
         del executor
     assert errors == []

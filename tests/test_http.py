@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from _gates import configure, run_path
-from conftest import live_server
+from conftest import live_server, wait_run_done
 from test_metrics import DATA_ROUTE, scrape, value
 from wiz_executor import Executor, Settings
 
@@ -159,6 +159,10 @@ HEADS = [
 async def test_head_answers_as_get_without_the_body(client: httpx.AsyncClient) -> None:
     await configure(client, "noop", "r", num_chunks=2)
     assert (await client.post(R + "/data", json={"ChunkID": "c"})).status_code == 200
+    assert (await client.post(R + "/data", json={"ChunkID": "d"})).status_code == 200
+    # A finished run: a running one's JSON changes between the GET and the HEAD (its
+    # duration and rate), and with it the length.
+    await wait_run_done(client, "noop", "r")
     for path in HEADS:
         got = await client.get(path)
         head = await client.head(path)
