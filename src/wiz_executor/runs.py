@@ -96,14 +96,54 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     seq: int = 0
     """Its position in its run's arrival order (`Run.order`), set when it is accepted:
     how a page of GetData that starts after this chunk finds where to start."""
-    attempts: tuple[Attempt, ...] | None = None
-    """Every run of it so far, oldest first (the `Attempts` extension); None until it
-    first starts, so a waiting chunk costs nothing for it."""
+    _attempts: tuple[Attempt, ...] | None = None
+    """Its attempts as structs (see `attempts`), when they are not the one kept inline."""
+    _started: float = 0.0
+    """The start (`time()`) of its first attempt, kept inline; 0.0 when there is none
+    inline (it never started, or its attempts are in `_attempts`)."""
+    _ended: float | None = None
+    """The inline first attempt's end, once it ended."""
+    _worker: str = ""
+    """The inline first attempt's worker."""
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...] | None:
+        """Every run of it so far, oldest first (the `Attempts` extension); None until
+        it first starts, so a waiting chunk costs nothing for it.
+
+        Nearly every chunk runs once, here, and ends SUCCEEDED or FAILED: that first
+        attempt is kept inline (its start, end and worker; the rest follows from the
+        chunk: number 1, this host and process, the chunk's outcome and error), and the
+        tuple is built when asked for. A struct and a tuple per chunk cost ~140 B of a
+        retained chunk and a constructor call per start. Whatever else happens to an
+        attempt (a second one, an interruption, a requeue, a retry, recovery) first
+        turns it into a struct (`RunMap` through `held_attempts`)."""
+        if self._started:
+            return (self._first(),)
+        return self._attempts
 
     @property
     def attempt(self) -> int:
         """The number of its latest attempt (0 before it first starts)."""
-        return 0 if self.attempts is None else self.attempts[-1].number
+        if self._started:
+            return 1
+        attempts = self._attempts
+        return 0 if attempts is None else attempts[-1].number
+
+    def held_attempts(self) -> tuple[Attempt, ...] | None:
+        """Its attempts as structs it keeps (the inline one moved into a struct), so
+        that one of them can be changed in place."""
+        if self._started:
+            self._attempts = (self._first(),)
+            self._started, self._ended, self._worker = 0.0, None, ""
+        return self._attempts
+
+    def _first(self) -> Attempt:
+        ended, state = self._ended, self.state
+        # Inline, an ended attempt is the one that ended the chunk (see `attempts`).
+        outcome = state if ended is not None and state in FINISHED else None
+        error = self.error if outcome is FAILED else None
+        return Attempt(1, self._started, ended, outcome, error, HOST, PID, self._worker)
 
     def same_input(self, other: Chunk) -> bool:
         """Whether a resent chunk is the one already held (State and Type never count)."""
@@ -585,11 +625,16 @@ class RunMap:
         `--max-attempts`. Fresh chunks journal their start without waiting. `host`,
         `pid` and `node` say where it runs when that is not this process (RAY)."""
         self._move(run, chunk, RUNNING)
-        attempts = chunk.attempts
-        number = 1 if attempts is None else attempts[-1].number + 1
         now = time()
-        attempt = Attempt(number, now, host=host, pid=pid, worker=worker, node=node)
-        chunk.attempts = (attempt,) if attempts is None else (*attempts, attempt)
+        here = host == HOST and pid == PID and not node
+        if here and chunk._attempts is None and not chunk._started:
+            number = 1  # the first attempt, here: kept inline (see `Chunk.attempts`)
+            chunk._started, chunk._worker = now, worker
+        else:
+            attempts = chunk.held_attempts()
+            number = 1 if attempts is None else attempts[-1].number + 1
+            attempt = Attempt(number, now, host=host, pid=pid, worker=worker, node=node)
+            chunk._attempts = (attempt,) if attempts is None else (*attempts, attempt)
         journal = self.chunk_journal
         if journal is None:
             return None
@@ -611,7 +656,7 @@ class RunMap:
         started and not ended, which recovery reads the same way."""
         if chunk.state is not RUNNING:
             return
-        attempts = chunk.attempts
+        attempts = chunk.held_attempts()
         if attempts:
             attempts[-1].ended = time()
         chunk.progress = None
@@ -624,7 +669,7 @@ class RunMap:
         if chunk.state is not RUNNING:
             return
         now = time()
-        attempts = chunk.attempts
+        attempts = chunk.held_attempts()
         number = 0
         if attempts:
             attempts[-1].ended, attempts[-1].error = now, error
@@ -744,6 +789,7 @@ class RunMap:
         for chunk in chunks:
             if chunk.error == CANCELLED:
                 run.cancelled_chunks -= 1
+            chunk.held_attempts()  # (inline, its outcome would follow the state)
             chunk.state = WAITING
             chunk.error = None
             chunk.delivery_error = None
@@ -858,7 +904,11 @@ class RunMap:
     @staticmethod
     def _end_attempt(chunk: Chunk, now: float, outcome: DataChunkState, error: str | None) -> int:
         """End the chunk's latest attempt; its number (0 if it never started)."""
-        attempts = chunk.attempts
+        if chunk._started:  # inline: its outcome and error are the chunk's own
+            if chunk._ended is None:
+                chunk._ended = now
+            return 1
+        attempts = chunk._attempts
         if not attempts:
             return 0
         last = attempts[-1]
