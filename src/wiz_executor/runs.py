@@ -703,7 +703,11 @@ class RunMap:
         chunk.out_location = out_location
         chunk.progress = None
         now = time()
-        number = self._end_attempt(chunk, now, SUCCEEDED, None)
+        if chunk._started and chunk._ended is None:  # the common end: inline, first
+            chunk._ended = now
+            number = 1
+        else:
+            number = self._end_attempt(chunk, now, SUCCEEDED, None)
         if sends:
             run.deliveries_pending += 1
         self._move(run, chunk, SUCCEEDED)
