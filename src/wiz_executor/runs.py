@@ -79,7 +79,9 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     """
 
     id: str
-    output_id: str
+    _output_id: str | None
+    """Its output's ID (see `output_id`); None for the one the executor names after the
+    chunk, `<ChunkID>-out`, which is then not kept as a string of its own."""
     in_format: DataFormat
     raw_data: Any
     fs_driver: str
@@ -105,6 +107,21 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     """The inline first attempt's end, once it ended."""
     _worker: str = ""
     """The inline first attempt's worker."""
+
+    @property
+    def output_id(self) -> str:
+        """Its output's ID: the AssociatedChunkID, or the one the executor named.
+
+        A chunk sent without an AssociatedChunkID (most are) has `<ChunkID>-out`, which
+        the run map keeps as None (`RunMap.accept`) and builds when asked: a string and
+        an entry of `Run.outputs` less per retained chunk (~100 B). `Run.output` and
+        `Run.output_taken` find such outputs through the chunk's own ID."""
+        out = self._output_id
+        return self.id + GENERATED if out is None else out
+
+    @output_id.setter
+    def output_id(self, value: str) -> None:
+        self._output_id = value
 
     @property
     def attempts(self) -> tuple[Attempt, ...] | None:
@@ -157,6 +174,8 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
 
 
 _NUMBERS = (int, float)
+GENERATED = "-out"
+"""What the executor appends to a ChunkID to name its output (no AssociatedChunkID)."""
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -302,10 +321,22 @@ class Run:
             raise ChunkNotFound(self.run_id, chunk_id, "input") from None
 
     def output(self, chunk_id: str) -> Chunk:
-        try:
-            return self.outputs[chunk_id]
-        except KeyError:
-            raise ChunkNotFound(self.run_id, chunk_id, "output") from None
+        held = self.outputs.get(chunk_id) or self._named_output(chunk_id)
+        if held is None:
+            raise ChunkNotFound(self.run_id, chunk_id, "output")
+        return held
+
+    def output_taken(self, output_id: str) -> bool:
+        """Whether one of its chunks has this output ID."""
+        return output_id in self.outputs or self._named_output(output_id) is not None
+
+    def _named_output(self, output_id: str) -> Chunk | None:
+        # An output the executor named `<ChunkID>-out` is found through its chunk.
+        if output_id.endswith(GENERATED):
+            held = self.chunks.get(output_id[: -len(GENERATED)])
+            if held is not None and held._output_id is None:
+                return held
+        return None
 
 
 Listener = Callable[[Run, Chunk | None], None]
@@ -425,7 +456,7 @@ class RunMap:
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             counts[chunk.state] += 1
             if chunk.error is not None and chunk.error == CANCELLED:
                 run.cancelled_chunks += 1
@@ -464,7 +495,7 @@ class RunMap:
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             if chunk.error is not None and chunk.error == CANCELLED:
                 cancelled += 1
         run.cancelled_chunks = cancelled  # (a run recovered stored had not counted them)
@@ -509,7 +540,7 @@ class RunMap:
             chunk = chunks[0]
             if (
                 chunk.id not in run.chunks
-                and chunk.output_id not in run.outputs
+                and not run.output_taken(chunk.output_id)
                 and run.state in _TAKING
                 and not run.input_closed
                 and (not run.expected or len(run.chunks) < run.expected)
@@ -519,7 +550,7 @@ class RunMap:
         duplicates = 0
         seen: dict[str, Chunk] = {}
         claimed_outputs: set[str] = set()
-        held_chunks, outputs = run.chunks if stored is None else stored, run.outputs
+        held_chunks = run.chunks if stored is None else stored
         closed = run.finished or run.input_closed
         for chunk in chunks:
             held = held_chunks.get(chunk.id) or seen.get(chunk.id)
@@ -537,7 +568,7 @@ class RunMap:
                     + ("it has " + run.state.value if run.finished else "its input is closed")
                 )
             out = chunk.output_id
-            if out in outputs or out in claimed_outputs:
+            if out in claimed_outputs or run.output_taken(out):
                 if not chunk.generated_output_id:
                     raise Conflict(
                         f"output chunk ID {out!r} (AssociatedChunkID of {chunk.id!r}) is "
@@ -564,7 +595,7 @@ class RunMap:
         seq = len(order)
         for chunk in new:
             chunks[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             chunk.seq = seq
             seq += 1
         order += new
@@ -958,6 +989,18 @@ class RunMap:
     def _notify(self, run: Run, chunk: Chunk | None) -> None:
         for listener in self.listeners:
             listener(run, chunk)
+
+
+def _hold_output(outputs: dict[str, Chunk], chunk: Chunk) -> None:
+    """Index a chunk taken into a run by its output ID, unless that is the one the
+    executor named after it (then it is found through the chunk, see `Chunk.output_id`),
+    which from now on is not kept as a string."""
+    out = chunk._output_id
+    assert out is not None  # (as decoded, or read back from the journal)
+    if chunk.generated_output_id and out == chunk.id + GENERATED:
+        chunk._output_id = None
+    else:
+        outputs[out] = chunk
 
 
 def _free_output_id(base: str, *taken: dict[str, Chunk] | set[str]) -> str:
