@@ -276,6 +276,8 @@ class Run:
         """The run map's count of its processor's finished chunks, shared by its runs."""
         self.chunks: dict[str, Chunk] = {}
         self.outputs: dict[str, Chunk] = {}
+        """Its chunks by output ID, for the IDs kept as strings: not those the executor
+        named `<ChunkID>-out` (see `Chunk.output_id`). `output` finds any."""
         self.order: list[Chunk] = []
         """The chunks in arrival order (as `chunks` iterates), indexable: a page of
         GetData is a slice of it, found in O(page) through each chunk's `seq`."""
