@@ -263,7 +263,7 @@ async def test_delivery_refused_by_deny_net_fails_with_the_message(tmp_path: Pat
             executor.add_data("noop", "src", Data(ChunkID="c"))
             run = await executor.wait("noop", "src", timeout=10)
             assert run.state.value == "ERRORED"
-            (output,) = run.outputs.values()
+            output = run.output("c-out")
             error = output.delivery_error or ""
             assert f"refused to connect to 127.0.0.1:{port}" in error
             assert "--deny-net 127.0.0.0/8" in error

@@ -517,7 +517,8 @@ class Executor:
             raise self._refusal
         if len(chunks) + repeats > self.settings.max_pending:
             self.check_batch_size(len(chunks) + repeats)
-        run = self.get_run(proc_id, run_id)
+        # A run is only ever made for a registered processor: found, nothing to check.
+        run = self.runs.find(proc_id, run_id) or self.get_run(proc_id, run_id)
         held = (stored or {}) if run.stored else None
         new, duplicates = self.runs.check_accepts(run, chunks, held)
         duplicates += repeats

@@ -79,7 +79,9 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     """
 
     id: str
-    output_id: str
+    _output_id: str | None
+    """Its output's ID (see `output_id`); None for the one the executor names after the
+    chunk, `<ChunkID>-out`, which is then not kept as a string of its own."""
     in_format: DataFormat
     raw_data: Any
     fs_driver: str
@@ -96,14 +98,69 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
     seq: int = 0
     """Its position in its run's arrival order (`Run.order`), set when it is accepted:
     how a page of GetData that starts after this chunk finds where to start."""
-    attempts: tuple[Attempt, ...] | None = None
-    """Every run of it so far, oldest first (the `Attempts` extension); None until it
-    first starts, so a waiting chunk costs nothing for it."""
+    _attempts: tuple[Attempt, ...] | None = None
+    """Its attempts as structs (see `attempts`), when they are not the one kept inline."""
+    _started: float = 0.0
+    """The start (`time()`) of its first attempt, kept inline; 0.0 when there is none
+    inline (it never started, or its attempts are in `_attempts`)."""
+    _ended: float | None = None
+    """The inline first attempt's end, once it ended."""
+    _worker: str = ""
+    """The inline first attempt's worker."""
+
+    @property
+    def output_id(self) -> str:
+        """Its output's ID: the AssociatedChunkID, or the one the executor named.
+
+        A chunk sent without an AssociatedChunkID (most are) has `<ChunkID>-out`, which
+        the run map keeps as None (`RunMap.accept`) and builds when asked: a string and
+        an entry of `Run.outputs` less per retained chunk (~100 B). `Run.output` and
+        `Run.output_taken` find such outputs through the chunk's own ID."""
+        out = self._output_id
+        return self.id + GENERATED if out is None else out
+
+    @output_id.setter
+    def output_id(self, value: str) -> None:
+        self._output_id = value
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...] | None:
+        """Every run of it so far, oldest first (the `Attempts` extension); None until
+        it first starts, so a waiting chunk costs nothing for it.
+
+        Nearly every chunk runs once, here, and ends SUCCEEDED or FAILED: that first
+        attempt is kept inline (its start, end and worker; the rest follows from the
+        chunk: number 1, this host and process, the chunk's outcome and error), and the
+        tuple is built when asked for. A struct and a tuple per chunk cost ~140 B of a
+        retained chunk and a constructor call per start. Whatever else happens to an
+        attempt (a second one, an interruption, a requeue, a retry, recovery) first
+        turns it into a struct (`RunMap` through `held_attempts`)."""
+        if self._started:
+            return (self._first(),)
+        return self._attempts
 
     @property
     def attempt(self) -> int:
         """The number of its latest attempt (0 before it first starts)."""
-        return 0 if self.attempts is None else self.attempts[-1].number
+        if self._started:
+            return 1
+        attempts = self._attempts
+        return 0 if attempts is None else attempts[-1].number
+
+    def held_attempts(self) -> tuple[Attempt, ...] | None:
+        """Its attempts as structs it keeps (the inline one moved into a struct), so
+        that one of them can be changed in place."""
+        if self._started:
+            self._attempts = (self._first(),)
+            self._started, self._ended, self._worker = 0.0, None, ""
+        return self._attempts
+
+    def _first(self) -> Attempt:
+        ended, state = self._ended, self.state
+        # Inline, an ended attempt is the one that ended the chunk (see `attempts`).
+        outcome = state if ended is not None and state in FINISHED else None
+        error = self.error if outcome is FAILED else None
+        return Attempt(1, self._started, ended, outcome, error, HOST, PID, self._worker)
 
     def same_input(self, other: Chunk) -> bool:
         """Whether a resent chunk is the one already held (State and Type never count)."""
@@ -117,6 +174,8 @@ class Chunk(msgspec.Struct, gc=False, eq=False, repr_omit_defaults=True):
 
 
 _NUMBERS = (int, float)
+GENERATED = "-out"
+"""What the executor appends to a ChunkID to name its output (no AssociatedChunkID)."""
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -217,6 +276,8 @@ class Run:
         """The run map's count of its processor's finished chunks, shared by its runs."""
         self.chunks: dict[str, Chunk] = {}
         self.outputs: dict[str, Chunk] = {}
+        """Its chunks by output ID, for the IDs kept as strings: not those the executor
+        named `<ChunkID>-out` (see `Chunk.output_id`). `output` finds any."""
         self.order: list[Chunk] = []
         """The chunks in arrival order (as `chunks` iterates), indexable: a page of
         GetData is a slice of it, found in O(page) through each chunk's `seq`."""
@@ -262,10 +323,22 @@ class Run:
             raise ChunkNotFound(self.run_id, chunk_id, "input") from None
 
     def output(self, chunk_id: str) -> Chunk:
-        try:
-            return self.outputs[chunk_id]
-        except KeyError:
-            raise ChunkNotFound(self.run_id, chunk_id, "output") from None
+        held = self.outputs.get(chunk_id) or self._named_output(chunk_id)
+        if held is None:
+            raise ChunkNotFound(self.run_id, chunk_id, "output")
+        return held
+
+    def output_taken(self, output_id: str) -> bool:
+        """Whether one of its chunks has this output ID."""
+        return output_id in self.outputs or self._named_output(output_id) is not None
+
+    def _named_output(self, output_id: str) -> Chunk | None:
+        # An output the executor named `<ChunkID>-out` is found through its chunk.
+        if output_id.endswith(GENERATED):
+            held = self.chunks.get(output_id[: -len(GENERATED)])
+            if held is not None and held._output_id is None:
+                return held
+        return None
 
 
 Listener = Callable[[Run, Chunk | None], None]
@@ -385,7 +458,7 @@ class RunMap:
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             counts[chunk.state] += 1
             if chunk.error is not None and chunk.error == CANCELLED:
                 run.cancelled_chunks += 1
@@ -424,7 +497,7 @@ class RunMap:
         for seq, chunk in enumerate(chunks):
             chunk.seq = seq
             held[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             if chunk.error is not None and chunk.error == CANCELLED:
                 cancelled += 1
         run.cancelled_chunks = cancelled  # (a run recovered stored had not counted them)
@@ -469,7 +542,7 @@ class RunMap:
             chunk = chunks[0]
             if (
                 chunk.id not in run.chunks
-                and chunk.output_id not in run.outputs
+                and not run.output_taken(chunk.output_id)
                 and run.state in _TAKING
                 and not run.input_closed
                 and (not run.expected or len(run.chunks) < run.expected)
@@ -479,7 +552,7 @@ class RunMap:
         duplicates = 0
         seen: dict[str, Chunk] = {}
         claimed_outputs: set[str] = set()
-        held_chunks, outputs = run.chunks if stored is None else stored, run.outputs
+        held_chunks = run.chunks if stored is None else stored
         closed = run.finished or run.input_closed
         for chunk in chunks:
             held = held_chunks.get(chunk.id) or seen.get(chunk.id)
@@ -497,7 +570,7 @@ class RunMap:
                     + ("it has " + run.state.value if run.finished else "its input is closed")
                 )
             out = chunk.output_id
-            if out in outputs or out in claimed_outputs:
+            if out in claimed_outputs or run.output_taken(out):
                 if not chunk.generated_output_id:
                     raise Conflict(
                         f"output chunk ID {out!r} (AssociatedChunkID of {chunk.id!r}) is "
@@ -524,7 +597,7 @@ class RunMap:
         seq = len(order)
         for chunk in new:
             chunks[chunk.id] = chunk
-            outputs[chunk.output_id] = chunk
+            _hold_output(outputs, chunk)
             chunk.seq = seq
             seq += 1
         order += new
@@ -585,11 +658,16 @@ class RunMap:
         `--max-attempts`. Fresh chunks journal their start without waiting. `host`,
         `pid` and `node` say where it runs when that is not this process (RAY)."""
         self._move(run, chunk, RUNNING)
-        attempts = chunk.attempts
-        number = 1 if attempts is None else attempts[-1].number + 1
         now = time()
-        attempt = Attempt(number, now, host=host, pid=pid, worker=worker, node=node)
-        chunk.attempts = (attempt,) if attempts is None else (*attempts, attempt)
+        here = host == HOST and pid == PID and not node
+        if here and chunk._attempts is None and not chunk._started:
+            number = 1  # the first attempt, here: kept inline (see `Chunk.attempts`)
+            chunk._started, chunk._worker = now, worker
+        else:
+            attempts = chunk.held_attempts()
+            number = 1 if attempts is None else attempts[-1].number + 1
+            attempt = Attempt(number, now, host=host, pid=pid, worker=worker, node=node)
+            chunk._attempts = (attempt,) if attempts is None else (*attempts, attempt)
         journal = self.chunk_journal
         if journal is None:
             return None
@@ -611,7 +689,7 @@ class RunMap:
         started and not ended, which recovery reads the same way."""
         if chunk.state is not RUNNING:
             return
-        attempts = chunk.attempts
+        attempts = chunk.held_attempts()
         if attempts:
             attempts[-1].ended = time()
         chunk.progress = None
@@ -624,7 +702,7 @@ class RunMap:
         if chunk.state is not RUNNING:
             return
         now = time()
-        attempts = chunk.attempts
+        attempts = chunk.held_attempts()
         number = 0
         if attempts:
             attempts[-1].ended, attempts[-1].error = now, error
@@ -658,7 +736,11 @@ class RunMap:
         chunk.out_location = out_location
         chunk.progress = None
         now = time()
-        number = self._end_attempt(chunk, now, SUCCEEDED, None)
+        if chunk._started and chunk._ended is None:  # the common end: inline, first
+            chunk._ended = now
+            number = 1
+        else:
+            number = self._end_attempt(chunk, now, SUCCEEDED, None)
         if sends:
             run.deliveries_pending += 1
         self._move(run, chunk, SUCCEEDED)
@@ -744,6 +826,7 @@ class RunMap:
         for chunk in chunks:
             if chunk.error == CANCELLED:
                 run.cancelled_chunks -= 1
+            chunk.held_attempts()  # (inline, its outcome would follow the state)
             chunk.state = WAITING
             chunk.error = None
             chunk.delivery_error = None
@@ -858,7 +941,11 @@ class RunMap:
     @staticmethod
     def _end_attempt(chunk: Chunk, now: float, outcome: DataChunkState, error: str | None) -> int:
         """End the chunk's latest attempt; its number (0 if it never started)."""
-        attempts = chunk.attempts
+        if chunk._started:  # inline: its outcome and error are the chunk's own
+            if chunk._ended is None:
+                chunk._ended = now
+            return 1
+        attempts = chunk._attempts
         if not attempts:
             return 0
         last = attempts[-1]
@@ -904,6 +991,18 @@ class RunMap:
     def _notify(self, run: Run, chunk: Chunk | None) -> None:
         for listener in self.listeners:
             listener(run, chunk)
+
+
+def _hold_output(outputs: dict[str, Chunk], chunk: Chunk) -> None:
+    """Index a chunk taken into a run by its output ID, unless that is the one the
+    executor named after it (then it is found through the chunk, see `Chunk.output_id`),
+    which from now on is not kept as a string."""
+    out = chunk._output_id
+    assert out is not None  # (as decoded, or read back from the journal)
+    if chunk.generated_output_id and out == chunk.id + GENERATED:
+        chunk._output_id = None
+    else:
+        outputs[out] = chunk
 
 
 def _free_output_id(base: str, *taken: dict[str, Chunk] | set[str]) -> str:

@@ -185,6 +185,38 @@ class Context(Generic[ConfigT]):
         stopped or crashed while it ran before (processing is at-least-once, so a
         processor with side effects must be idempotent, or use this to tell)."""
 
+    @classmethod
+    def _of_chunk(
+        cls,
+        proc_id: str,
+        run_id: str,
+        chunk_id: str,
+        config: ConfigT,
+        data_dir: Path,
+        report: ProgressSink,
+        allowed_roots: tuple[Path, ...],
+        network: NetworkPolicy,
+        tls: ssl.SSLContext | None,
+        limits: Limits,
+        attempt: int,
+    ) -> Context[ConfigT]:
+        """The chunk runner's constructor: every value given, none to default, all
+        positional. The same object as `Context(...)` makes, for a third of its cost
+        (its keywords and defaults were ~1 µs of every chunk)."""
+        self = object.__new__(cls)
+        self.proc_id = proc_id
+        self.run_id = run_id
+        self.chunk_id = chunk_id
+        self.config = config
+        self.data_dir = data_dir
+        self._report = report
+        self.allowed_roots = allowed_roots
+        self.network = network
+        self.tls = tls
+        self.limits = limits
+        self.attempt = attempt
+        return self
+
     @property
     def scratch_dir(self) -> Path:
         """This chunk's own folder inside the data directory, created on first use."""

@@ -24,7 +24,7 @@ from .._logs import about
 from ..api import DataFormat
 from ..errors import ChunkFailed, ChunkTimeout, WizError
 from ..metrics import ChunkStats
-from ..netpolicy import NetworkPolicy
+from ..netpolicy import NetworkPolicy, default_policy
 from ..processors import Context, Input, Limits, Output, Processor
 from ..runs import RUNNING, WAITING, Chunk, Run, RunMap
 from ..wire import MAX_DEPTH, too_deep
@@ -135,7 +135,10 @@ class ChunkRunner:
                         config = cls.apply_limits(config, self.limits)
                 else:  # nothing in this chunk can change the run's configuration
                     config = run.processor_config
-                context = Context(
+                network = self.network
+                if network is None:  # (as `Context` defaults it)
+                    network = self.network = default_policy()
+                context = Context._of_chunk(
                     run.proc_id,
                     run.run_id,
                     chunk.id,
@@ -143,10 +146,10 @@ class ChunkRunner:
                     self.data_dir,
                     self._progress_sink(run, chunk),
                     self.allowed_roots,
-                    network=self.network,
-                    tls=self.tls,
-                    limits=self.limits,
-                    attempt=chunk.attempt,
+                    network,
+                    self.tls,
+                    self.limits,
+                    chunk.attempt,
                 )
                 pending = self._call(instance, data, context, traits.is_async)
                 if timeout:

@@ -93,11 +93,13 @@ class LifetimeModel(WorkModelBase):
         if chunk.state is not WAITING:  # cancelled since it was queued: no set-up for it
             return
         setups = None
-        if cls.setup is not Processor.setup:  # (without the hook, no setup to wait for)
-            setups = run.sched.setups
-            setups[asyncio.current_task()] = time()
         try:
-            instance = await new_instance(cls, run.processor_config)
+            if cls.setup is Processor.setup:  # no setup to wait for: no coroutine for it
+                instance = cls(run.processor_config)
+            else:
+                setups = run.sched.setups
+                setups[asyncio.current_task()] = time()
+                instance = await new_instance(cls, run.processor_config)
         except PROCESSOR_ERRORS as exc:
             self.runner.runs.fail(run, chunk, setup_failure(exc))
             return
@@ -110,7 +112,8 @@ class LifetimeModel(WorkModelBase):
         try:
             await self.runner.execute(run, chunk, instance)
         finally:
-            await discard_instance(instance)
+            if cls.teardown is not Processor.teardown:  # (else nothing to await)
+                await discard_instance(instance)
 
     def load(self, run: Run) -> RunLoad | None:
         work: _RunWork | None = run.sched

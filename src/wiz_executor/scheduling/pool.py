@@ -62,6 +62,16 @@ class _ChunkQueue:
         self._items.append(chunk)
         self._wake_one()
 
+    def put_one(self, chunk: Chunk) -> None:
+        """`put_nowait`, with the wake-up inline (the common case of a single chunk)."""
+        self._items.append(chunk)
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     def pop(self) -> Chunk | None:
         """The next chunk, or None when there is none."""
         return self._items.popleft() if self._items else None
@@ -167,9 +177,12 @@ class PoolModel(WorkModelBase):
 
     def submit(self, run: Run, chunks: list[Chunk]) -> None:
         pool: _RunPool = run.sched
-        put = pool.queue.put_nowait
-        for chunk in chunks:
-            put(chunk)
+        queue = pool.queue
+        if len(chunks) == 1:  # (one AddData of one chunk: one call less)
+            queue.put_one(chunks[0])
+        else:
+            for chunk in chunks:
+                queue.put_nowait(chunk)
         if self.closing or len(pool.workers) >= pool.limit:
             return  # (the common case under load: every worker is already there)
         idle = len(pool.workers) - pool.busy
@@ -284,8 +297,8 @@ class PoolModel(WorkModelBase):
                 raise
             finally:
                 limiter.unpark(wake)
-            queue.forget(wake, cancelled=False)
-            if reclaimed:
+            if reclaimed:  # (woken for a chunk, it has left the waiters already)
+                queue.forget(wake, cancelled=False)
                 gave_up[0] = True
                 return None
             chunk = queue.pop()
