@@ -196,6 +196,23 @@ async def test_with_no_room_a_batch_whose_first_chunk_is_new_is_429_whatever_fol
     assert (counts["WAITING"], counts["RUNNING"]) == (3, 1)
 
 
+async def test_with_no_room_the_first_chunk_is_read_only_after_json_whitespace(
+    full: tuple[Executor, httpx.AsyncClient, Gate],
+) -> None:
+    """A form feed or vertical tab is no JSON whitespace: a body that starts with one is
+    not JSON, and the full path's 400 says so (the first-chunk rule must not read past
+    it and answer 429)."""
+    _, client, _ = full
+    url = f"{run_path('gate', 'r')}/data"
+    batch = raw_batch(range(10, 12))
+    for body in (b"\x0c" + batch, b"\x0b" + batch, b"[\x0c" + batch[1:]):
+        resp = await client.post(url, content=body)
+        assert resp.status_code == 400, (body, resp.text)
+    # JSON's own whitespace is read past.
+    resp = await client.post(url, content=b" \r\n\t" + raw_batch(range(10, 12)))
+    assert resp.status_code == 429, resp.text
+
+
 async def test_with_no_room_new_chunks_beside_a_changed_resend_are_429_before_the_409(
     full: tuple[Executor, httpx.AsyncClient, Gate],
 ) -> None:

@@ -21,6 +21,7 @@ from wiz_executor import (
     DataChunkState,
     DataFormat,
     Executor,
+    Registry,
     Settings,
     WorkModel,
 )
@@ -34,6 +35,7 @@ from wiz_executor.journal import (
     RunConfigured,
     SqliteStore,
 )
+from wiz_executor.processors import BUILTINS
 from wiz_executor.runs import Chunk, Run, RunMap
 
 pytestmark = pytest.mark.anyio
@@ -356,3 +358,21 @@ def test_interrupting_a_running_chunk_puts_it_back_to_waiting() -> None:
     (attempt,) = chunk.attempts
     assert attempt.ended is not None
     assert attempt.outcome is None
+
+
+async def test_adddata_to_a_run_of_a_processor_no_longer_served_is_a_404(
+    settings: Settings,
+) -> None:
+    """A run recovered for a processor the restarted executor no longer serves answers
+    AddData as GetRun does, 404 for the processor, not 409 (its input closed) or 200."""
+    async with Executor(settings) as ex, asgi_client(ex) as client:
+        await configure(client, "noop", "r")
+        resp = await client.post(run_path("noop", "r") + "/data", json={"ChunkID": "c"})
+        assert resp.status_code == 200, resp.text
+    without_noop = Registry([p for p in BUILTINS if p.id != "noop"])
+    async with Executor(settings, without_noop) as ex, asgi_client(ex) as client:
+        assert ex.runs.find("noop", "r") is not None  # recovered, for the journal's sake
+        for chunk_id in ("c", "d"):  # a resend and a new chunk
+            resp = await client.post(run_path("noop", "r") + "/data", json={"ChunkID": chunk_id})
+            assert resp.status_code == 404, resp.text
+        assert (await client.get(run_path("noop", "r"))).status_code == 404

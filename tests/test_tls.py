@@ -236,12 +236,34 @@ def test_pipeline_run_on_a_remote_https_executor(certs: Certs, tmp_path: Path) -
 
 def test_a_ca_bundle_travels_as_pem_text(tmp_path: Path) -> None:
     """What a Ray actor gets for --ssl-ca-certs: the bundle's certificates as text, from
-    a file or from a folder (whose key file is skipped), trusted on top of the default."""
+    a file or from a folder, trusted on top of the default. Of a folder only the files
+    OpenSSL's lookup reads (named by subject hash) go, as only they are trusted by the
+    executor: its server certificate and key beside them do not."""
     certs = make_certs(tmp_path / "certs")
     ca = ssl.PEM_cert_to_DER_cert(certs.ca.read_text())
-    for bundle in (certs.ca, certs.ca.parent):
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    (hashed / "0a1b2c3d.0").write_bytes(certs.ca.read_bytes())
+    for name in ("server.pem", "server.key"):
+        (hashed / name).write_bytes((certs.ca.parent / name).read_bytes())
+    leaf = ssl.PEM_cert_to_DER_cert(certs.cert.read_text())
+    for bundle in (certs.ca, hashed):
         pem = ca_bundle_pem(bundle)
         assert "PRIVATE KEY" not in pem
         trusted = pem_context(pem).get_ca_certs(binary_form=True)
         assert ca in trusted
+        assert leaf not in trusted
         assert len(trusted) > 1  # the default trust too
+    assert ca_bundle_pem(certs.ca.parent) == ""  # no file named by hash: nothing
+
+
+def test_a_ca_bundle_with_utf8_comments_travels(tmp_path: Path) -> None:
+    """System bundles (certifi's, RHEL's) have UTF-8 in their comment lines, which
+    OpenSSL skips and `cadata` refuses: only the certificate blocks travel."""
+    certs = make_certs(tmp_path / "certs")
+    bundle = tmp_path / "bundle.pem"
+    comment = "# Issuer: CN=Főtanúsítvány O=Példa\n".encode()
+    bundle.write_bytes(comment + certs.ca.read_bytes() + comment)
+    client_context(bundle)  # the executor takes it
+    trusted = pem_context(ca_bundle_pem(bundle)).get_ca_certs(binary_form=True)
+    assert ssl.PEM_cert_to_DER_cert(certs.ca.read_text()) in trusted

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -69,16 +70,31 @@ def client_context(ca_certs: str | os.PathLike[str] | None = None) -> ssl.SSLCon
     return ctx
 
 
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+"""The names OpenSSL's lookup in a folder (`capath`) reads: `<subject hash>.<n>`."""
+
+
 def ca_bundle_pem(ca_certs: str | os.PathLike[str]) -> str:
     """The certificates of the CA bundle `ca_certs` (a PEM file, or a folder of them) as
     PEM text, for a process that cannot read the path (a Ray actor on another node)
     to build the same trust with `pem_context`. Call it on a bundle `client_context`
-    accepted; a folder's files that hold no PEM certificate are skipped, as OpenSSL's
-    lookup in a folder skips them."""
+    accepted.
+
+    Only what OpenSSL would trust goes: the certificate blocks (a bundle's comments may
+    be UTF-8, which `cadata` refuses, and a file may hold a private key beside its
+    certificate, which must not travel), and of a folder only the files its lookup
+    reads, named by subject hash (a stray `leaf.pem` there is no trust anchor to the
+    executor, so none to its actors)."""
     path = Path(ca_certs)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    texts = [p.read_text("ascii", errors="replace") for p in files]
-    return "\n".join(t for t in texts if "-----BEGIN CERTIFICATE-----" in t)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _HASHED_NAME.fullmatch(p.name))
+    else:
+        files = [path]
+    blocks = [block for p in files for block in _PEM_CERTIFICATE.findall(p.read_bytes())]
+    return "\n".join(block.decode("ascii") for block in blocks)
 
 
 def pem_context(pem: str) -> ssl.SSLContext:

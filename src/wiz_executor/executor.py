@@ -517,8 +517,11 @@ class Executor:
             raise self._refusal
         if len(chunks) + repeats > self.settings.max_pending:
             self.check_batch_size(len(chunks) + repeats)
-        # A run is only ever made for a registered processor: found, nothing to check.
-        run = self.runs.find(proc_id, run_id) or self.get_run(proc_id, run_id)
+        # The run map first (one lookup on the hot path); a recovered run may belong to a
+        # processor no longer registered, and that is a 404 as for GetRun.
+        run = self.runs.find(proc_id, run_id)
+        if run is None or proc_id not in self.registry:
+            run = self.get_run(proc_id, run_id)
         held = (stored or {}) if run.stored else None
         new, duplicates = self.runs.check_accepts(run, chunks, held)
         duplicates += repeats

@@ -24,7 +24,8 @@ of new chunks that is also malformed beyond its ChunkIDs is told 429 first; the 
 comes when it is retried with room. With no room at all the difference is wider: a
 batch whose first chunk is new is told 429 whatever follows that chunk's ChunkID (the
 rest malformed, even not JSON; a resend of a held chunk with other content, which the
-full path answers 409); the 400 or 409 comes when it is retried with room. A batch
+full path answers 409; a first object with the ChunkID key twice, read here by the
+first); the 400 or 409 comes when it is retried with room. A batch
 whose first chunk is held goes the scan's way, so a resend of only held chunks still
 gets its 200 (or 409) with no room.
 """
@@ -51,7 +52,21 @@ full path decodes in place); larger ones go the full way, which counts them off 
 
 _TAKING = (State.CONFIGURED, State.RUNNING)
 
-_FIRST_ID = re.compile(rb'\s*\[?\s*\{\s*"ChunkID"\s*:\s*"([^"\\\x00-\x1f]+)"')
+_WS = rb"[ \t\r\n]*"
+"""What JSON counts as whitespace (a regex's class of spaces would also take form feeds
+and vertical tabs, which the full decode refuses)."""
+_FIRST_ID = re.compile(
+    _WS
+    + rb"\[?"
+    + _WS
+    + rb"\{"
+    + _WS
+    + rb'"ChunkID"'
+    + _WS
+    + rb":"
+    + _WS
+    + rb'"([^"\\\x00-\x1f]+)"'
+)
 """The first chunk's ChunkID when it is the body's first key and needs no unescaping
 (the IDs pipelines send); anything else goes the scan's way."""
 

@@ -20,7 +20,6 @@ import uvicorn
 
 from .._tls import SERVER_CIPHERS
 from ..settings import Settings
-from ._keepalive import KeepAliveProtocol
 
 STARTUP_FAILURE = 3
 """The exit code uvicorn uses when the server could not start."""
@@ -116,8 +115,13 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     keep-alive timeout (`_keepalive.py`), and no `Server: uvicorn` header (the Go
     original sends none; uvicorn checks and writes each header of every answer, ~0.3 µs
     of its ~4.5 µs per AddData answer, see benchmarks/results/history.md)."""
+    http: Any
+    try:
+        from ._keepalive import KeepAliveProtocol as http
+    except ImportError:  # no httptools for this Python (PyPy, a new CPython): uvicorn's
+        http = "h11"  # h11 protocol, with the timeout but without the crowd rule
     return {
-        "http": KeepAliveProtocol,
+        "http": http,
         "timeout_keep_alive": settings.keep_alive_timeout,
         "server_header": False,
     }
