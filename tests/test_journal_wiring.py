@@ -371,6 +371,7 @@ async def test_adddata_to_a_run_of_a_processor_no_longer_served_is_a_404(
         assert resp.status_code == 200, resp.text
     without_noop = Registry([p for p in BUILTINS if p.id != "noop"])
     async with Executor(settings, without_noop) as ex, asgi_client(ex) as client:
+        await ex.recovered()
         assert ex.runs.find("noop", "r") is not None  # recovered, for the journal's sake
         for chunk_id in ("c", "d"):  # a resend and a new chunk
             resp = await client.post(run_path("noop", "r") + "/data", json={"ChunkID": chunk_id})
