@@ -35,10 +35,10 @@ def _get(section: dict[str, Any] | None, *keys: str) -> Summary | None:
     return node if isinstance(node, Summary) else None
 
 
-FILLED = 0.5
-"""The share of 429s from which the flood counts as one at a full queue: most of its
-answers were refusals. Below it, the queue did not stay full during the flood and the
-full-queue target is not judged."""
+FILLED = 0.1
+"""The share of 429s from which the flood counts as one that met a full queue: it was
+refused. Below it, the queue had room for nearly all of it and the full-queue target is
+not judged."""
 STILL_FULL = 0.5
 """The share of the filled queue that must still be waiting when the flood ends for the
 queue to count as full through the flood: a queue that ran down below half measured
@@ -46,8 +46,8 @@ mostly its drain, not a flood at a full queue (`http_load.flood_rate` takes the 
 out, but then the rate is of a queue that was not full). Not nearer 1: each of the
 flood's connections has one batch in flight, and an accepted batch waits for its group
 commit, so once refusals cost little the executor runs the queue down faster than 64
-connections refill it, whatever the refusals cost; most answers being 429s (`FILLED`)
-is what says the flood met a full queue."""
+connections refill it, whatever the refusals cost. Filled at the start, still more than
+half full at the end, and refusing the flood (`FILLED`): a flood at a full queue."""
 
 
 def verdicts(results: dict[str, Any]) -> list[Verdict]:
