@@ -3,7 +3,7 @@
 A full run writes `benchmarks/results/latest.md` (and `latest.json`, `work_models.png`,
 `http.png`) and, when it ran every scenario, copies the report into the README's
 "Latest results", so that the README's numbers are always a run's own. A quick run
-(`--quick`, fewer and smaller repetitions, under two minutes) writes the same files under
+(`--quick`, fewer and smaller repetitions, a few minutes) writes the same files under
 `benchmarks/results/quick/`, which git ignores, and leaves the README alone, so the
 committed results always come from a full run. Either prints the report at the end.
 """
@@ -61,7 +61,7 @@ REPS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, a few minutes")
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),

@@ -32,7 +32,7 @@ from wiz_executor import Executor, Settings
 from wiz_executor.errors import ExecutorFull, PayloadTooLarge, WizError
 from wiz_executor.server._early import refuse_before_body
 from wiz_executor.server._errors import error_body, error_headers, status_of
-from wiz_executor.server._fastpath import FULL_PACE, add_data_response
+from wiz_executor.server._fastpath import add_data_response, full_hold
 from wiz_executor.server.app import create_app
 
 _JSON = [("content-type", "application/json")]
@@ -69,6 +69,7 @@ class Front:
     async def add_data(self, scope: Any, proto: Any, proc_id: str, run_id: str) -> None:
         executor = self.executor
         headers = _JSON
+        body = b""
         try:
             host = scope.headers.get("host")
             if host is not None:  # the guard's Host check; the token and Origin are not
@@ -82,7 +83,7 @@ class Front:
             status = 200
         except WizError as exc:
             if isinstance(exc, ExecutorFull):
-                await asyncio.sleep(FULL_PACE)
+                await asyncio.sleep(full_hold(len(body)))  # as the fast path holds it
             status = status_of(exc)
             payload = error_body(exc.message)
             headers = _JSON + list(error_headers(exc).items())

@@ -38,9 +38,10 @@ def wiz_command() -> list[str]:
 class WizProcess:
     """One `wiz executor` process on `folder` (its data dir is `folder/wiz-data`)."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, log_level: str | None = "info") -> None:
         self.folder = folder
-        self.args = args
+        self.args = (*(("--log-level", log_level) if log_level else ()), *args)
+        """`--log-level` (None: the executor's default, as shipped), then `args`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: asyncio.subprocess.Process | None = None
@@ -63,8 +64,6 @@ class WizProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.folder / "wiz-data"),
-                "--log-level",
-                "info",
                 *self.args,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

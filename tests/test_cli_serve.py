@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from _wiz_process import free_port
+from _wiz_process import WizProcess
 from conftest import wait_for
 from wiz_executor import Settings, WorkModel
 from wiz_executor.cli import _serve, app
@@ -175,34 +174,10 @@ def test_python_dash_m_runs_the_command() -> None:
 
 
 async def test_wiz_executor_serves_and_stops_on_sigint(tmp_path: Path) -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wiz_executor",
-        "executor",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-        "--shutdown-grace",
-        "1",
-        "--log-level",
-        "warning",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    wiz = WizProcess(tmp_path, "--shutdown-grace", "1", log_level="warning")
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    assert proc.returncode is None, "the server exited"
-                    return False
-
-            await wait_for(up, timeout=20, what="wiz executor to serve")
+        await wiz.start()
+        async with httpx.AsyncClient(base_url=wiz.url) as http:
             config = {"ExpectedData": {"NumChunks": 1}}
             assert (await http.post("/processors/noop/runs/r/config", json=config)).is_success
             resp = await http.post("/processors/noop/runs/r/data", json={"ChunkID": "c"})
@@ -213,14 +188,9 @@ async def test_wiz_executor_serves_and_stops_on_sigint(tmp_path: Path) -> None:
                 return bool(run["CurrentState"] == "SUCCEEDED")
 
             await wait_for(done)
-        proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            _, stderr = await proc.communicate()
-        assert proc.returncode == 0, stderr.decode()
+        assert await wiz.kill(signal.SIGINT, timeout=20) == 0, wiz.stderr()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await wiz.stop()
 
 
 def test_delivery_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:

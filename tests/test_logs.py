@@ -4,11 +4,9 @@ holds."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import httpx
 import pytest
 
 from _stub_server import FlakyDownstream, closed_port, serve_asgi
-from _wiz_process import free_port
-from conftest import wait_for, wait_run_done
+from _wiz_process import WizProcess
+from conftest import wait_run_done
 from wiz_executor import Executor, Settings
 from wiz_executor._logs import LogFormatter, escape
 
@@ -131,32 +129,11 @@ async def test_wiz_executor_logs_in_one_format(tmp_path: Path) -> None:
     """`wiz executor` as shipped, at the default level: uvicorn's lines and the
     executor's share the format, a downstream delivery logs no httpx line, and a chunk ID
     holding a newline stays on its record's line."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wiz_executor",
-        "executor",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-        "--shutdown-grace",
-        "1",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    wiz = WizProcess(tmp_path, "--shutdown-grace", "1", log_level=None)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    assert proc.returncode is None, "the server exited"
-                    return False
-
-            await wait_for(up, timeout=20, what="wiz executor to serve")
+        await wiz.start()
+        port = wiz.port  # (the sink is this executor)
+        async with httpx.AsyncClient(base_url=wiz.url) as http:
             here = {"Hostname": f"127.0.0.1:{port}", "ProcID": "noop", "RunID": "sink"}
             source = {
                 "ExpectedData": {"NumChunks": 2},
@@ -169,15 +146,11 @@ async def test_wiz_executor_logs_in_one_format(tmp_path: Path) -> None:
             await wait_run_done(http, "noop", "src", timeout=20)
             sink = (await http.get("/processors/noop/runs/sink")).json()
             assert sum(sink["ChunkCounts"].values()) == 1  # the delivery happened
-        proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
+        assert await wiz.kill(signal.SIGINT, timeout=20) == 0, wiz.stderr()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    lines = err.decode().splitlines()
+        await wiz.stop()
+    err = wiz.stderr()
+    lines = err.splitlines()
     assert lines, "nothing logged"
     for line in lines:
         assert LINE.match(line), line

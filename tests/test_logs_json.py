@@ -3,11 +3,9 @@ processor, run, chunk when the record concerns one)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from _gates import Gate, asgi_client, gate_processor, run_path
 from _stub_server import closed_port
-from _wiz_process import free_port
+from _wiz_process import WizProcess
 from conftest import wait_for, wait_run_done
 from wiz_executor import Executor, Settings
 from wiz_executor._logs import JsonFormatter, about
@@ -78,48 +76,20 @@ def test_a_traceback_is_a_field() -> None:
 async def test_wiz_executor_logs_json_lines(tmp_path: Path) -> None:
     """`wiz executor --log-format json` as shipped: every stderr line is a JSON object,
     uvicorn's included, and the run log's records name their run and chunk."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wiz_executor",
-        "executor",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-        "--shutdown-grace",
-        "1",
-        "--log-format",
-        "json",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    wiz = WizProcess(tmp_path, "--shutdown-grace", "1", "--log-format", "json", log_level=None)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    assert proc.returncode is None, "the server exited"
-                    return False
-
-            await wait_for(up, timeout=20, what="wiz executor to serve")
+        await wiz.start()
+        async with httpx.AsyncClient(base_url=wiz.url) as http:
             config = {"ExpectedData": {"NumChunks": 2}}
             assert (await http.post("/processors/noop/runs/j1/config", json=config)).is_success
             batch = [{"ChunkID": "ok"}, {"ChunkID": "bad\nline", "RawData": {"Fail": True}}]
             assert (await http.post("/processors/noop/runs/j1/data", json=batch)).is_success
             await wait_run_done(http, "noop", "j1", timeout=20)
-        proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
+        assert await wiz.kill(signal.SIGINT, timeout=20) == 0, wiz.stderr()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    entries: list[dict[str, Any]] = [json.loads(line) for line in err.decode().splitlines()]
+        await wiz.stop()
+    err = wiz.stderr()
+    entries: list[dict[str, Any]] = [json.loads(line) for line in err.splitlines()]
     assert entries, "nothing logged"
     for entry in entries:
         assert {"time", "level", "logger", "message"} <= set(entry), entry
